@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package testenv runs a real etcd and kube-apiserver (built by `tasks.py k8s-bins`) with
+// MagLB's CRDs installed, for tests that need the API server. One server serves a whole test
+// package: TestMain starts it through Run and stops it when the package's tests end.
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/maglb/maglb/internal/k8s"
+)
+
+// K8sVersion is the version `tasks.py k8s-bins` builds.
+const K8sVersion = "1.37.2"
+
+// Env is a running API server.
+type Env struct {
+	Config     *rest.Config
+	Client     client.Client
+	Kubeconfig string // path of a kubeconfig file with admin rights
+	env        *envtest.Environment
+	dir        string
+}
+
+var (
+	shared   *Env
+	startErr error
+)
+
+// Required reports whether tests that need the API server or root must run: a skip is a
+// failure under CI=true or MAGLB_REQUIRE_PRIVILEGED=1.
+func Required() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1"
+}
+
+// Run starts the package's API server, runs the tests and stops the server. Use it from
+// TestMain: os.Exit(testenv.Run(m)). Without binaries the tests that call Get skip (or fail
+// when Required).
+func Run(m *testing.M) int {
+	shared, startErr = start()
+	if startErr == nil {
+		defer shared.stop()
+	}
+	return m.Run()
+}
+
+// Get returns the package's API server, skipping the test when none could start (failing it
+// when Required).
+func Get(t testing.TB) *Env {
+	t.Helper()
+	if startErr != nil {
+		if Required() {
+			t.Fatalf("API server required (CI=true or MAGLB_REQUIRE_PRIVILEGED=1) but not started: %v", startErr)
+		}
+		t.Skipf("no API server: %v", startErr)
+	}
+	if shared == nil {
+		t.Fatal("testenv.Get called without testenv.Run in TestMain")
+	}
+	return shared
+}
+
+// BinDir is where `tasks.py k8s-bins` puts kube-apiserver, etcd and kubectl:
+// $KUBEBUILDER_ASSETS if set, else the per-user cache.
+func BinDir() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(cache, "maglb", "k8s-bins-v"+K8sVersion, "bin")
+}
+
+// RepoRoot is the repository's top directory, found from this source file.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+func start() (*Env, error) {
+	bins := BinDir()
+	for _, name := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(bins, name)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s (run `python3 tasks.py k8s-bins`): %w", name, bins, err)
+		}
+	}
+	scheme := k8s.NewScheme()
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: bins,
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	// ClusterIPs for thousands of Services in later tests.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
+	}
+	e := &Env{Config: cfg, env: env}
+	if err := e.connect(); err != nil {
+		return nil, errors.Join(err, e.stop())
+	}
+	return e, nil
+}
+
+func (e *Env) connect() error {
+	c, err := client.New(e.Config, client.Options{Scheme: e.env.Scheme})
+	if err != nil {
+		return err
+	}
+	e.Client = c
+	if e.dir, err = os.MkdirTemp("", "maglb-testenv-"); err != nil {
+		return err
+	}
+	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	return os.WriteFile(e.Kubeconfig, e.env.KubeConfig, 0o600)
+}
+
+func (e *Env) stop() error {
+	err := e.env.Stop()
+	if e.dir != "" {
+		err = errors.Join(err, os.RemoveAll(e.dir))
+	}
+	return err
+}
