@@ -8,26 +8,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
 	"github.com/maglb/maglb/internal/logging"
-	"github.com/maglb/maglb/internal/webhookcert"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
 
@@ -37,9 +31,6 @@ const (
 	webhookDisabled = "disabled"
 	webhookOnly     = "onlywebhook"
 )
-
-// certRecheckInterval is how often the self-managed certificate is checked for renewal.
-const certRecheckInterval = time.Hour
 
 type options struct {
 	k8s.Options
@@ -89,14 +80,28 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if o.webhookMode != webhookDisabled {
 		mgrOptions.WebhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.certDir})
 	}
-	mgr, err := k8s.NewManager(mgrOptions)
+	mgr, err := k8s.NewManager(ctrl.GetConfigOrDie(), mgrOptions)
 	if err != nil {
 		return err
 	}
-	validate := config.ValidationFor(o.BGPType)
+	// Admission and the controller accept what any BGP implementation supports, so every
+	// upstream configuration is admitted; each speaker reports what its own cannot do.
+	validate := config.DontValidate
 
 	if o.webhookMode != webhookDisabled {
-		if err := setupWebhooks(ctx, mgr, o, validate, logger); err != nil {
+		endpoint := webhooks.Endpoint{Service: &types.NamespacedName{Namespace: o.Namespace, Name: o.certServiceName}}
+		if o.webhookHost != "" {
+			endpoint = webhooks.Endpoint{Host: o.webhookHost, Port: o.webhookPort}
+		}
+		if err := webhooks.Serve(ctx, mgr, webhooks.ServeOptions{
+			Namespace:         o.Namespace,
+			Validate:          validate,
+			Endpoint:          endpoint,
+			ManageCertificate: !o.disableCertRotation,
+			SecretName:        o.webhookSecret,
+			CertDir:           o.certDir,
+			Logger:            logger,
+		}); err != nil {
 			return err
 		}
 	}
@@ -108,7 +113,7 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 			StateName:   "controller",
 			StateLabels: configstate.NewStateLabels("controller", ""),
 			Apply: func(cfg *config.Config) {
-				level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools))
+				level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools.ByName))
 			},
 			Logger: logger,
 		}
@@ -117,65 +122,4 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		}
 	}
 	return mgr.Start(ctx)
-}
-
-// setupWebhooks serves the webhooks and, unless certificates are managed outside, keeps a
-// self-signed certificate and the API server's webhook registration in place.
-func setupWebhooks(ctx context.Context, mgr manager.Manager, o options, validate config.Validate, logger log.Logger) error {
-	validator := &webhooks.Validator{Reader: mgr.GetAPIReader(), Namespace: o.Namespace, Validate: validate, Logger: logger}
-	validator.Register(mgr.GetWebhookServer(), mgr.GetScheme())
-	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return err
-	}
-	if o.disableCertRotation {
-		return nil
-	}
-	// The manager's client reads from a cache that only starts with the manager; the
-	// certificate must be in place before the webhook server starts.
-	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
-	if err != nil {
-		return err
-	}
-	endpoint, subject := webhookEndpoint(o)
-	ensure := func(ctx context.Context) error {
-		bundle, err := webhookcert.Ensure(ctx, c, types.NamespacedName{Namespace: o.Namespace, Name: o.webhookSecret}, subject, o.certDir)
-		if err != nil {
-			return err
-		}
-		return webhooks.Install(ctx, c, endpoint, bundle.CA)
-	}
-	if err := ensure(ctx); err != nil {
-		return err
-	}
-	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		ticker := time.NewTicker(certRecheckInterval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-ticker.C:
-				if err := ensure(ctx); err != nil && !errors.Is(err, context.Canceled) {
-					level.Error(logger).Log("op", "webhookCertificate", "error", err)
-				}
-			}
-		}
-	}))
-}
-
-// webhookEndpoint is how the API server reaches this webhook server, and the names its
-// certificate must carry.
-func webhookEndpoint(o options) (webhooks.Endpoint, webhookcert.Subject) {
-	if o.webhookHost == "" {
-		service := types.NamespacedName{Namespace: o.Namespace, Name: o.certServiceName}
-		return webhooks.Endpoint{Service: &service}, webhookcert.Subject{DNSNames: []string{
-			service.Name + "." + service.Namespace + ".svc",
-			service.Name + "." + service.Namespace + ".svc.cluster.local",
-		}}
-	}
-	endpoint := webhooks.Endpoint{Host: o.webhookHost, Port: o.webhookPort}
-	if ip := net.ParseIP(o.webhookHost); ip != nil {
-		return endpoint, webhookcert.Subject{IPs: []net.IP{ip}}
-	}
-	return endpoint, webhookcert.Subject{DNSNames: []string{o.webhookHost}}
 }

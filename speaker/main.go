@@ -24,6 +24,8 @@ import (
 type options struct {
 	k8s.Options
 	nodeName string
+	// bgpType is METALLB_BGP_TYPE; "native", the default, is MagLB's embedded BGP.
+	bgpType string
 }
 
 func main() {
@@ -31,6 +33,7 @@ func main() {
 	o.Options.Bind(flag.CommandLine, 7472)
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node this speaker runs on")
 	flag.Parse()
+	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
 	logger, err := logging.New(o.LogLevel)
 	if err != nil {
@@ -47,16 +50,17 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if o.nodeName == "" {
 		return fmt.Errorf("the node name is missing: set --node-name or METALLB_NODE_NAME")
 	}
-	switch o.BGPType {
-	case "native":
+	switch o.bgpType {
+	case "", "native":
+		o.bgpType = "native"
 	case "frr", "frr-k8s":
-		return fmt.Errorf("METALLB_BGP_TYPE=%s is not supported: MagLB speaks BGP with its embedded implementation; unset METALLB_BGP_TYPE or set it to native", o.BGPType)
+		return fmt.Errorf("METALLB_BGP_TYPE=%s is not supported: MagLB speaks BGP with its embedded implementation; unset METALLB_BGP_TYPE or set it to native", o.bgpType)
 	default:
-		return fmt.Errorf("METALLB_BGP_TYPE=%q is not one of native, frr, frr-k8s", o.BGPType)
+		return fmt.Errorf("METALLB_BGP_TYPE=%q is not one of native, frr, frr-k8s", o.bgpType)
 	}
 	level.Info(logger).Log("op", "startup", "msg", "MagLB speaker starting", "node", o.nodeName, "namespace", o.Namespace)
 
-	mgr, err := k8s.NewManager(o.ManagerOptions())
+	mgr, err := k8s.NewManager(ctrl.GetConfigOrDie(), o.ManagerOptions())
 	if err != nil {
 		return err
 	}
@@ -64,11 +68,11 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		Client:      mgr.GetClient(),
 		Namespace:   o.Namespace,
 		NodeName:    o.nodeName,
-		Validate:    config.ValidationFor(o.BGPType),
+		Validate:    config.ValidationFor(o.bgpType),
 		StateName:   "speaker-" + o.nodeName,
 		StateLabels: configstate.NewStateLabels("speaker", o.nodeName),
 		Apply: func(cfg *config.Config) {
-			level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools), "peers", len(cfg.Peers))
+			level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools.ByName), "peers", len(cfg.Peers))
 		},
 		Logger: logger,
 	}

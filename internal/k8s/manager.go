@@ -9,6 +9,7 @@ import (
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,8 +26,6 @@ type Options struct {
 	LogLevel        string
 	MetricsPort     int
 	HealthProbePort int
-	// BGPType is METALLB_BGP_TYPE: "native" (the default) is MagLB's embedded GoBGP.
-	BGPType string
 }
 
 // Bind registers the shared flags on fs; metricsPort is the component's default.
@@ -35,7 +34,6 @@ func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
 	fs.IntVar(&o.MetricsPort, "port", metricsPort, "HTTP port for Prometheus metrics; 0 disables them")
 	fs.IntVar(&o.HealthProbePort, "health-probe-port", metricsPort+1, "HTTP port of /healthz and /readyz; 0 disables them")
-	o.BGPType = envOr("METALLB_BGP_TYPE", "native")
 }
 
 // ManagerOptions returns manager options serving metrics and probes on the configured ports,
@@ -52,12 +50,8 @@ func (o *Options) ManagerOptions() manager.Options {
 	}
 }
 
-// NewManager connects to the API server and returns a manager with a liveness check.
-func NewManager(opts manager.Options) (manager.Manager, error) {
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig: %w", err)
-	}
+// NewManager returns a manager with a liveness check.
+func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -83,7 +83,7 @@ func validatingWebhooks(endpoint Endpoint, caBundle []byte) []admissionregistrat
 	webhooks := make([]admissionregistrationv1.ValidatingWebhook, 0, len(kinds))
 	for _, k := range kinds {
 		webhooks = append(webhooks, admissionregistrationv1.ValidatingWebhook{
-			Name:                    k.resource + "validationwebhook.metallb.io",
+			Name:                    k.name,
 			ClientConfig:            endpoint.clientConfig(k.path(), caBundle),
 			AdmissionReviewVersions: []string{"v1"},
 			FailurePolicy:           &fail,

@@ -43,6 +43,7 @@ type Validator struct {
 // kind is one validated resource: how its requests are decoded and folded into the
 // configuration that is validated.
 type kind struct {
+	name     string // of the webhook, as upstream's manifests name it
 	singular string // as in the webhook path
 	resource string // as in the API path
 	version  string
@@ -60,42 +61,42 @@ var (
 
 var kinds = []kind{
 	{
-		singular: "ipaddresspool", resource: "ipaddresspools", version: "v1beta1", ops: createUpdate,
+		name: "ipaddresspoolvalidationwebhook.metallb.io", singular: "ipaddresspool", resource: "ipaddresspools", version: "v1beta1", ops: createUpdate,
 		newObject: func() client.Object { return &maglbv1beta1.IPAddressPool{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.Pools = upsert(res.Pools, obj.(*maglbv1beta1.IPAddressPool))
 		},
 	},
 	{
-		singular: "bgppeer", resource: "bgppeers", version: "v1beta2", ops: createUpdate,
+		name: "bgppeersvalidationwebhook.metallb.io", singular: "bgppeer", resource: "bgppeers", version: "v1beta2", ops: createUpdate,
 		newObject: func() client.Object { return &metallbv1beta2.BGPPeer{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.Peers = upsert(res.Peers, obj.(*metallbv1beta2.BGPPeer))
 		},
 	},
 	{
-		singular: "bgpadvertisement", resource: "bgpadvertisements", version: "v1beta1", ops: createUpdate,
+		name: "bgpadvertisementvalidationwebhook.metallb.io", singular: "bgpadvertisement", resource: "bgpadvertisements", version: "v1beta1", ops: createUpdate,
 		newObject: func() client.Object { return &metallbv1beta1.BGPAdvertisement{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.BGPAdvs = upsert(res.BGPAdvs, obj.(*metallbv1beta1.BGPAdvertisement))
 		},
 	},
 	{
-		singular: "l2advertisement", resource: "l2advertisements", version: "v1beta1", ops: createUpdate,
+		name: "l2advertisementvalidationwebhook.metallb.io", singular: "l2advertisement", resource: "l2advertisements", version: "v1beta1", ops: createUpdate,
 		newObject: func() client.Object { return &metallbv1beta1.L2Advertisement{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.L2Advs = upsert(res.L2Advs, obj.(*metallbv1beta1.L2Advertisement))
 		},
 	},
 	{
-		singular: "community", resource: "communities", version: "v1beta1", ops: createUpdate,
+		name: "communityvalidationwebhook.metallb.io", singular: "community", resource: "communities", version: "v1beta1", ops: createUpdate,
 		newObject: func() client.Object { return &metallbv1beta1.Community{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.Communities = upsert(res.Communities, obj.(*metallbv1beta1.Community))
 		},
 	},
 	{
-		singular: "bfdprofile", resource: "bfdprofiles", version: "v1beta1", ops: createDelete,
+		name: "bfdprofilevalidationwebhook.metallb.io", singular: "bfdprofile", resource: "bfdprofiles", version: "v1beta1", ops: createDelete,
 		newObject: func() client.Object { return &metallbv1beta1.BFDProfile{} },
 		apply: func(res *config.ClusterResources, obj runtime.Object) {
 			res.BFDProfiles = upsert(res.BFDProfiles, obj.(*metallbv1beta1.BFDProfile))

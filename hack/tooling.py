@@ -1,0 +1,282 @@
+"""What the tasks in tasks.py do: apt packages, the Kubernetes binaries, code generation, build
+and tests. Everything here raises TaskError with a message meant for the user; tasks.py turns it
+into a non-zero exit.
+
+Progress lines (`==> ...`) and the output of long-running tools go to stderr; results a caller
+may want to capture (the k8s binaries directory, the dev-env kubeconfig) go to stdout.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The binaries `hack/build-k8s-bins.sh` builds; the tests use kube-apiserver, etcd and kubectl
+# (KUBEBUILDER_ASSETS), the lab also kube-proxy.
+K8S_BINARIES = ["kube-apiserver", "kubectl", "kube-proxy", "etcd", "etcdctl"]
+
+
+class TaskError(Exception):
+    """A failure to report to the user, without a traceback."""
+
+
+def step(message):
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def note(message):
+    print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def run(argv, *, env=None, cwd=REPO, stdout=None, capture=False, check=True, input=None):
+    """Runs argv (output streamed unless capture) and returns the CompletedProcess.
+
+    env adds to the current environment. With capture, stdout is returned as text and stderr
+    still streams. stdout=sys.stderr sends a tool's output to our stderr.
+    """
+    argv = [str(a) for a in argv]
+    full_env = dict(os.environ, **(env or {}))
+    if capture:
+        stdout = subprocess.PIPE
+    elif stdout is not None and hasattr(stdout, "flush"):
+        stdout.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=full_env, stdout=stdout, text=True, input=input)
+    except FileNotFoundError:
+        raise TaskError(f"{argv[0]}: command not found") from None
+    if check and proc.returncode != 0:
+        raise TaskError(f"`{shlex.join(argv)}` failed (exit status {proc.returncode})")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------
+# apt packages
+
+
+def _apt_prefix():
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo"):
+        return ["sudo", "-E"]
+    raise TaskError("installing apt packages needs root (or sudo)")
+
+
+def missing_packages(packages):
+    """The packages of the list that dpkg does not report as installed."""
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    installed = set()
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1] == "installed":
+            installed.add(fields[0])
+    return [p for p in packages if p not in installed]
+
+
+def apt_install(packages):
+    """Installs packages with apt-get, refreshing the package lists when the first try fails."""
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = [*_apt_prefix(), "apt-get", "install", "-y", *packages]
+    if run(install, env=env, stdout=sys.stderr, check=False).returncode == 0:
+        return
+    note("apt-get install failed; refreshing the package lists and retrying")
+    run([*_apt_prefix(), "apt-get", "update"], env=env, stdout=sys.stderr)
+    run(install, env=env, stdout=sys.stderr)
+
+
+def ensure_packages(packages):
+    missing = missing_packages(packages)
+    if not missing:
+        step(f"apt packages: all {len(packages)} installed")
+        return
+    step(f"apt packages: installing {' '.join(missing)}")
+    apt_install(missing)
+    still = missing_packages(missing)
+    if still:
+        raise TaskError(f"apt packages still missing after apt-get install: {' '.join(still)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes binaries
+
+
+def cache_dir():
+    """The per-user cache, as Go's os.UserCacheDir sees it (the test harness looks there too)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "maglb"
+
+
+def k8s_bin_dir(version):
+    return cache_dir() / f"k8s-bins-v{version}" / "bin"
+
+
+def _k8s_bins_problem(bin_dir, version):
+    """Why the binaries in bin_dir are not usable as version, or None when they are."""
+    for name in K8S_BINARIES:
+        path = bin_dir / name
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return f"{name} is missing"
+    try:
+        out = subprocess.run([str(bin_dir / "kube-apiserver"), "--version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"kube-apiserver --version failed: {e}"
+    if out != f"Kubernetes v{version}":
+        return f"kube-apiserver reports {out!r}"
+    return None
+
+
+@contextlib.contextmanager
+def _file_lock(path, waiting_message):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            step(waiting_message)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_k8s_bins(version, force=False):
+    """Returns the directory holding the binaries of version, building them when needed."""
+    bin_dir = k8s_bin_dir(version)
+    problem = "rebuild requested" if force else _k8s_bins_problem(bin_dir, version)
+    if problem is None:
+        step(f"k8s binaries v{version}: cached in {bin_dir}")
+        return bin_dir
+    with _file_lock(bin_dir.parent / ".lock", f"k8s binaries: waiting for another build into {bin_dir}"):
+        if not force:
+            problem = _k8s_bins_problem(bin_dir, version)
+            if problem is None:
+                step(f"k8s binaries v{version}: built by the other run, in {bin_dir}")
+                return bin_dir
+        step(f"k8s binaries v{version}: building into {bin_dir} ({problem}; a cold build takes ~10 minutes on 2 cores)")
+        run(["bash", REPO / "hack" / "build-k8s-bins.sh"], stdout=sys.stderr, env={
+            "K8S_VERSION": version,
+            "OUT": str(bin_dir),
+            "WORK": str(bin_dir.parent / "build"),
+        })
+        problem = _k8s_bins_problem(bin_dir, version)
+        if problem:
+            raise TaskError(f"k8s binaries in {bin_dir} unusable after the build: {problem}")
+    return bin_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Code generation
+
+
+class Generator:
+    """One generation step: a command run at the repository root, or a Python callable
+    taking the k8s binaries directory."""
+
+    def __init__(self, title, command):
+        self.title = title
+        self.command = command
+
+    def __call__(self, bin_dir):
+        step(f"generate: {self.title}")
+        if callable(self.command):
+            self.command(bin_dir)
+        else:
+            run(self.command)
+
+
+def render_manifest(bin_dir, overlay="config/default", output="config/manifests/maglb.yaml"):
+    """Renders a kustomize overlay with the built kubectl into a committed manifest."""
+    proc = run([bin_dir / "kubectl", "kustomize", REPO / overlay], capture=True)
+    out = REPO / output
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Generated from {overlay} by `python3 tasks.py generate`. Do not edit.\n"
+    out.write_text(header + proc.stdout)
+
+
+def generate(generators, bin_dir):
+    for g in generators:
+        g(bin_dir)
+
+
+def _dirty_files():
+    """Every changed or untracked file, with a hash of its content, as git status sees them."""
+    proc = run(["git", "status", "--porcelain", "--untracked-files=all", "-z"], capture=True)
+    entries = proc.stdout.split("\0")
+    files = {}
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if not entry:
+            continue
+        status, path = entry[:2], entry[3:]
+        if status[0] in "RC":  # a rename is followed by its source path
+            i += 1
+        p = REPO / path
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "absent"
+        files[path] = (status, digest)
+    return files
+
+
+def generate_and_check(generators, bin_dir):
+    """Runs the generators and fails if they changed anything: the committed generated code
+    must be what the generators produce from the committed sources."""
+    before = _dirty_files()
+    generate(generators, bin_dir)
+    after = _dirty_files()
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if changed:
+        subprocess.run(["git", "--no-pager", "diff", "--stat", "--", *changed], cwd=REPO)
+        raise TaskError(
+            "generated code is out of date: `python3 tasks.py generate` changed\n  "
+            + "\n  ".join(changed)
+            + "\nreview and commit these changes"
+        )
+    step("generate: generated code is up to date")
+
+
+# ---------------------------------------------------------------------------------------------
+# Build and tests
+
+BUILD_PACKAGES = ["./controller", "./speaker"]
+
+
+def build():
+    step(f"build: {' '.join(BUILD_PACKAGES)} into bin/")
+    missing = [p for p in BUILD_PACKAGES if not (REPO / p).is_dir()]
+    if missing:
+        raise TaskError(f"nothing to build at {' '.join(missing)}")
+    (REPO / "bin").mkdir(exist_ok=True)
+    run(["go", "build", "-o", str(REPO / "bin") + "/", *BUILD_PACKAGES], env={"CGO_ENABLED": "0"})
+    return REPO / "bin"
+
+
+def go_test(packages, bin_dir, run_regex=None, verbose=False):
+    step(f"go vet {' '.join(packages)}")
+    run(["go", "vet", *packages])
+    args = ["go", "test", "-count=1"]
+    if verbose:
+        args.append("-v")
+    if run_regex:
+        args += ["-run", run_regex]
+    args += packages
+    passed = {k: os.environ[k] for k in ("CI", "MAGLB_REQUIRE_PRIVILEGED") if k in os.environ}
+    step(f"{shlex.join(args)} (KUBEBUILDER_ASSETS={bin_dir}"
+         + "".join(f" {k}={v}" for k, v in passed.items()) + ")")
+    proc = run(args, env={"KUBEBUILDER_ASSETS": str(bin_dir)}, check=False)
+    if proc.returncode != 0:
+        raise TaskError(f"tests failed (go test exit status {proc.returncode})")
+    step("tests passed")

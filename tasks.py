@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""MagLB developer tasks: `python3 tasks.py --list` (or `inv --list`).
+
+Runs with whichever python3 starts it: without the invoke package it re-executes itself under
+/usr/bin/python3, installing Debian's python3-invoke first when needed.
+"""
+
+import os
+import subprocess
+import sys
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _bootstrap():
+    """Makes `import invoke` work, re-executing under the system python3 if needed."""
+    try:
+        import invoke  # noqa: F401
+        return
+    except ImportError:
+        pass
+
+    def system_has_invoke():
+        return subprocess.run([SYSTEM_PYTHON, "-c", "import invoke"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+
+    if os.environ.get("MAGLB_TASKS_REEXEC") == "1" or not os.path.exists(SYSTEM_PYTHON):
+        sys.exit(f"tasks.py: the python package invoke is missing for {sys.executable}; "
+                 "install Debian's python3-invoke and run `/usr/bin/python3 tasks.py`")
+    if not system_has_invoke():
+        print("==> installing python3-invoke with apt-get (tasks.py runs on invoke)", file=sys.stderr, flush=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-E"]
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = [*sudo, "apt-get", "install", "-y", "python3-invoke"]
+        if subprocess.run(install, env=env, stdout=sys.stderr).returncode != 0:
+            subprocess.run([*sudo, "apt-get", "update"], env=env, stdout=sys.stderr, check=False)
+            if subprocess.run(install, env=env, stdout=sys.stderr).returncode != 0:
+                sys.exit("tasks.py: `apt-get install -y python3-invoke` failed")
+        if not system_has_invoke():
+            sys.exit(f"tasks.py: {SYSTEM_PYTHON} still cannot import invoke after installing python3-invoke")
+    os.environ["MAGLB_TASKS_REEXEC"] = "1"
+    os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, os.path.abspath(__file__), *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    _bootstrap()
+
+from pathlib import Path  # noqa: E402
+
+from invoke import Collection, Exit, Program, task  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "hack"))
+
+import lab  # noqa: E402
+import tooling  # noqa: E402
+from tooling import Generator, TaskError  # noqa: E402
+
+# apt packages the tasks and the tests need (`deps` installs the missing ones).
+APT_PACKAGES = [
+    "openssl",
+    "curl",
+    "ca-certificates",
+    "python3-invoke",
+]
+
+# Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
+K8S_VERSION = "1.37.2"
+
+# `generate` runs these in order; CI fails when they change anything committed.
+GENERATORS = [
+    Generator("deepcopy for upstream/ (controller-gen object)", [
+        "go", "tool", "controller-gen", "object:headerFile=hack/boilerplate.go.txt", "paths=./upstream/...",
+    ]),
+    Generator("CRDs of upstream MetalLB's kinds (controller-gen crd)", [
+        "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=go.universe.tf/metallb/api/...",
+        "output:crd:artifacts:config=config/crd/bases",
+    ]),
+    Generator("CRDs of MagLB's kinds, IPAddressPool with spec.shard (controller-gen crd)", [
+        "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=./upstream/api/...",
+        "output:crd:artifacts:config=config/crd/bases",
+    ]),
+    Generator("all-in-one manifest config/manifests/maglb.yaml (kubectl kustomize config/default)",
+              tooling.render_manifest),
+]
+
+
+def _tool(fn):
+    """Turns TaskError into a clean non-zero exit."""
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TaskError as e:
+            raise Exit(f"error: {e}", code=1) from None
+    return wrapper
+
+
+@_tool
+def _deps():
+    tooling.ensure_packages(APT_PACKAGES)
+
+
+@_tool
+def _k8s_bins(force=False):
+    return tooling.ensure_k8s_bins(K8S_VERSION, force=force)
+
+
+@_tool
+def _generate(check=False):
+    bin_dir = tooling.ensure_k8s_bins(K8S_VERSION)
+    if check:
+        tooling.generate_and_check(GENERATORS, bin_dir)
+    else:
+        tooling.generate(GENERATORS, bin_dir)
+
+
+@_tool
+def _build():
+    return tooling.build()
+
+
+@task
+def deps(c):
+    """Install the apt packages the tasks and tests need (only the missing ones)."""
+    _deps()
+
+
+@task(help={"force": "rebuild even when the cached binaries report the wanted version"})
+def k8s_bins(c, force=False):
+    """Build kube-apiserver, kubectl, kube-proxy, etcd, etcdctl (cached); prints their directory last."""
+    bin_dir = _k8s_bins(force)
+    print(bin_dir, flush=True)
+
+
+@task
+def generate(c):
+    """Regenerate deepcopy code, CRDs (config/crd/bases) and config/manifests/maglb.yaml."""
+    _generate()
+
+
+@task
+def build(c):
+    """Build bin/controller and bin/speaker."""
+    _build()
+
+
+@task(help={
+    "run": "only tests matching this regular expression (go test -run)",
+    "pkg": "package pattern(s), space-separated (default ./...)",
+    "verbose": "go test -v",
+})
+def test(c, run=None, pkg="./...", verbose=False):
+    """Run go vet and every test against a real kube-apiserver (CI=true: also check generated code)."""
+    _deps()
+    bin_dir = _k8s_bins()
+    if os.environ.get("CI") == "true":
+        _generate(check=True)
+    _tool(tooling.go_test)(pkg.split(), bin_dir, run_regex=run, verbose=verbose)
+
+
+@task
+def dev_env(c):
+    """Bring up a local lab: etcd + kube-apiserver, CRDs, controller, samples; prints what to try."""
+    _deps()
+    bin_dir = _k8s_bins()
+    _build()
+    _tool(lab.Lab(bin_dir, K8S_VERSION).up)()
+
+
+@task
+def dev_env_cleanup(c):
+    """Stop the dev-env processes (by their pid files) and remove .dev-env/."""
+    _tool(lab.cleanup)()
+
+
+def _version():
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    Program(namespace=Collection.from_module(sys.modules[__name__]), version=_version(), name="MagLB tasks",
+            binary="python3 tasks.py").run()
