@@ -16,6 +16,7 @@ def _bootstrap():
     """Makes `import invoke` work, re-executing under the system python3 if needed."""
     try:
         import invoke  # noqa: F401
+        os.environ.pop("MAGLB_TASKS_REEXEC", None)  # children may start tasks.py afresh
         return
     except ImportError:
         pass
@@ -105,8 +106,8 @@ def _k8s_bins(force=False):
 
 
 @_tool
-def _generate(check=False):
-    bin_dir = tooling.ensure_k8s_bins(K8S_VERSION)
+def _generate(check=False, bin_dir=None):
+    bin_dir = bin_dir or tooling.ensure_k8s_bins(K8S_VERSION)
     if check:
         tooling.generate_and_check(GENERATORS, bin_dir)
     else:
@@ -153,7 +154,7 @@ def test(c, run=None, pkg="./...", verbose=False):
     _deps()
     bin_dir = _k8s_bins()
     if os.environ.get("CI") == "true":
-        _generate(check=True)
+        _generate(check=True, bin_dir=bin_dir)
     _tool(tooling.go_test)(pkg.split(), bin_dir, run_regex=run, verbose=verbose)
 
 
@@ -181,5 +182,9 @@ def _version():
 
 
 if __name__ == "__main__":
-    Program(namespace=Collection.from_module(sys.modules[__name__]), version=_version(), name="MagLB tasks",
-            binary="python3 tasks.py").run()
+    try:
+        Program(namespace=Collection.from_module(sys.modules[__name__]), version=_version(), name="MagLB tasks",
+                binary="python3 tasks.py").run()
+    except BrokenPipeError:  # output piped into head and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

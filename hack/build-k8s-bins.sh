@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, etcd and etcdctl from the Go module proxy into $OUT.
+# Builds kube-apiserver, kubectl, kube-proxy, etcd and etcdctl from the Go module proxy into $OUT.
 # Kubernetes' staging modules are pinned through replace directives, so `go install pkg@version`
 # refuses them; a throwaway module that requires k8s.io/kubernetes and replaces every staging
 # module by its published version builds them instead.
@@ -51,12 +51,18 @@ LDFLAGS="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	LDFLAGS="$LDFLAGS -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
 done
+# Each binary is written beside its final name and renamed into place, so an interrupted build
+# never leaves a truncated binary that looks usable.
+build() { # name ldflags package
+	go build -trimpath -ldflags "$2" -o "$OUT/.$1.tmp" "$3"
+	mv -f "$OUT/.$1.tmp" "$OUT/$1"
+}
 for target in kube-apiserver kubectl kube-proxy; do
 	step "building $target (a cold build takes minutes)"
-	go build -trimpath -ldflags "$LDFLAGS" -o "$OUT/$target" "k8s.io/kubernetes/cmd/$target"
+	build "$target" "$LDFLAGS" "k8s.io/kubernetes/cmd/$target"
 done
 step "building etcd and etcdctl $ETCD_VERSION"
-go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" go.etcd.io/etcd/server/v3
-go build -trimpath -ldflags "-s -w" -o "$OUT/etcdctl" go.etcd.io/etcd/etcdctl/v3
+build etcd "-s -w" go.etcd.io/etcd/server/v3
+build etcdctl "-s -w" go.etcd.io/etcd/etcdctl/v3
 "$OUT/kube-apiserver" --version
-"$OUT/etcd" --version | head -1
+"$OUT/etcd" --version | sed -n 1p

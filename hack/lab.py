@@ -5,8 +5,8 @@ State lives in <repo>/.dev-env/: pki/, etcd/, logs/<process>.log, pids/<process>
 start time, so a recycled pid is never signalled), kubeconfig. Processes run in their own
 session, so they outlive the task and a Ctrl-C in the terminal; `dev-env-cleanup` stops them.
 
-The lab is a list of steps over a shared Lab object; a bigger network lab adds its own steps and
-processes the same way.
+A fresh start runs Lab.steps() in order; a bigger network lab adds its steps and processes the
+same way.
 """
 
 import base64
@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tooling import REPO, TaskError, note, run, step
+from tooling import REPO, TaskError, note, step
 
 STATE = REPO / ".dev-env"
 NAMESPACE = "metallb-system"
@@ -372,8 +372,9 @@ class Lab:
 
     def install_crds(self):
         step(f"CRDs: kubectl apply --server-side -f config/crd/bases/; namespace {NAMESPACE}")
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "config" / "crd" / "bases")
-        self.kubectl("apply", "-f", "-", input=f"""\
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "config" / "crd" / "bases",
+                     capture=True)
+        self.kubectl("apply", "-f", "-", capture=True, input=f"""\
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -383,7 +384,9 @@ metadata:
     pod-security.kubernetes.io/audit: privileged
     pod-security.kubernetes.io/warn: privileged
 """)
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", REPO / "config" / "crd" / "bases")
+        out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f",
+                           REPO / "config" / "crd" / "bases", capture=True)
+        note(f"{len(out.splitlines())} CRDs established")
 
     def _binary_digest(self):
         return hashlib.sha256(self.controller_bin.read_bytes()).hexdigest()
@@ -425,7 +428,7 @@ metadata:
 
     def fail(self, error, started):
         """Reports a failed step and stops what this run started."""
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error or type(error).__name__}", file=sys.stderr)
         log = getattr(error, "log", None)
         if log:
             print(f"--- last lines of {log}:", file=sys.stderr)
@@ -435,6 +438,10 @@ metadata:
             step("stopping what was started (logs stay in .dev-env/logs)")
             self.procs.stop_all()
 
+    def steps(self):
+        """A fresh start, in order. A bigger lab extends the list (and PROCESS_ORDER)."""
+        return [self.start_apiserver, self.install_crds, self.start_controller, self.apply_samples]
+
     def up(self):
         running = self.procs.running()
         if running and set(running) >= set(PROCESS_ORDER) and self._api_ok():
@@ -443,15 +450,14 @@ metadata:
         if self.state.exists():
             if running:
                 down = ", ".join(n for n in PROCESS_ORDER if n not in running)
-                step(f"dev-env is partly down ({down} not running): restarting it cleanly")
+                why = f"{down} not running" if down else "kube-apiserver not ready"
+                step(f"dev-env is partly down ({why}): restarting it cleanly")
             self.procs.stop_all()
             shutil.rmtree(self.state)
         self.state.mkdir(parents=True)
         try:
-            self.start_apiserver()
-            self.install_crds()
-            self.start_controller()
-            self.apply_samples()
+            for start_step in self.steps():
+                start_step()
         except (Exception, KeyboardInterrupt) as e:
             self.fail(e, started=True)
             raise LabError("dev-env did not come up") from None
@@ -512,8 +518,8 @@ Try:
   spec: {{addresses: [192.168.10.128/25]}}
   EOF
 
-  curl -s http://127.0.0.1:{METRICS_PORT}/metrics     # controller metrics
-  less {logs}/controller.log            # also etcd.log, kube-apiserver.log
+  curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep ^metallb_   # controller metrics
+  less {logs}/controller.log   # also etcd.log, kube-apiserver.log
 
 Rebuild and rerun `python3 tasks.py dev-env` to restart the controller with new code;
 stop everything with `python3 tasks.py dev-env-cleanup`.

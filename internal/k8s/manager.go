@@ -10,12 +10,21 @@ import (
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// Client-side rate limits towards the API server; the server's own priority and fairness
+// protects it.
+const (
+	apiQPS   = 1000
+	apiBurst = 2000
 )
 
 // Options are the flags and environment the controller and the speaker share, named as
@@ -47,11 +56,17 @@ func (o *Options) ManagerOptions() manager.Options {
 			&corev1.Secret{}:                     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&metallbv1beta1.ConfigurationState{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 		}},
+		// A binary runs one manager, but its tests run the same wiring repeatedly in one
+		// process; controller names need not be unique process-wide.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	}
 }
 
-// NewManager returns a manager with a liveness check.
+// NewManager returns a manager with a liveness check. It raises client-go's default 20
+// requests per second, which would cap allocation at a few Services per second.
 func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = apiQPS, apiBurst
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

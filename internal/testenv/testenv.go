@@ -47,9 +47,9 @@ func Required() bool {
 // TestMain: os.Exit(testenv.Run(m)). Without binaries the tests that call Get skip (or fail
 // when Required).
 func Run(m *testing.M) int {
-	shared, startErr = start()
+	shared, startErr = Start()
 	if startErr == nil {
-		defer shared.stop()
+		defer shared.Stop()
 	}
 	return m.Run()
 }
@@ -89,7 +89,8 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func start() (*Env, error) {
+// Start runs a new API server, for tests that need one of their own (Get shares one).
+func Start() (*Env, error) {
 	bins := BinDir()
 	for _, name := range []string{"kube-apiserver", "etcd", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(bins, name)); err != nil {
@@ -103,15 +104,15 @@ func start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
-	// ClusterIPs for thousands of Services in later tests.
-	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16")
+	// Dual-stack, with ClusterIPs for thousands of Services.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/108")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
 	}
 	e := &Env{Config: cfg, env: env}
 	if err := e.connect(); err != nil {
-		return nil, errors.Join(err, e.stop())
+		return nil, errors.Join(err, e.Stop())
 	}
 	return e, nil
 }
@@ -129,7 +130,8 @@ func (e *Env) connect() error {
 	return os.WriteFile(e.Kubeconfig, e.env.KubeConfig, 0o600)
 }
 
-func (e *Env) stop() error {
+// Stop ends the API server and removes its files.
+func (e *Env) Stop() error {
 	err := e.env.Stop()
 	if e.dir != "" {
 		err = errors.Join(err, os.RemoveAll(e.dir))
