@@ -15,12 +15,14 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
+	"github.com/maglb/maglb/internal/k8s/servicecontroller"
 	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
@@ -34,14 +36,15 @@ const (
 
 type options struct {
 	k8s.Options
-	webhookMode         string
-	webhookHost         string
-	webhookPort         int
-	certDir             string
-	certServiceName     string
-	webhookSecret       string
-	disableCertRotation bool
-	loadBalancerClass   string
+	webhookMode           string
+	webhookHost           string
+	webhookPort           int
+	certDir               string
+	certServiceName       string
+	webhookSecret         string
+	disableCertRotation   bool
+	loadBalancerClass     string
+	disableLeaderElection bool
 }
 
 func main() {
@@ -55,6 +58,7 @@ func main() {
 	flag.StringVar(&o.webhookSecret, "webhook-secret", "metallb-webhook-cert", "the Secret the self-managed webhook certificate is kept in")
 	flag.BoolVar(&o.disableCertRotation, "disable-cert-rotation", false, "use the certificate found in --cert-dir and leave the webhook configuration alone")
 	flag.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are handled")
+	flag.BoolVar(&o.disableLeaderElection, "disable-leader-election", false, "allocate without electing a leader (run a single replica then)")
 	flag.Parse()
 
 	logger, err := logging.New(o.LogLevel)
@@ -62,13 +66,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if err := run(ctrl.SetupSignalHandler(), o, logger); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger); err != nil {
 		level.Error(logger).Log("op", "startup", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, o options, logger log.Logger) error {
+func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
 	switch o.webhookMode {
 	case webhookEnabled, webhookDisabled, webhookOnly:
 	default:
@@ -80,7 +84,13 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if o.webhookMode != webhookDisabled {
 		mgrOptions.WebhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.certDir})
 	}
-	mgr, err := k8s.NewManager(ctrl.GetConfigOrDie(), mgrOptions)
+	// Replicas share the work by leader election: only the leader allocates. Every replica
+	// serves the webhooks.
+	mgrOptions.LeaderElection = !o.disableLeaderElection
+	mgrOptions.LeaderElectionID = "maglb-controller"
+	mgrOptions.LeaderElectionNamespace = o.Namespace
+	mgrOptions.LeaderElectionReleaseOnCancel = true
+	mgr, err := k8s.NewManager(restConfig, mgrOptions)
 	if err != nil {
 		return err
 	}
@@ -106,18 +116,26 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		}
 	}
 	if o.webhookMode != webhookOnly {
-		reconciler := &configstate.Reconciler{
+		services := &servicecontroller.Reconciler{
+			Client:    mgr.GetClient(),
+			Recorder:  mgr.GetEventRecorderFor("metallb-controller"),
+			LBClass:   o.loadBalancerClass,
+			Namespace: o.Namespace,
+			Logger:    logger,
+		}
+		if err := services.SetupWithManager(mgr); err != nil {
+			return err
+		}
+		configs := &configstate.Reconciler{
 			Client:      mgr.GetClient(),
 			Namespace:   o.Namespace,
 			Validate:    validate,
 			StateName:   "controller",
 			StateLabels: configstate.NewStateLabels("controller", ""),
-			Apply: func(cfg *config.Config) {
-				level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools.ByName))
-			},
-			Logger: logger,
+			Apply:       services.SetConfig,
+			Logger:      logger,
 		}
-		if err := reconciler.SetupWithManager(mgr); err != nil {
+		if err := configs.SetupWithManager(mgr); err != nil {
 			return err
 		}
 	}
