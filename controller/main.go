@@ -51,7 +51,7 @@ func main() {
 	var o options
 	o.Options.Bind(flag.CommandLine, 7472)
 	flag.StringVar(&o.webhookMode, "webhook-mode", webhookEnabled, "webhook mode: enabled, disabled, or onlywebhook to act as the webhook endpoint only")
-	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the API server reaches the webhook server at, when the controller runs outside the cluster; empty: through the --cert-service-name Service")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the API server reaches the webhook server at when the controller runs outside the cluster (default there: 127.0.0.1, for an API server on the same host); in a cluster the --cert-service-name Service is used")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook server port")
 	flag.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook server's tls.crt and tls.key")
 	flag.StringVar(&o.certServiceName, "cert-service-name", "metallb-webhook-service", "the Service the API server reaches the webhooks through, named in the certificate")
@@ -60,6 +60,11 @@ func main() {
 	flag.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are handled")
 	flag.BoolVar(&o.disableLeaderElection, "disable-leader-election", false, "allocate without electing a leader (run a single replica then)")
 	flag.Parse()
+	if o.webhookHost == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
+		// Outside a cluster no Service leads here; a local API server (the lab) reaches us
+		// on loopback, so a bare KUBECONFIG is enough to run against it.
+		o.webhookHost = "127.0.0.1"
+	}
 
 	logger, err := logging.New(o.LogLevel)
 	if err != nil {

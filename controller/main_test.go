@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,10 +21,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/allocator"
 	"github.com/maglb/maglb/internal/k8s"
+	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/testenv"
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
@@ -61,6 +64,7 @@ func startController(t *testing.T, lbClass string) (stop func()) {
 // called (or the test ends), and waits until it reports ready.
 func runController(t testing.TB, env *testenv.Env, o options, logger log.Logger) (stop func()) {
 	t.Helper()
+	ctrl.SetLogger(logging.Logr(logger))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, env.Config, o, logger) }()
@@ -445,6 +449,32 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// The samples a user starts from work as they are: every Service gets its address.
+func TestConfigSamples(t *testing.T) {
+	startController(t, "")
+	env := testenv.Get(t)
+	samples := filepath.Join(testenv.RepoRoot(), "configsamples")
+	if out, err := env.Kubectl("apply", "-f", samples); err != nil {
+		t.Fatalf("kubectl apply -f configsamples: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := env.Kubectl("delete", "--ignore-not-found", "-f", samples); err != nil {
+			t.Errorf("deleting the samples: %v\n%s", err, out)
+		}
+	})
+	for name, want := range map[string]struct{ ip, pool string }{
+		"web":          {"192.168.10.0", "default"},
+		"gold-web":     {"198.51.100.0", "gold"},
+		"silver-dns":   {"198.51.100.64", "silver"},
+		"shared-http":  {"192.168.10.100", "default"},
+		"shared-https": {"192.168.10.100", "default"},
+	} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}
+		waitForIPs(t, svc, want.ip)
+		waitForAnnotation(t, svc, allocator.AnnotationIPAllocatedFromPool, want.pool)
+	}
 }
 
 type metallbAllocateTo = metallbv1beta1.ServiceAllocation

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -128,6 +129,13 @@ func (e *Env) connect() error {
 	}
 	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
 	return os.WriteFile(e.Kubeconfig, e.env.KubeConfig, 0o600)
+}
+
+// Kubectl runs the kubectl of BinDir against the API server and returns its combined output.
+func (e *Env) Kubectl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(BinDir(), "kubectl"), append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // Stop ends the API server and removes its files.

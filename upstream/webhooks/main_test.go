@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -26,6 +25,7 @@ import (
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
+	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/testenv"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
@@ -65,6 +65,7 @@ func startComponents(t *testing.T, namespace, speakerNode string) *components {
 	if testing.Verbose() {
 		logger = log.NewLogfmtLogger(os.Stderr)
 	}
+	ctrl.SetLogger(logging.Logr(logger))
 	mgr, err := k8s.NewManager(env.Config, manager.Options{
 		Scheme:                 k8s.NewScheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -136,13 +137,10 @@ func (c *components) applied() (*config.Config, int) {
 	return c.controller, c.applies
 }
 
-// kubectl runs the kubectl built by `tasks.py k8s-bins` against the test API server.
+// kubectl runs kubectl against the package's API server.
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	env := testenv.Get(t)
-	cmd := exec.Command(filepath.Join(testenv.BinDir(), "kubectl"), append([]string{"--kubeconfig", env.Kubeconfig}, args...)...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testenv.Get(t).Kubectl(args...)
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
