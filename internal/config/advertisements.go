@@ -195,7 +195,7 @@ func bgpAdvertisementFromCR(obj objectRef, cr metallbv1beta1.BGPAdvertisement, n
 		}
 		adv.Communities = append(adv.Communities, community)
 	}
-	slices.SortFunc(adv.Communities, compareCommunities)
+	slices.SortFunc(adv.Communities, CompareCommunities)
 	adv.Communities = slices.Compact(adv.Communities)
 
 	nodeSelectors, err := selectorsFromCR(obj, "spec.nodeSelectors", "node selector", spec.NodeSelectors)

@@ -30,9 +30,9 @@ func (c Community) String() string {
 	return fmt.Sprintf("%d:%d", c.Global>>16, c.Global&0xffff)
 }
 
-// compareCommunities orders a standard community as the large community with the same
-// global part and zero local parts, so both kinds sort together.
-func compareCommunities(a, b Community) int {
+// CompareCommunities orders communities, a standard community as the large community with
+// the same global part and zero local parts, so that both kinds sort together.
+func CompareCommunities(a, b Community) int {
 	return cmp.Or(
 		cmp.Compare(a.Global, b.Global),
 		cmp.Compare(a.LocalData1, b.LocalData1),
