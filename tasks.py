@@ -67,6 +67,17 @@ APT_PACKAGES = [
 # Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
 K8S_VERSION = "1.37.2"
 
+# Upstream MetalLB's controller, built for the differential test and the benchmarks.
+UPSTREAM_METALLB_VERSION = "0.15.2"
+
+# `bench` runs these in order (they print their own tables).
+BENCHMARKS = [
+    ("allocator: allocations per second, 10,000 services over a /16",
+     ["go", "test", "-run", "^$", "-bench", "Allocate10kServicesSlash16", "./internal/allocator/"]),
+    ("end to end: 5,000 LoadBalancer Services until every one has an IP, upstream MetalLB vs MagLB",
+     ["go", "test", "-run", "^$", "-bench", "EndToEnd", "-benchtime", "1x", "-timeout", "30m", "./controller/"]),
+]
+
 # `generate` runs these in order; CI fails when they change anything committed.
 GENERATORS = [
     Generator("deepcopy for upstream/ (controller-gen object)", [
@@ -119,6 +130,15 @@ def _build():
     return tooling.build()
 
 
+@_tool
+def _test_env():
+    """Builds (or finds cached) what the tests run and returns the environment naming it."""
+    return {
+        "KUBEBUILDER_ASSETS": str(tooling.ensure_k8s_bins(K8S_VERSION)),
+        "MAGLB_UPSTREAM_METALLB": str(tooling.ensure_upstream_metallb(UPSTREAM_METALLB_VERSION)),
+    }
+
+
 @task
 def deps(c):
     """Install the apt packages the tasks and tests need (only the missing ones)."""
@@ -152,10 +172,17 @@ def build(c):
 def test(c, run=None, pkg="./...", verbose=False):
     """Run go vet and every test against a real kube-apiserver (CI=true: also check generated code)."""
     _deps()
-    bin_dir = _k8s_bins()
+    env = _test_env()
     if os.environ.get("CI") == "true":
-        _generate(check=True, bin_dir=bin_dir)
-    _tool(tooling.go_test)(pkg.split(), bin_dir, run_regex=run, verbose=verbose)
+        _generate(check=True, bin_dir=Path(env["KUBEBUILDER_ASSETS"]))
+    _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
+
+
+@task
+def bench(c):
+    """Run the benchmarks and print their tables (allocator, end to end against upstream, ...)."""
+    _deps()
+    _tool(tooling.bench)(BENCHMARKS, _test_env())
 
 
 @task

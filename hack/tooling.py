@@ -155,26 +155,47 @@ def _file_lock(path, waiting_message):
 def ensure_k8s_bins(version, force=False):
     """Returns the directory holding the binaries of version, building them when needed."""
     bin_dir = k8s_bin_dir(version)
-    problem = "rebuild requested" if force else _k8s_bins_problem(bin_dir, version)
-    if problem is None:
-        step(f"k8s binaries v{version}: cached in {bin_dir}")
-        return bin_dir
-    with _file_lock(bin_dir.parent / ".lock", f"k8s binaries: waiting for another build into {bin_dir}"):
-        if not force:
-            problem = _k8s_bins_problem(bin_dir, version)
-            if problem is None:
-                step(f"k8s binaries v{version}: built by the other run, in {bin_dir}")
-                return bin_dir
-        step(f"k8s binaries v{version}: building into {bin_dir} ({problem}; a cold build takes ~10 minutes on 2 cores)")
-        run(["bash", REPO / "hack" / "build-k8s-bins.sh"], stdout=sys.stderr, env={
-            "K8S_VERSION": version,
-            "OUT": str(bin_dir),
-            "WORK": str(bin_dir.parent / "build"),
-        })
-        problem = _k8s_bins_problem(bin_dir, version)
-        if problem:
-            raise TaskError(f"k8s binaries in {bin_dir} unusable after the build: {problem}")
+    _ensure_built(f"k8s binaries v{version}", bin_dir, lambda: _k8s_bins_problem(bin_dir, version),
+                  "build-k8s-bins.sh", {"K8S_VERSION": version}, "~10 minutes", force)
     return bin_dir
+
+
+def upstream_metallb_controller(version):
+    return cache_dir() / f"upstream-metallb-v{version}" / "bin" / "metallb-controller"
+
+
+def ensure_upstream_metallb(version, force=False):
+    """Returns the path of upstream MetalLB's controller of version (for the differential test
+    and the benchmarks), building it from the Go module proxy when needed."""
+    binary = upstream_metallb_controller(version)
+
+    def problem():
+        return None if binary.is_file() and os.access(binary, os.X_OK) else "not built yet"
+
+    _ensure_built(f"upstream MetalLB controller v{version}", binary.parent, problem,
+                  "build-upstream-metallb.sh", {"METALLB_VERSION": version}, "~3 minutes", force)
+    return binary
+
+
+def _ensure_built(what, bin_dir, problem_fn, script, env, cold_time, force):
+    """Runs hack/<script> into bin_dir unless problem_fn finds nothing wrong with what is there.
+    A lock keeps two runs from building into the same directory."""
+    problem = "rebuild requested" if force else problem_fn()
+    if problem is None:
+        step(f"{what}: cached in {bin_dir}")
+        return
+    with _file_lock(bin_dir.parent / ".lock", f"{what}: waiting for another build into {bin_dir}"):
+        if not force:
+            problem = problem_fn()
+            if problem is None:
+                step(f"{what}: built by the other run, in {bin_dir}")
+                return
+        step(f"{what}: building into {bin_dir} ({problem}; a cold build takes {cold_time} on 2 cores)")
+        run(["bash", REPO / "hack" / script], stdout=sys.stderr,
+            env=dict(env, OUT=str(bin_dir), WORK=str(bin_dir.parent / "build")))
+        problem = problem_fn()
+        if problem:
+            raise TaskError(f"{what} in {bin_dir} unusable after the build: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +285,8 @@ def build():
     return REPO / "bin"
 
 
-def go_test(packages, bin_dir, run_regex=None, verbose=False):
+def go_test(packages, env, run_regex=None, verbose=False):
+    """Runs go vet and go test; env tells the tests where the binaries they run are."""
     step(f"go vet {' '.join(packages)}")
     run(["go", "vet", *packages])
     args = ["go", "test", "-count=1"]
@@ -274,9 +296,16 @@ def go_test(packages, bin_dir, run_regex=None, verbose=False):
         args += ["-run", run_regex]
     args += packages
     passed = {k: os.environ[k] for k in ("CI", "MAGLB_REQUIRE_PRIVILEGED") if k in os.environ}
-    step(f"{shlex.join(args)} (KUBEBUILDER_ASSETS={bin_dir}"
-         + "".join(f" {k}={v}" for k, v in passed.items()) + ")")
-    proc = run(args, env={"KUBEBUILDER_ASSETS": str(bin_dir)}, check=False)
+    step(f"{shlex.join(args)} ("
+         + " ".join(f"{k}={v}" for k, v in {**env, **passed}.items()) + ")")
+    proc = run(args, env=env, check=False)
     if proc.returncode != 0:
         raise TaskError(f"tests failed (go test exit status {proc.returncode})")
     step("tests passed")
+
+
+def bench(benchmarks, env):
+    """Runs each benchmark command (argv lists) in turn, streaming what it prints."""
+    for title, argv in benchmarks:
+        step(f"bench: {title}")
+        run(argv, env=env)
