@@ -134,7 +134,7 @@ func Decide(in Input) Plan {
 	if me == nil || in.Config == nil {
 		return plan
 	}
-	myPeers := peersOf(in.Config, me)
+	myPeers := peerNames(PeersOf(in.Config, me.Labels))
 	routes := routeSet{}
 	for _, svc := range in.Services {
 		if len(svc.IPs) == 0 {
@@ -223,15 +223,24 @@ func poolOf(cfg *config.Config, svc Service) *config.Pool {
 	return nil
 }
 
-// peersOf returns the names of the peers whose node selectors select me.
-func peersOf(cfg *config.Config, me *Node) []string {
-	var names []string
-	for name, p := range cfg.Peers {
-		if anySelects(p.NodeSelectors, me.Labels) {
-			names = append(names, name)
+// PeersOf returns, sorted by name, the peers whose node selectors select a node with
+// nodeLabels: the sessions that node opens.
+func PeersOf(cfg *config.Config, nodeLabels map[string]string) []config.Peer {
+	var peers []config.Peer
+	for _, p := range cfg.Peers {
+		if anySelects(p.NodeSelectors, nodeLabels) {
+			peers = append(peers, *p)
 		}
 	}
-	slices.Sort(names)
+	slices.SortFunc(peers, func(a, b config.Peer) int { return strings.Compare(a.Name, b.Name) })
+	return peers
+}
+
+func peerNames(peers []config.Peer) []string {
+	names := make([]string, len(peers))
+	for i, p := range peers {
+		names[i] = p.Name
+	}
 	return names
 }
 
