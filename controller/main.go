@@ -138,6 +138,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 			StateName:   "controller",
 			StateLabels: configstate.NewStateLabels("controller", ""),
 			Apply:       services.SetConfig,
+			Recorder:    mgr.GetEventRecorderFor("metallb-controller"),
 			Logger:      logger,
 		}
 		if err := configs.SetupWithManager(mgr); err != nil {

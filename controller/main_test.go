@@ -80,14 +80,19 @@ func runController(t testing.TB, env *testenv.Env, o options, logger log.Logger)
 		}
 	}
 	t.Cleanup(stop)
+	// Readiness checks come with the webhooks; without them, liveness is all there is.
+	probe := "readyz"
+	if o.webhookMode == webhookDisabled {
+		probe = "healthz"
+	}
 	eventually(t, "controller ready", func() error {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", o.HealthProbePort))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/%s", o.HealthProbePort, probe))
 		if err != nil {
 			return err
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
+			return fmt.Errorf("%s: %s", probe, resp.Status)
 		}
 		return nil
 	})
@@ -475,6 +480,55 @@ func TestConfigSamples(t *testing.T) {
 		waitForIPs(t, svc, want.ip)
 		waitForAnnotation(t, svc, allocator.AnnotationIPAllocatedFromPool, want.pool)
 	}
+}
+
+// A pool whose shard no node serves is a warning in ConfigurationState and an event on the
+// pool, until a node joins the shard.
+func TestUnservedShardWarning(t *testing.T) {
+	startController(t, "")
+	c := testenv.Get(t).Client
+	pool := createPool(t, "bronze", []string{"10.16.0.0/30"}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.Shard = "bronze" })
+	shardCondition := func() (metav1.Condition, error) {
+		var state metallbv1beta1.ConfigurationState
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: "controller"}, &state); err != nil {
+			return metav1.Condition{}, err
+		}
+		for _, cond := range state.Status.Conditions {
+			if cond.Type == "shardsServed" {
+				return cond, nil
+			}
+		}
+		return metav1.Condition{}, fmt.Errorf("no shardsServed condition in %+v", state.Status)
+	}
+	eventually(t, "shardsServed=False naming bronze", func() error {
+		cond, err := shardCondition()
+		if err == nil && (cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "bronze")) {
+			err = fmt.Errorf("condition %+v", cond)
+		}
+		return err
+	})
+	eventually(t, "a ShardUnserved event on the pool", func() error {
+		var events corev1.EventList
+		if err := c.List(context.Background(), &events, client.InNamespace(metallbNamespace)); err != nil {
+			return err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == pool.Name && e.Reason == "ShardUnserved" && strings.Contains(e.Message, "maglb.io/shard-bronze") {
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d events", len(events.Items))
+	})
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "lb-bronze", Labels: map[string]string{"maglb.io/shard-bronze": ""}}}
+	create(t, node)
+	eventually(t, "shardsServed=True", func() error {
+		cond, err := shardCondition()
+		if err == nil && cond.Status != metav1.ConditionTrue {
+			err = fmt.Errorf("condition %+v", cond)
+		}
+		return err
+	})
 }
 
 type metallbAllocateTo = metallbv1beta1.ServiceAllocation

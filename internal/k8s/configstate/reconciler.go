@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -19,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,14 +31,19 @@ import (
 
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
+	"github.com/maglb/maglb/internal/shard"
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
-// Condition type and reasons upstream's ConfigurationState carries.
+// Condition type and reasons upstream's ConfigurationState carries, and MagLB's warning that
+// a pool's shard has no node.
 const (
 	ConditionConfigValid     = "configReconcilerValid"
 	ReasonReconciled         = "Reconciled"
 	ReasonConfigurationError = "ConfigurationError"
+
+	ConditionShardsServed = "shardsServed"
+	ReasonShardUnserved   = "ShardUnserved"
 )
 
 // Reconciler rebuilds the configuration whenever an input changes.
@@ -50,10 +58,13 @@ type Reconciler struct {
 	StateName   string
 	StateLabels map[string]string
 	// Apply receives every new valid configuration.
-	Apply  func(*config.Config)
-	Logger log.Logger
+	Apply func(*config.Config)
+	// Recorder, when set, gets a warning event on each pool whose shard no node serves.
+	Recorder record.EventRecorder
+	Logger   log.Logger
 
-	current *config.Config
+	current  *config.Config
+	unserved []string // shards last reported unserved
 }
 
 // NewStateLabels returns upstream's labels of a component's ConfigurationState.
@@ -73,6 +84,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 	cfg, cfgErr := config.For(res, r.Validate)
+	var unserved []string
+	if cfgErr == nil {
+		unserved = r.unservedShards(res)
+	}
 	if cfgErr != nil {
 		configStale.Set(1)
 		level.Error(r.Logger).Log("controller", "ConfigReconciler", "error", "failed to parse the configuration", "errorSummary", cfgErr)
@@ -85,14 +100,38 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			r.Apply(cfg)
 		}
 	}
-	if err := r.report(ctx, cfgErr); err != nil {
+	if err := r.report(ctx, cfgErr, unserved); err != nil {
 		updateErrors.Inc()
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
 }
 
-func (r *Reconciler) report(ctx context.Context, cfgErr error) error {
+// unservedShards returns the shards of pools that no node carries the label of, warning
+// (once per change) on the pools: their VIPs get allocated but nobody announces them.
+func (r *Reconciler) unservedShards(res config.ClusterResources) []string {
+	var poolShards []string
+	for _, p := range res.Pools {
+		poolShards = append(poolShards, p.Spec.Shard)
+	}
+	var nodeLabels []map[string]string
+	for _, n := range res.Nodes {
+		nodeLabels = append(nodeLabels, n.Labels)
+	}
+	unserved := shard.Unserved(poolShards, nodeLabels)
+	if r.Recorder != nil && !slices.Equal(unserved, r.unserved) {
+		for i := range res.Pools {
+			if p := &res.Pools[i]; slices.Contains(unserved, p.Spec.Shard) {
+				r.Recorder.Eventf(p, corev1.EventTypeWarning, ReasonShardUnserved,
+					"no node carries the label %s: the pool's addresses are allocated but not announced", shard.Label(p.Spec.Shard))
+			}
+		}
+	}
+	r.unserved = unserved
+	return unserved
+}
+
+func (r *Reconciler) report(ctx context.Context, cfgErr error, unserved []string) error {
 	state := &metallbv1beta1.ConfigurationState{}
 	state.Name, state.Namespace = r.StateName, r.Namespace
 	if _, err := controllerutil.CreateOrPatch(ctx, r.Client, state, func() error {
@@ -111,6 +150,12 @@ func (r *Reconciler) report(ctx context.Context, cfgErr error) error {
 			state.Status.ErrorSummary = cfgErr.Error()
 		}
 		meta.SetStatusCondition(&state.Status.Conditions, condition)
+		shards := metav1.Condition{Type: ConditionShardsServed, Status: metav1.ConditionTrue, Reason: ReasonReconciled}
+		if len(unserved) > 0 {
+			shards.Status, shards.Reason = metav1.ConditionFalse, ReasonShardUnserved
+			shards.Message = fmt.Sprintf("no node serves shard(s) %s: label nodes %s<shard>", strings.Join(unserved, ", "), maglbv1beta1.ShardLabelPrefix)
+		}
+		meta.SetStatusCondition(&state.Status.Conditions, shards)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("reporting ConfigurationState %s/%s: %w", r.Namespace, r.StateName, err)
