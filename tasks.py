@@ -62,6 +62,13 @@ APT_PACKAGES = [
     "curl",
     "ca-certificates",
     "python3-invoke",
+    # eBPF programs (bpf2go) and the datapath tests
+    "clang-14",
+    "llvm-14",
+    "libbpf-dev",
+    "gcc-multilib",
+    "iproute2",
+    "iptables",
 ]
 
 # Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
@@ -72,6 +79,14 @@ UPSTREAM_METALLB_VERSION = "0.15.2"
 
 # `bench` runs these in order (they print their own tables).
 BENCHMARKS = [
+    ("Maglev tables: build time, imbalance and disruption",
+     ["go", "test", "-run", "^$", "-bench", ".", "./datapath/maglev/"]),
+    ("XDP load balancer under BPF_PROG_RUN: ns per packet (hit, miss, non-VIP) at 10 to 100,000 VIPs",
+     ["go", "test", "-run", "^$", "-bench", "ProgRun", "./datapath/ebpf/"]),
+    ("datapath maps: Sync time and memory for 10,000 VIPs x 10 backends",
+     ["go", "test", "-run", "^$", "-bench", "Sync|MapMemory", "-benchtime", "1x", "./datapath/ebpf/"]),
+    ("live packets per second through one LB namespace: XDP native vs iptables DNAT",
+     ["go", "test", "-run", "^$", "-bench", "LivePacketRate", "-benchtime", "1x", "./datapath/ebpf/"]),
     ("allocator: allocations per second, 10,000 services over a /16",
      ["go", "test", "-run", "^$", "-bench", "Allocate10kServicesSlash16", "./internal/allocator/"]),
     ("end to end: 5,000 LoadBalancer Services until every one has an IP, upstream MetalLB vs MagLB",
@@ -90,6 +105,9 @@ GENERATORS = [
     Generator("CRDs of MagLB's kinds, IPAddressPool with spec.shard (controller-gen crd)", [
         "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=./upstream/api/...",
         "output:crd:artifacts:config=config/crd/bases",
+    ]),
+    Generator("eBPF programs and their Go bindings (bpf2go, clang-14)", [
+        "go", "generate", "./bpf/",
     ]),
     Generator("all-in-one manifest config/manifests/maglb.yaml (kubectl kustomize config/default)",
               tooling.render_manifest),

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * XDP decapsulation for backend nodes: IPIP (4in4, 6in6, and the mixed forms) and GUE
+ * addressed to one of the node's addresses lose their outer headers here, so the inner packet
+ * reaches the VIP on the node through the stack. No tunnel device is needed.
+ */
+#include "common.h"
+
+struct local_addr {
+	__u32 addr[4]; /* IPv4 in addr[0], network order */
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct config {
+	__be16 gue_port;
+	__u16 pad;
+};
+
+volatile const struct config settings = {};
+
+struct stats {
+	__u64 ipip;
+	__u64 gue;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct local_addr);
+	__type(value, __u8);
+} local_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u32);
+	__type(value, struct stats);
+} decap_counters SEC(".maps");
+
+/* What the outer headers say. */
+struct outer {
+	int len;          /* bytes to strip after the link layer */
+	__u8 inner_proto; /* IPPROTO_IPIP or IPPROTO_IPV6 */
+	__u8 gue;
+};
+
+/* parse_tunnel reads the transport after the outer IP header: the inner packet directly, or
+ * UDP to the GUE port with a variant 0 GUE header. */
+static __always_inline int parse_tunnel(void *l4, void *data_end, __u8 proto, struct outer *out)
+{
+	if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6) {
+		out->inner_proto = proto;
+		return 0;
+	}
+	if (proto != IPPROTO_UDP)
+		return -1;
+	struct udphdr *udp = l4;
+	struct gue_hdr *gue = (void *)(udp + 1);
+
+	if ((void *)(gue + 1) > data_end || udp->dest != settings.gue_port)
+		return -1;
+	if ((gue->version_control_hlen & 0xe0) != 0) /* version 0, data message */
+		return -1;
+	if (gue->proto != IPPROTO_IPIP && gue->proto != IPPROTO_IPV6)
+		return -1;
+	out->inner_proto = gue->proto;
+	out->gue = 1;
+	out->len += sizeof(*udp) + sizeof(*gue) + 4 * (gue->version_control_hlen & 0x1f);
+	return 0;
+}
+
+static __always_inline int parse_outer(void *l3, void *data_end, __be16 l3_proto, struct outer *out)
+{
+	struct local_addr dst = {};
+
+	if (l3_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = l3;
+
+		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
+			return -1;
+		if (iph->frag_off & bpf_htons(IPV4_FRAGMENT_MASK)) /* the stack reassembles */
+			return -1;
+		dst.family = FAMILY_IPV4;
+		dst.addr[0] = iph->daddr;
+		if (!bpf_map_lookup_elem(&local_addrs, &dst))
+			return -1;
+		out->len = iph->ihl * 4;
+		return parse_tunnel(l3 + out->len, data_end, iph->protocol, out);
+	}
+	if (l3_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return -1;
+		dst.family = FAMILY_IPV6;
+		__builtin_memcpy(dst.addr, &ip6->daddr, 16);
+		if (!bpf_map_lookup_elem(&local_addrs, &dst))
+			return -1;
+		out->len = sizeof(*ip6);
+		return parse_tunnel(ip6 + 1, data_end, ip6->nexthdr, out);
+	}
+	return -1;
+}
+
+SEC("xdp")
+int xdp_decap(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct outer out = {};
+	struct l2 l2 = {};
+	__u32 zero = 0;
+
+	if (parse_l2(data, data_end, &l2))
+		return XDP_PASS;
+	if (parse_outer(data + l2.len, data_end, l2.proto, &out))
+		return XDP_PASS;
+	if (out.len < 0 || out.len > 256)
+		return XDP_PASS;
+
+	/* The inner header must be there and of the announced family. */
+	__u8 *inner = data + l2.len + out.len;
+
+	if ((void *)(inner + 1) > data_end)
+		return XDP_PASS;
+	__u8 version = *inner >> 4;
+
+	if (version != (out.inner_proto == IPPROTO_IPIP ? 4 : 6))
+		return XDP_PASS;
+
+	if (bpf_xdp_adjust_head(ctx, out.len))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (write_l2(data, data_end, &l2, bpf_htons(version == 4 ? ETH_P_IP : ETH_P_IPV6)))
+		return XDP_DROP; /* cannot happen: the frame only lost bytes behind the link layer */
+
+	struct stats *stats = bpf_map_lookup_elem(&decap_counters, &zero);
+
+	if (stats) {
+		if (out.gue)
+			stats->gue++;
+		else
+			stats->ipip++;
+		stats->bytes += data_end - data;
+	}
+	return XDP_PASS;
+}

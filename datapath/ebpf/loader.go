@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package ebpf is the XDP datapath: it loads the load balancer from package bpf, attaches it
+// to the uplink, pins its maps and link so that a restarted process adopts them without
+// interrupting forwarding, and keeps the maps equal to the wanted services (Sync).
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/maglb/maglb/bpf"
+	"github.com/maglb/maglb/datapath"
+)
+
+// Datapath is the XDP load balancer of one node.
+type Datapath struct {
+	opts     Options
+	objs     bpf.LBObjects
+	ringSpec *ebpf.MapSpec
+	// emptyRing fills ring slots no service uses, so that the rings they held are freed.
+	emptyRing *ebpf.Map
+	link      link.Link
+	nextHops  *nextHopResolver
+
+	mu     sync.Mutex
+	closed bool
+	// What the maps hold, so that Sync writes only differences.
+	vips       map[bpf.LBVipKey]bpf.LBVipMeta
+	backends   map[netip.Addr]programmedBackend
+	serviceIDs *idPool
+	backendIDs *idPool
+	generation uint32 // of the last backend written; generation 0 marks a free id
+}
+
+type programmedBackend struct {
+	id    uint32
+	entry bpf.LBBackend
+}
+
+var (
+	_ datapath.Datapath    = (*Datapath)(nil)
+	_ datapath.StatsReader = (*Datapath)(nil)
+)
+
+// New loads the load balancer, adopting maps and the link pinned by a previous process, and
+// attaches it to opts.Interface. Netlink and the attachment use the caller's network namespace.
+func New(opts Options) (*Datapath, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := ensurePinPath(opts.PinPath); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadLB()
+	if err != nil {
+		return nil, err
+	}
+	if err := configureSpec(spec, opts); err != nil {
+		return nil, err
+	}
+	d := &Datapath{
+		opts:       opts,
+		ringSpec:   spec.Maps[bpf.LBMapRings].InnerMap.Copy(),
+		vips:       map[bpf.LBVipKey]bpf.LBVipMeta{},
+		backends:   map[netip.Addr]programmedBackend{},
+		serviceIDs: newIDPool(opts.MaxServices),
+		backendIDs: newIDPool(opts.MaxBackends),
+	}
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("maps pinned under %s have other sizes or layouts; remove them to start afresh: %w", opts.PinPath, err)
+		}
+		return nil, fmt.Errorf("loading the load balancer: %w", err)
+	}
+	empty := d.ringSpec.Copy()
+	empty.MaxEntries = 1
+	if d.emptyRing, err = ebpf.NewMap(empty); err != nil {
+		_ = d.objs.Close()
+		return nil, err
+	}
+	if d.nextHops, err = newNextHopResolver(); err != nil {
+		_ = d.release(true)
+		return nil, err
+	}
+	if err := d.adopt(); err != nil {
+		_ = d.release(true)
+		return nil, err
+	}
+	if opts.Interface != "" {
+		if d.link, err = attachXDP(d.objs.XdpBalance, opts.Interface, opts.XDPMode, linkPinFile(opts.PinPath, "xdp", opts.Interface)); err != nil {
+			_ = d.release(true)
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// configureSpec sizes the maps and sets the constants of the load balancer's spec.
+func configureSpec(spec *ebpf.CollectionSpec, opts Options) error {
+	sizes := map[string]int{
+		bpf.LBMapVips:     2 * opts.MaxServices,
+		bpf.LBMapRings:    2 * opts.MaxServices,
+		bpf.LBMapVipStats: opts.MaxServices,
+		bpf.LBMapBackends: opts.MaxBackends,
+		bpf.LBMapFlows:    opts.MaxFlows,
+	}
+	for name, size := range sizes {
+		spec.Maps[name].MaxEntries = uint32(size)
+	}
+	return spec.Variables[bpf.LBVarSettings].Set(settings(opts))
+}
+
+// settings are the load balancer's constants.
+func settings(opts Options) bpf.LBConfig {
+	c := bpf.LBConfig{
+		FlowSeed: opts.FlowHashSeed,
+		GuePort:  networkOrder16(opts.GUEPort),
+		Source4:  addrWords(opts.TunnelSource4.Masked().Addr())[0],
+		Source6:  addrWords(opts.TunnelSource6.Masked().Addr()),
+	}
+	c.Source4Mask = addrWords(hostMask(opts.TunnelSource4.Bits()))[0]
+	c.Source6Mask = addrWords(hostMask(max(opts.TunnelSource6.Bits(), 96) - 96))[0]
+	return c
+}
+
+// hostMask returns, as an IPv4 address, the 32-bit mask of the bits after prefixBits.
+func hostMask(prefixBits int) netip.Addr {
+	mask := uint32(0)
+	if prefixBits < 32 {
+		mask = ^uint32(0) >> prefixBits
+	}
+	return netip.AddrFrom4([4]byte{byte(mask >> 24), byte(mask >> 16), byte(mask >> 8), byte(mask)})
+}
+
+// adopt reads what a previous process left in the pinned maps.
+func (d *Datapath) adopt() error {
+	var (
+		key  bpf.LBVipKey
+		meta bpf.LBVipMeta
+	)
+	vips := d.objs.Vips.Iterate()
+	for vips.Next(&key, &meta) {
+		d.vips[key] = meta
+		if meta.Flags&bpf.LBVipFlagsVIP_FRAGMENTS_ONLY == 0 {
+			d.serviceIDs.markUsed(meta.Id)
+		}
+	}
+	if err := vips.Err(); err != nil {
+		return fmt.Errorf("reading pinned VIPs: %w", err)
+	}
+
+	var (
+		id      uint32
+		backend bpf.LBBackend
+	)
+	backends := d.objs.Backends.Iterate()
+	for backends.Next(&id, &backend) {
+		if backend.Generation == 0 {
+			continue
+		}
+		d.backends[wordsAddr(backend.Addr, backend.Family)] = programmedBackend{id: id, entry: backend}
+		d.backendIDs.markUsed(id)
+		d.generation = max(d.generation, backend.Generation)
+	}
+	return backends.Err()
+}
+
+// Close detaches the program and removes the pinned state, unless Options.KeepOnClose is set:
+// then forwarding goes on with the current state until a new process adopts it.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return d.release(d.opts.KeepOnClose)
+}
+
+func (d *Datapath) release(keep bool) error {
+	pinned := []*ebpf.Map{d.objs.Vips, d.objs.Rings, d.objs.Backends, d.objs.Flows, d.objs.VipStats, d.objs.GlobalStats}
+	closers := []interface{ Close() error }{&d.objs, d.emptyRing}
+	if d.nextHops != nil {
+		closers = append(closers, d.nextHops)
+	}
+	return release(d.link, pinned, closers, keep, d.opts.PinPath)
+}
+
+// idPool hands out the lowest free id below a limit.
+type idPool struct {
+	used   []bool
+	lowest int // no free id below
+}
+
+func newIDPool(limit int) *idPool {
+	return &idPool{used: make([]bool, limit)}
+}
+
+var errPoolFull = errors.New("no free id")
+
+func (p *idPool) take() (uint32, error) {
+	for i := p.lowest; i < len(p.used); i++ {
+		if !p.used[i] {
+			p.used[i] = true
+			p.lowest = i + 1
+			return uint32(i), nil
+		}
+	}
+	return 0, errPoolFull
+}
+
+func (p *idPool) markUsed(id uint32) {
+	if int(id) < len(p.used) {
+		p.used[id] = true
+	}
+}
+
+func (p *idPool) release(id uint32) {
+	if int(id) < len(p.used) {
+		p.used[id] = false
+		p.lowest = min(p.lowest, int(id))
+	}
+}

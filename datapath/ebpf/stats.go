@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package ebpf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/maglb/maglb/bpf"
+	"github.com/maglb/maglb/datapath"
+)
+
+// dropReasons names the program's drop counters for metrics, in enum drop_reason order.
+var dropReasons = [bpf.LBDropReasonDROP_REASONS]string{
+	bpf.LBDropReasonDROP_NO_BACKEND: "no_backend",
+	bpf.LBDropReasonDROP_NO_ROUTE:   "no_route",
+	bpf.LBDropReasonDROP_ENCAP:      "encap",
+	bpf.LBDropReasonDROP_TTL:        "ttl_exceeded",
+}
+
+// Stats sums the per-CPU counters of every programmed service and the global ones.
+func (d *Datapath) Stats() (datapath.Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	global, err := readStats(d.objs.GlobalStats, 0)
+	if err != nil {
+		return datapath.Stats{}, err
+	}
+	stats := datapath.Stats{Global: global, Services: map[datapath.ServiceKey]datapath.Counters{}}
+	for key, meta := range d.vips {
+		if meta.Flags&bpf.LBVipFlagsVIP_FRAGMENTS_ONLY != 0 {
+			continue
+		}
+		if stats.Services[serviceKey(key)], err = readStats(d.objs.VipStats, meta.Id); err != nil {
+			return datapath.Stats{}, err
+		}
+	}
+	return stats, nil
+}
+
+func readStats(m *ebpf.Map, index uint32) (datapath.Counters, error) {
+	var perCPU []bpf.LBStats
+	if err := m.Lookup(index, &perCPU); err != nil {
+		return datapath.Counters{}, fmt.Errorf("reading counters %d: %w", index, err)
+	}
+	c := datapath.Counters{Drops: map[string]uint64{}}
+	for _, s := range perCPU {
+		c.Packets += s.Packets
+		c.Bytes += s.Bytes
+		c.NewFlows += s.NewFlows
+		c.LRUMisses += s.LruMisses
+		for reason, n := range s.Drops {
+			c.Drops[dropReasons[reason]] += n
+		}
+	}
+	return c, nil
+}
+
+// resetStats zeroes a service id's counters before the id serves a new service.
+func (d *Datapath) resetStats(id uint32) error {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	return d.objs.VipStats.Put(id, make([]bpf.LBStats, cpus))
+}

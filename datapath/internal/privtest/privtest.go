@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package privtest gates tests that need root and BPF: they skip where they cannot run, except
+// under CI=true or MAGLB_REQUIRE_PRIVILEGED=1, where not running is a failure.
+package privtest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Require stops the test unless it runs as root on a kernel that creates BPF maps.
+func Require(t testing.TB) {
+	t.Helper()
+	reason := missing()
+	if reason == "" {
+		return
+	}
+	if Required() {
+		t.Fatalf("cannot run privileged test (%s), and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires it", reason)
+	}
+	t.Skipf("skipping privileged test: %s", reason)
+}
+
+// Required reports whether privileged tests must run rather than skip.
+func Required() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1"
+}
+
+func missing() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return "raising RLIMIT_MEMLOCK: " + err.Error()
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return "no BPF: " + err.Error()
+	}
+	m.Close()
+	return ""
+}
