@@ -389,13 +389,17 @@ func l2Owner(in Input, svc Service, pool *config.Pool) string {
 	return ""
 }
 
-// ChooseNode elects the node that answers for ip: highest preference score first, then the
-// lowest sha256 of "node#ip", so every speaker computes the same winner.
+// ChooseNode elects the node that answers for ip, the service's first IP: the highest
+// preference score first, then the lowest sha256 of "node#ip". Every speaker computes the same
+// winner without talking to the others, and the same as upstream MetalLB, so that a mixed or
+// upgraded cluster agrees on the owner.
 func ChooseNode(ip netip.Addr, candidates []string, scores map[string]int64) string {
 	if len(candidates) == 0 {
 		return ""
 	}
-	hash := func(node string) [sha256.Size]byte { return sha256.Sum256([]byte(node + "#" + ip.String())) }
+	// Upstream hashes net.IP's text: no zone, IPv4-mapped addresses printed as IPv4.
+	text := ip.Unmap().WithZone("").String()
+	hash := func(node string) [sha256.Size]byte { return sha256.Sum256([]byte(node + "#" + text)) }
 	return slices.MinFunc(candidates, func(a, b string) int {
 		if c := cmp.Compare(scores[b], scores[a]); c != 0 {
 			return c

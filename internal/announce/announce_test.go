@@ -239,23 +239,40 @@ func TestL2Election(t *testing.T) {
 	}
 }
 
+// The expected winners come from `printf '<node>#<ip>' | sha256sum` (upstream's rule):
+//
+//	             192.0.2.10  192.0.2.11  2001:db8::10
+//	node-a       d4b84135…   0b9c2b4e…   5525059d…
+//	node-b       6e9fb809…   dd50598f…   21d5668f…
+//	node-c       39f2d7a8…   cceb0431…   d30d3eb7…
 func TestChooseNode(t *testing.T) {
-	ip := netip.MustParseAddr("203.0.113.7")
-	winner := ChooseNode(ip, []string{"a", "b", "c", "d"}, nil)
-	for _, order := range [][]string{{"d", "c", "b", "a"}, {"b", "d", "a", "c"}} {
-		if got := ChooseNode(ip, order, nil); got != winner {
-			t.Errorf("ChooseNode(%v) = %s, want %s whatever the order", order, got, winner)
-		}
+	abc := []string{"node-a", "node-b", "node-c"}
+	tests := []struct {
+		name       string
+		ip         string
+		nodes      []string
+		preference map[string]int64
+		want       string
+	}{
+		{name: "no candidates", ip: "192.0.2.10", nodes: nil, want: ""},
+		{name: "single candidate", ip: "192.0.2.10", nodes: []string{"node-a"}, want: "node-a"},
+		{name: "smallest hash wins", ip: "192.0.2.10", nodes: abc, want: "node-c"},
+		{name: "input order does not matter", ip: "192.0.2.10", nodes: []string{"node-c", "node-b", "node-a"}, want: "node-c"},
+		{name: "another IP, another winner", ip: "192.0.2.11", nodes: abc, want: "node-a"},
+		{name: "IPv6", ip: "2001:db8::10", nodes: abc, want: "node-b"},
+		{name: "winner absent, next hash wins", ip: "192.0.2.10", nodes: []string{"node-a", "node-b"}, want: "node-b"},
+		{name: "IPv4-mapped hashes as IPv4", ip: "::ffff:192.0.2.10", nodes: abc, want: "node-c"},
+		{name: "preference beats hash", ip: "192.0.2.10", nodes: abc, preference: map[string]int64{"node-a": 10}, want: "node-a"},
+		{name: "highest preference wins", ip: "192.0.2.10", nodes: abc, preference: map[string]int64{"node-a": 10, "node-c": 5}, want: "node-a"},
+		{name: "equal preference falls back to hash", ip: "192.0.2.10", nodes: abc, preference: map[string]int64{"node-a": 10, "node-b": 10}, want: "node-b"},
+		{name: "preferred node not a candidate", ip: "192.0.2.10", nodes: []string{"node-a", "node-b"}, preference: map[string]int64{"node-c": 10}, want: "node-b"},
 	}
-	loser := "a"
-	if winner == "a" {
-		loser = "b"
-	}
-	if got := ChooseNode(ip, []string{"a", "b", "c", "d"}, map[string]int64{loser: 10}); got != loser {
-		t.Errorf("with a preference score, ChooseNode = %s, want %s", got, loser)
-	}
-	if got := ChooseNode(ip, nil, nil); got != "" {
-		t.Errorf("no candidates: %q", got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ChooseNode(netip.MustParseAddr(tc.ip), tc.nodes, tc.preference); got != tc.want {
+				t.Errorf("ChooseNode(%s, %v, %v) = %q, want %q", tc.ip, tc.nodes, tc.preference, got, tc.want)
+			}
+		})
 	}
 }
 
