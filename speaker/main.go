@@ -1,23 +1,34 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Command speaker is MagLB's per-node agent. It turns the metallb.io objects that concern its
-// node into the configuration in effect and reports it in the node's "speaker-<node>"
-// ConfigurationState. Flags and environment follow upstream MetalLB's speaker.
+// Command speaker is MagLB's per-node agent. It announces the VIPs its node serves (BGP with
+// an embedded BGP speaker, ARP/NDP), programs them into the node's datapath, and reports the
+// configuration it runs in the node's "speaker-<node>" ConfigurationState. Flags and
+// environment follow upstream MetalLB's speaker.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
+	"github.com/maglb/maglb/datapath"
+	"github.com/maglb/maglb/datapath/ebpf"
+	"github.com/maglb/maglb/datapath/kubeproxy"
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
+	"github.com/maglb/maglb/internal/k8s/speakercontroller"
+	"github.com/maglb/maglb/internal/layer2"
 	"github.com/maglb/maglb/internal/logging"
 )
 
@@ -25,13 +36,29 @@ type options struct {
 	k8s.Options
 	nodeName string
 	// bgpType is METALLB_BGP_TYPE; "native", the default, is MagLB's embedded BGP.
-	bgpType string
+	bgpType           string
+	loadBalancerClass string
+	ignoreExcludeLB   bool
+	datapath          string
+	xdpMode           string
+	iface             string
+	encap             string
+	gueport           uint
+	keepDatapath      bool
 }
 
 func main() {
 	var o options
 	o.Options.Bind(flag.CommandLine, 7472)
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node this speaker runs on")
+	flag.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are announced")
+	flag.BoolVar(&o.ignoreExcludeLB, "ignore-exclude-lb", false, "ignore the node.kubernetes.io/exclude-from-external-load-balancers label")
+	flag.StringVar(&o.datapath, "datapath", "kubeproxy", "kubeproxy: announce only, kube-proxy forwards (upstream behaviour); ebpf: the XDP Maglev load balancer forwards to the backends")
+	flag.StringVar(&o.xdpMode, "xdp-mode", "native", "how the XDP program attaches (ebpf datapath): native, or generic where the driver has no XDP support")
+	flag.StringVar(&o.iface, "datapath-interface", "", "the uplink the XDP program attaches to (ebpf datapath)")
+	flag.StringVar(&o.encap, "datapath-encap", "ipip", "encapsulation towards the backends (ebpf datapath): ipip or gue")
+	flag.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
+	flag.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
@@ -40,15 +67,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if err := run(ctrl.SetupSignalHandler(), o, logger); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger); err != nil {
 		level.Error(logger).Log("op", "startup", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, o options, logger log.Logger) error {
+func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
 	if o.nodeName == "" {
-		return fmt.Errorf("the node name is missing: set --node-name or METALLB_NODE_NAME")
+		return errors.New("the node name is missing: set --node-name or METALLB_NODE_NAME")
 	}
 	switch o.bgpType {
 	case "", "native":
@@ -58,26 +85,98 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	default:
 		return fmt.Errorf("METALLB_BGP_TYPE=%q is not one of native, frr, frr-k8s", o.bgpType)
 	}
-	level.Info(logger).Log("op", "startup", "msg", "MagLB speaker starting", "node", o.nodeName, "namespace", o.Namespace)
-
-	mgr, err := k8s.NewManager(ctrl.GetConfigOrDie(), o.ManagerOptions())
+	mode, dp, encap, err := newDatapath(o, logger)
 	if err != nil {
 		return err
 	}
-	reconciler := &configstate.Reconciler{
+	defer dp.Close()
+	level.Info(logger).Log("op", "startup", "msg", "MagLB speaker starting", "node", o.nodeName, "namespace", o.Namespace, "datapath", o.datapath)
+
+	mgrOptions := o.ManagerOptions()
+	// Only the speakers' leases matter, and RBAC grants them in the namespace only.
+	mgrOptions.Cache.ByObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{o.Namespace: {}}}
+	mgr, err := k8s.NewManager(restConfig, mgrOptions)
+	if err != nil {
+		return err
+	}
+	bgpSpeaker, err := newBGP(logger)
+	if err != nil {
+		return err
+	}
+	defer bgpSpeaker.close()
+	l2 := layer2.New(logger)
+	defer l2.Close()
+
+	speaker := &speakercontroller.Reconciler{
+		Client:          mgr.GetClient(),
+		Recorder:        mgr.GetEventRecorderFor("metallb-speaker"),
+		Namespace:       o.Namespace,
+		NodeName:        o.nodeName,
+		LBClass:         o.loadBalancerClass,
+		BGP:             bgpSpeaker,
+		L2:              l2,
+		Datapath:        dp,
+		Mode:            mode,
+		Encap:           encap,
+		IgnoreExcludeLB: o.ignoreExcludeLB,
+		Logger:          logger,
+	}
+	if err := speaker.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	configs := &configstate.Reconciler{
 		Client:      mgr.GetClient(),
 		Namespace:   o.Namespace,
 		NodeName:    o.nodeName,
 		Validate:    config.ValidationFor(o.bgpType),
 		StateName:   "speaker-" + o.nodeName,
 		StateLabels: configstate.NewStateLabels("speaker", o.nodeName),
-		Apply: func(cfg *config.Config) {
-			level.Info(logger).Log("op", "setConfig", "msg", "configuration in effect", "pools", len(cfg.Pools.ByName), "peers", len(cfg.Peers))
-		},
-		Logger: logger,
+		Apply:       speaker.SetConfig,
+		Logger:      logger,
 	}
-	if err := reconciler.SetupWithManager(mgr); err != nil {
+	if err := configs.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if stats, ok := dp.(datapath.StatsReader); ok {
+		if err := registerDatapathMetrics(stats); err != nil {
+			return err
+		}
+	}
 	return mgr.Start(ctx)
+}
+
+// newDatapath returns the datapath of --datapath.
+func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.Datapath, datapath.Encap, error) {
+	encap := datapath.EncapIPIP
+	switch o.encap {
+	case "ipip":
+	case "gue":
+		encap = datapath.EncapGUE
+	default:
+		return 0, nil, 0, fmt.Errorf("--datapath-encap %q is not one of ipip, gue", o.encap)
+	}
+	switch o.datapath {
+	case "kubeproxy":
+		return announce.KubeProxy, kubeproxy.Datapath{}, encap, nil
+	case "ebpf":
+		if o.iface == "" {
+			return 0, nil, 0, errors.New("--datapath=ebpf needs --datapath-interface, the uplink to attach the XDP program to")
+		}
+		mode := ebpf.XDPMode(o.xdpMode)
+		if mode != ebpf.XDPNative && mode != ebpf.XDPGeneric {
+			return 0, nil, 0, fmt.Errorf("--xdp-mode %q is not one of native, generic", o.xdpMode)
+		}
+		dp, err := ebpf.New(ebpf.Options{
+			Interface:   o.iface,
+			XDPMode:     mode,
+			GUEPort:     uint16(o.gueport),
+			KeepOnClose: o.keepDatapath,
+			Logger:      logger,
+		})
+		if err != nil {
+			return 0, nil, 0, fmt.Errorf("starting the eBPF datapath on %s: %w", o.iface, err)
+		}
+		return announce.EBPF, dp, encap, nil
+	}
+	return 0, nil, 0, fmt.Errorf("--datapath %q is not one of kubeproxy, ebpf", o.datapath)
 }

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package bgp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/maglb/maglb/internal/bgp"
+	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/netlab"
+)
+
+// GoBGP dials from its own goroutines, and Go cannot keep those in a namespace, so the
+// speaker under test runs in a child process started inside the speaker's namespace: this
+// test binary again, with speakerProcessEnv set, driven by JSON lines on stdin/stdout.
+const speakerProcessEnv = "MAGLB_BGP_SPEAKER_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(speakerProcessEnv) == "1" {
+		if err := serveSpeaker(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type request struct {
+	Op       string // "peers", "routes", "status", "close"
+	Peers    []config.Peer
+	RouterID netip.Addr
+	Routes   []bgp.Route
+}
+
+type response struct {
+	Error   string
+	Peers   []bgp.PeerStatus
+	Metrics map[string]float64 // `name{peer="..."}` → value, for the metallb_bgp_* metrics
+}
+
+func serveSpeaker() error {
+	speaker, err := bgp.New(log.NewLogfmtLogger(os.Stderr), bgp.Options{ListenPort: -1})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	in := json.NewDecoder(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for {
+		var req request
+		if err := in.Decode(&req); err != nil {
+			return err
+		}
+		var resp response
+		switch req.Op {
+		case "peers":
+			err = speaker.SetPeers(ctx, req.Peers, req.RouterID)
+		case "routes":
+			err = speaker.SetRoutes(ctx, req.Routes)
+		case "status":
+			resp.Peers = speaker.Peers()
+			resp.Metrics, err = gatherMetrics()
+		case "close":
+			err = speaker.Close(ctx)
+		default:
+			err = fmt.Errorf("unknown op %q", req.Op)
+		}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		if err := out.Encode(resp); err != nil {
+			return err
+		}
+		if req.Op == "close" {
+			return nil
+		}
+	}
+}
+
+func gatherMetrics() (map[string]float64, error) {
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		return nil, err
+	}
+	metrics := map[string]float64{}
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "metallb_bgp_") {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			key := f.GetName() + "{"
+			for _, l := range m.GetLabel() {
+				key += fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())
+			}
+			metrics[key+"}"] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return metrics, nil
+}
+
+// speakerProcess drives a speaker running in a namespace.
+type speakerProcess struct {
+	t    *testing.T
+	proc interface{ Kill() error }
+	in   *json.Encoder
+	out  *json.Decoder
+	done chan struct{}
+}
+
+// startSpeaker starts a speaker process in ns; it is killed at cleanup, and its log shown if
+// the test failed.
+func startSpeaker(t *testing.T, ns *netlab.Namespace) *speakerProcess {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "speaker.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := ns.Command(context.Background(), exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), speakerProcessEnv+"=1")
+	cmd.Stderr = logFile
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &speakerProcess{t: t, proc: cmd.Process, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout)), done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			data, _ := os.ReadFile(logPath)
+			t.Logf("speaker log:\n%s", data)
+		}
+	})
+	return p
+}
+
+func (p *speakerProcess) call(req request) response {
+	p.t.Helper()
+	if err := p.in.Encode(req); err != nil {
+		p.t.Fatalf("speaker process %s: %v", req.Op, err)
+	}
+	var resp response
+	if err := p.out.Decode(&resp); err != nil {
+		p.t.Fatalf("speaker process %s: %v", req.Op, err)
+	}
+	return resp
+}
+
+func (p *speakerProcess) mustSucceed(req request) response {
+	p.t.Helper()
+	resp := p.call(req)
+	if resp.Error != "" {
+		p.t.Fatalf("speaker %s: %s", req.Op, resp.Error)
+	}
+	return resp
+}
+
+func (p *speakerProcess) setPeers(routerID netip.Addr, peers ...config.Peer) {
+	p.t.Helper()
+	p.mustSucceed(request{Op: "peers", Peers: peers, RouterID: routerID})
+}
+
+func (p *speakerProcess) setRoutes(routes ...bgp.Route) {
+	p.t.Helper()
+	p.mustSucceed(request{Op: "routes", Routes: routes})
+}
+
+func (p *speakerProcess) status() response {
+	p.t.Helper()
+	return p.mustSucceed(request{Op: "status"})
+}
+
+// close closes the speaker and waits for its process to exit.
+func (p *speakerProcess) close() {
+	p.t.Helper()
+	p.mustSucceed(request{Op: "close"})
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.t.Fatal("speaker process did not exit after close")
+	}
+}
+
+func (p *speakerProcess) kill() {
+	_ = p.proc.Kill()
+	<-p.done
+}

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package bgp is the speaker's BGP: one embedded GoBGP server per process keeps the
+// sessions with the configured peers and announces routes to them, with upstream
+// MetalLB's session semantics and metrics.
+package bgp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/go-kit/log"
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/maglb/maglb/internal/config"
+)
+
+// Route is a prefix to announce and how.
+type Route struct {
+	Prefix      netip.Prefix       // a VIP /32, /128 or an aggregate; masked
+	Communities []config.Community // standard and large
+	LocalPref   uint32             // sent to iBGP peers only (0: none)
+	Peers       []string           // names of the peers to send it to; empty: every peer
+}
+
+// Options configure a Speaker.
+type Options struct {
+	// ListenPort is the TCP port the speaker accepts sessions on: 0 is 179, -1 does not
+	// listen (the speaker only connects out, like upstream's native speaker).
+	ListenPort int32
+}
+
+// PeerStatus is the state of the session with one configured peer.
+type PeerStatus struct {
+	Name string
+	Addr netip.Addr
+	Port uint16
+	Up   bool
+	// State is the BGP FSM state: idle, connect, active, opensent, openconfirm, established.
+	State string
+	// Advertised is the number of prefixes sent on the session, Wanted the number that
+	// should be, and UpdatesSent the number of UPDATE messages sent.
+	Advertised, Wanted, UpdatesSent uint64
+}
+
+// Speaker announces routes to BGP peers. Its methods are safe for concurrent use.
+type Speaker struct {
+	logger  log.Logger
+	opts    Options
+	server  *server.BgpServer
+	metrics *collector
+
+	mu       sync.Mutex
+	closed   bool
+	started  bool       // GoBGP runs: a router ID is known
+	routerID netip.Addr // of the running GoBGP
+	sessions map[string]session
+	routes   []Route
+	// announced holds the tags of each prefix in GoBGP's RIB.
+	announced map[netip.Prefix][]tag
+	tags      *exportTags
+	policy    *api.SetPoliciesRequest // last installed
+}
+
+// New returns a Speaker with no peers. It registers the speaker's metrics, so a process
+// runs one Speaker at a time.
+func New(logger log.Logger, opts Options) (*Speaker, error) {
+	s := &Speaker{
+		logger:    logger,
+		opts:      opts,
+		server:    server.NewBgpServer(server.LoggerOption(gobgpLogger{logger})),
+		sessions:  map[string]session{},
+		announced: map[netip.Prefix][]tag{},
+		tags:      newExportTags(),
+	}
+	s.metrics = &collector{speaker: s}
+	if err := s.metrics.register(); err != nil {
+		return nil, err
+	}
+	// Serve runs GoBGP's event loop; GoBGP offers no way to end it, the process exit does.
+	go s.server.Serve()
+	return s, nil
+}
+
+// SetPeers makes the sessions those of peers, matched by name: a new peer gets a session,
+// a removed one loses it, a changed one is reconfigured (its session restarts). routerID is
+// used unless a peer sets one; GoBGP has one router ID for all sessions, so peers setting
+// another one are refused, and changing it restarts every session. Peers that cannot be
+// honoured are skipped and reported in the error; the others are configured.
+func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	want, routerID, errs := s.newSessions(peers, routerID)
+	if len(want) > 0 {
+		if err := s.start(ctx, routerID, want); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
+	if !s.started {
+		return errors.Join(errs...)
+	}
+	old := s.sessions
+	s.sessions = want
+	// A session must find its peer in the export policy when it comes up, since GoBGP
+	// sends the table right then; a removed peer needs none, its session ends with no update.
+	if err := s.installPolicy(ctx, s.tagsInUse(s.announced)); err != nil {
+		errs = append(errs, err)
+	}
+	for name, o := range old {
+		if w, ok := want[name]; !ok || !sameSession(o, w) {
+			if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: o.export.addr.String()}); err != nil {
+				errs = append(errs, fmt.Errorf("removing peer %s: %w", name, err))
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		w := want[name]
+		if o, ok := old[name]; !ok || !sameSession(o, w) {
+			if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: w.peer}); err != nil {
+				errs = append(errs, fmt.Errorf("adding peer %s: %w", name, err))
+				delete(s.sessions, name)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var errClosed = errors.New("bgp speaker closed")
+
+func sameSession(a, b session) bool { return a.export == b.export && proto.Equal(a.peer, b.peer) }
+
+// newSessions converts peers, skipping (and reporting) those it cannot honour, and picks
+// the router ID: the first one a peer sets, by peer name, else defaultRouterID.
+func (s *Speaker) newSessions(peers []config.Peer, defaultRouterID netip.Addr) (map[string]session, netip.Addr, []error) {
+	peers = slices.SortedFunc(slices.Values(peers), func(a, b config.Peer) int { return cmp.Compare(a.Name, b.Name) })
+	routerID := defaultRouterID
+	for _, p := range peers {
+		if p.RouterID.IsValid() {
+			routerID = p.RouterID
+			break
+		}
+	}
+	want := map[string]session{}
+	byAddr := map[netip.Addr]string{}
+	var errs []error
+	for _, p := range peers {
+		sess, err := newSession(s.logger, p)
+		switch other, dup := byAddr[p.Addr.Unmap()]; {
+		case err != nil:
+		case want[p.Name].peer != nil:
+			err = errors.New("duplicate peer name")
+		case dup:
+			err = fmt.Errorf("address %s already used by peer %s", p.Addr, other)
+		case p.RouterID.IsValid() && p.RouterID != routerID:
+			err = fmt.Errorf("router ID %s differs from %s, GoBGP runs with one router ID", p.RouterID, routerID)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
+			continue
+		}
+		want[p.Name] = sess
+		byAddr[sess.export.addr] = p.Name
+	}
+	return want, routerID, errs
+}
+
+// start runs GoBGP with routerID, restarting it (every session, an empty RIB) when it ran
+// with another one.
+func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[string]session) error {
+	if s.started && routerID == s.routerID {
+		return nil
+	}
+	if !routerID.Is4() {
+		return fmt.Errorf("router ID %q is not an IPv4 address", routerID)
+	}
+	if s.started {
+		if err := s.server.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
+			return fmt.Errorf("stopping BGP to change the router ID: %w", err)
+		}
+		s.started = false
+		s.sessions = map[string]session{}
+		s.announced = map[netip.Prefix][]tag{}
+		s.policy = nil
+	}
+	// Every session sets its own local ASN; the global one only has to be valid.
+	first := sessions[slices.Min(slices.Collect(maps.Keys(sessions)))]
+	err := s.server.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        first.peer.Conf.LocalAsn,
+		RouterId:   routerID.String(),
+		ListenPort: cmp.Or(s.opts.ListenPort, defaultPort),
+	}})
+	if err != nil {
+		return fmt.Errorf("starting BGP: %w", err)
+	}
+	s.started, s.routerID = true, routerID
+	if err := s.installPolicy(ctx, nil); err != nil {
+		return err
+	}
+	for _, a := range policyAssignments {
+		if err := s.server.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: a}); err != nil {
+			return fmt.Errorf("assigning the policies: %w", err)
+		}
+	}
+	return s.syncPaths(ctx)
+}
+
+// SetRoutes makes the announced routes those of routes. A prefix may appear in several
+// routes: each peer gets the union of their communities and the highest local preference.
+// Only what changed is announced or withdrawn. Before the first peer, routes are kept.
+func (s *Speaker) SetRoutes(ctx context.Context, routes []Route) error {
+	for _, r := range routes {
+		if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() || r.Prefix.Addr().Is4In6() {
+			return fmt.Errorf("invalid route prefix %q", r.Prefix)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errClosed
+	}
+	s.routes = slices.Clone(routes)
+	if !s.started {
+		return nil
+	}
+	return s.syncPaths(ctx)
+}
+
+// syncPaths makes GoBGP's RIB hold the paths of s.routes.
+func (s *Speaker) syncPaths(ctx context.Context) error {
+	want := s.tags.tagRoutes(s.routes)
+	// The export policy must know the tags of the new paths before they are added, and
+	// those of the old ones until they are replaced or withdrawn: a withdrawal or an update
+	// reaches the peers the old path was exported to.
+	inUse := s.tagsInUse(want)
+	maps.Copy(inUse, s.tagsInUse(s.announced))
+	if err := s.installPolicy(ctx, inUse); err != nil {
+		return err
+	}
+	var errs []error
+	for prefix, tags := range s.announced {
+		if _, ok := want[prefix]; ok {
+			continue
+		}
+		path := newPath(prefix, tags)
+		if err := s.server.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
+			continue
+		}
+		delete(s.announced, prefix)
+	}
+	for prefix, tags := range want {
+		if old, ok := s.announced[prefix]; ok && slices.Equal(old, tags) {
+			continue
+		}
+		// Adding a path for a prefix replaces the previous one: peers get an update.
+		if _, err := s.server.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: newPath(prefix, tags)}); err != nil {
+			errs = append(errs, fmt.Errorf("announcing %s: %w", prefix, err))
+			continue
+		}
+		s.announced[prefix] = tags
+	}
+	inUse = s.tagsInUse(s.announced)
+	s.tags.forget(inUse)
+	return errors.Join(append(errs, s.installPolicy(ctx, inUse))...)
+}
+
+func (s *Speaker) tagsInUse(paths map[netip.Prefix][]tag) map[tag]bool {
+	inUse := map[tag]bool{}
+	for _, tags := range paths {
+		for _, t := range tags {
+			inUse[t] = true
+		}
+	}
+	return inUse
+}
+
+// installPolicy installs the export policy for the current sessions and the tags inUse.
+func (s *Speaker) installPolicy(ctx context.Context, inUse map[tag]bool) error {
+	peers := make([]exportPeer, 0, len(s.sessions))
+	for _, name := range slices.Sorted(maps.Keys(s.sessions)) {
+		peers = append(peers, s.sessions[name].export)
+	}
+	policy := s.tags.policy(peers, inUse)
+	if proto.Equal(policy, s.policy) {
+		return nil
+	}
+	if err := s.server.SetPolicies(ctx, policy); err != nil {
+		return fmt.Errorf("installing the export policy: %w", err)
+	}
+	s.policy = policy
+	return nil
+}
+
+// Peers returns the state of the session with each configured peer, by name.
+func (s *Speaker) Peers() []PeerStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.started {
+		return nil
+	}
+	byAddr := map[string]*api.Peer{}
+	err := s.server.ListPeer(context.Background(), &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		byAddr[p.Conf.NeighborAddress] = p
+	})
+	if err != nil {
+		return nil
+	}
+	statuses := make([]PeerStatus, 0, len(s.sessions))
+	for _, name := range slices.Sorted(maps.Keys(s.sessions)) {
+		sess := s.sessions[name]
+		st := PeerStatus{Name: name, Addr: sess.export.addr, Port: uint16(sess.peer.Transport.RemotePort), State: "idle"}
+		owner := s.tags.owner(name)
+		for prefix, tags := range s.announced {
+			if sess.carries(prefix) && slices.ContainsFunc(tags, func(t tag) bool { return t.owner == everyPeer || t.owner == owner }) {
+				st.Wanted++
+			}
+		}
+		if p := byAddr[sess.export.addr.String()]; p != nil && p.State != nil {
+			st.State = strings.ToLower(strings.TrimPrefix(p.State.SessionState.String(), "SESSION_STATE_"))
+			st.Up = p.State.SessionState == api.PeerState_ESTABLISHED
+			if m := p.State.Messages; m != nil && m.Sent != nil {
+				st.UpdatesSent = m.Sent.Update
+			}
+			for _, a := range p.AfiSafis {
+				if a.State != nil {
+					st.Advertised += a.State.Advertised
+				}
+			}
+		}
+		statuses = append(statuses, st)
+	}
+	return statuses
+}
+
+// Close stops the speaker. Sessions with graceful restart end without a NOTIFICATION, so
+// the peer keeps our routes (as stale) until a new speaker announces again; the others end
+// with a Cease and the peer withdraws our routes at once.
+func (s *Speaker) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.metrics.unregister()
+	if !s.started {
+		return nil
+	}
+	graceful := map[netip.Addr]uint16{}
+	for _, sess := range s.sessions {
+		if sess.peer.GracefulRestart != nil {
+			graceful[sess.export.addr] = uint16(sess.peer.Transport.RemotePort)
+		}
+	}
+	if err := shutdownConnections(graceful, s.opts.ListenPort); err != nil {
+		// GoBGP would send a Cease: leave the sessions to the process exit instead.
+		return fmt.Errorf("ending graceful-restart sessions: %w", err)
+	}
+	return s.server.StopBgp(ctx, &api.StopBgpRequest{})
+}

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package speakercontroller
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Speakers prove they live by renewing a Lease each: a node whose lease expired is no longer
+// elected to answer ARP/NDP, so another takes over its L2 VIPs. Failover takes at most
+// leaseDuration plus one renewal, plus the time the survivors need to notice (leaseRecheck).
+const (
+	leasePrefix   = "maglb-speaker-"
+	leaseDuration = 4 * time.Second
+	leaseRenewal  = time.Second
+	leaseRecheck  = time.Second
+)
+
+func leaseName(node string) string { return leasePrefix + node }
+
+// nodeOfLease returns the node a speaker lease belongs to, or "" for another lease.
+func nodeOfLease(l *coordinationv1.Lease) string {
+	node, _ := strings.CutPrefix(l.Name, leasePrefix)
+	if node == l.Name {
+		return ""
+	}
+	return node
+}
+
+// liveAt reports whether the lease was renewed within its duration before now.
+func liveAt(l *coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return false
+	}
+	return now.Before(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+}
+
+// heartbeat renews the node's lease until ctx ends; the lease is released (expired) on a
+// clean stop so that survivors take over at once.
+type heartbeat struct {
+	client    client.Client
+	namespace string
+	node      string
+	logger    log.Logger
+}
+
+func (h *heartbeat) Start(ctx context.Context) error {
+	ticker := time.NewTicker(leaseRenewal)
+	defer ticker.Stop()
+	for {
+		if err := h.renew(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			level.Error(h.logger).Log("op", "renewLease", "node", h.node, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			release, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = h.client.Delete(release, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: leaseName(h.node)}})
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// NeedLeaderElection: every speaker beats.
+func (h *heartbeat) NeedLeaderElection() bool { return false }
+
+func (h *heartbeat) renew(ctx context.Context, now time.Time) error {
+	lease := &coordinationv1.Lease{}
+	key := client.ObjectKey{Namespace: h.namespace, Name: leaseName(h.node)}
+	err := h.client.Get(ctx, key, lease)
+	spec := coordinationv1.LeaseSpec{
+		HolderIdentity:       ptr.To(h.node),
+		LeaseDurationSeconds: ptr.To(int32(leaseDuration / time.Second)),
+		RenewTime:            &metav1.MicroTime{Time: now},
+	}
+	if apierrors.IsNotFound(err) {
+		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: key.Name}, Spec: spec}
+		return h.client.Create(ctx, lease)
+	}
+	if err != nil {
+		return err
+	}
+	lease.Spec = spec
+	return h.client.Update(ctx, lease)
+}

@@ -1,0 +1,377 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package speakercontroller runs a speaker's decisions: on any change of the configuration,
+// Services, EndpointSlices, Nodes or speaker leases it recomputes the node's plan (package
+// announce) and applies it to BGP, ARP/NDP and the datapath, then reports it in
+// ServiceBGPStatus/ServiceL2Status objects, events and metrics, as upstream's speaker does.
+package speakercontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/maglb/maglb/datapath"
+	"github.com/maglb/maglb/internal/allocator"
+	"github.com/maglb/maglb/internal/announce"
+	"github.com/maglb/maglb/internal/config"
+)
+
+// BGP is the node's BGP speaker.
+type BGP interface {
+	SetPeers(ctx context.Context, peers []config.Peer, routerID netip.Addr) error
+	SetRoutes(ctx context.Context, routes []announce.Route) error
+}
+
+// L2 answers ARP/NDP for the IPs it is given, on the given interfaces (none: all).
+type L2 interface {
+	SetAnnounced(ips map[netip.Addr][]string) error
+}
+
+// syncKey is the one request: every change recomputes the whole plan, which is cheap.
+var syncKey = types.NamespacedName{Namespace: "maglb.io", Name: "speaker"}
+
+// Reconciler applies the node's plan.
+type Reconciler struct {
+	Client    client.Client
+	Recorder  record.EventRecorder
+	Namespace string
+	NodeName  string
+	LBClass   string
+	BGP       BGP
+	L2        L2
+	Datapath  datapath.Datapath
+	Mode      announce.DatapathMode
+	Encap     datapath.Encap
+	// IgnoreExcludeLB is upstream's --ignore-exclude-lb.
+	IgnoreExcludeLB bool
+	Logger          log.Logger
+
+	mu       sync.Mutex
+	config   *config.Config
+	peersSet *config.Config // the configuration whose peers BGP has
+	trigger  chan event.GenericEvent
+	// announced remembers, per service, the protocols last announced, for nodeAssigned events.
+	announced map[string]map[string]bool
+	status    *statusWriter
+}
+
+// SetConfig is called with every new valid configuration.
+func (r *Reconciler) SetConfig(cfg *config.Config) {
+	r.mu.Lock()
+	r.config = cfg
+	r.mu.Unlock()
+	r.Trigger()
+}
+
+// Trigger asks for a recomputation.
+func (r *Reconciler) Trigger() {
+	obj := &corev1.Service{}
+	obj.Namespace, obj.Name = syncKey.Namespace, syncKey.Name
+	select {
+	case r.trigger <- event.GenericEvent{Object: obj}:
+	default: // one is pending already
+	}
+}
+
+func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	r.mu.Lock()
+	cfg := r.config
+	r.mu.Unlock()
+	if cfg == nil {
+		return ctrl.Result{}, nil
+	}
+	in, byKey, err := r.input(ctx, cfg)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	plan := announce.Decide(in)
+	r.program(ctx, &plan, byKey)
+
+	var errs []error
+	if r.peersSet != cfg {
+		me := nodeAddr(in.Nodes, r.NodeName)
+		if err := r.BGP.SetPeers(ctx, announce.PeersOf(cfg, nodeLabels(in.Nodes, r.NodeName)), me); err != nil {
+			errs = append(errs, fmt.Errorf("setting BGP peers: %w", err))
+		} else {
+			r.peersSet = cfg
+		}
+	}
+	if err := r.BGP.SetRoutes(ctx, plan.Routes); err != nil {
+		errs = append(errs, fmt.Errorf("announcing BGP routes: %w", err))
+	}
+	if err := r.L2.SetAnnounced(plan.L2); err != nil {
+		errs = append(errs, fmt.Errorf("answering ARP/NDP: %w", err))
+	}
+	r.report(ctx, plan, byKey)
+	if err := r.status.sync(ctx, plan); err != nil {
+		errs = append(errs, err)
+	}
+	// Lease expiry produces no event: look again shortly.
+	return ctrl.Result{RequeueAfter: leaseRecheck}, errors.Join(errs...)
+}
+
+// program syncs the datapath with the plan. A service that cannot be programmed is withdrawn
+// (its host routes and ARP/NDP) with an event saying why, since announcing a VIP the node
+// cannot forward would blackhole it.
+func (r *Reconciler) program(ctx context.Context, plan *announce.Plan, services map[string]*corev1.Service) {
+	if r.Mode != announce.EBPF {
+		return
+	}
+	failed := map[netip.Addr]error{}
+	var valid []datapath.Service
+	for _, s := range plan.Datapath {
+		if err := s.Validate(); err != nil {
+			failed[s.VIP] = err
+			continue
+		}
+		valid = append(valid, s)
+	}
+	if err := r.Datapath.Sync(ctx, valid); err != nil {
+		for _, s := range valid {
+			failed[s.VIP] = err
+		}
+	}
+	if len(failed) == 0 {
+		return
+	}
+	plan.Routes = slices.DeleteFunc(plan.Routes, func(rt announce.Route) bool {
+		_, bad := failed[rt.Prefix.Addr()]
+		return bad && rt.Prefix.IsSingleIP()
+	})
+	for key, state := range plan.Services {
+		svc := services[key]
+		var why error
+		for _, ip := range ingressIPs(svc) {
+			if err := failed[ip]; err != nil {
+				why = err
+				delete(plan.L2, ip)
+			}
+		}
+		if why == nil {
+			continue
+		}
+		state.BGPPeers, state.L2, state.BGPReason, state.L2Reason = nil, false, "datapathFailed", "datapathFailed"
+		plan.Services[key] = state
+		level.Error(r.Logger).Log("op", "programDatapath", "service", key, "error", why)
+		r.Recorder.Eventf(svc, corev1.EventTypeWarning, "DatapathFailed", "withdrawn from node %q: the datapath cannot forward it: %v", r.NodeName, why)
+	}
+}
+
+// report emits nodeAssigned when the node starts announcing a service with a protocol, and
+// updates metallb_speaker_announced.
+func (r *Reconciler) report(ctx context.Context, plan announce.Plan, services map[string]*corev1.Service) {
+	now := map[string]map[string]bool{}
+	for key, state := range plan.Services {
+		protocols := map[string]bool{"bgp": len(state.BGPPeers) > 0, "layer2": state.L2}
+		now[key] = protocols
+		for protocol, on := range protocols {
+			announcedGauge.WithLabelValues(r.NodeName, protocol, key).Set(boolFloat(on))
+			if on && !r.announced[key][protocol] {
+				r.Recorder.Eventf(services[key], corev1.EventTypeNormal, "nodeAssigned", "announcing from node %q with protocol %q", r.NodeName, protocol)
+			}
+		}
+	}
+	for key := range r.announced {
+		if _, ok := now[key]; !ok {
+			announcedGauge.DeletePartialMatch(map[string]string{"service": key})
+		}
+	}
+	r.announced = now
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// input gathers the node's view from the cache.
+func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, error) {
+	var (
+		nodes    corev1.NodeList
+		leases   coordinationv1.LeaseList
+		services corev1.ServiceList
+		epSlices discoveryv1.EndpointSliceList
+	)
+	for _, l := range []struct {
+		list client.ObjectList
+		opts []client.ListOption
+	}{
+		{&nodes, nil}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, nil}, {&epSlices, nil},
+	} {
+		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
+			return announce.Input{}, nil, err
+		}
+	}
+	live := map[string]bool{}
+	now := time.Now()
+	for i := range leases.Items {
+		if node := nodeOfLease(&leases.Items[i]); node != "" && liveAt(&leases.Items[i], now) {
+			live[node] = true
+		}
+	}
+	in := announce.Input{
+		NodeName: r.NodeName, Config: cfg, Datapath: r.Mode, Encap: r.Encap,
+		ExcludeLabelIgnored: r.IgnoreExcludeLB,
+	}
+	for _, n := range nodes.Items {
+		in.Nodes = append(in.Nodes, announce.Node{
+			Name: n.Name, Labels: n.Labels, Addr: internalIP(&n), Live: live[n.Name],
+			NetworkUnavailable: networkUnavailable(&n),
+		})
+	}
+	endpoints := endpointsByService(epSlices.Items)
+	byKey := map[string]*corev1.Service{}
+	for i := range services.Items {
+		svc := &services.Items[i]
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !allocator.Handles(svc, r.LBClass) {
+			continue
+		}
+		key := allocator.Key(svc)
+		byKey[key] = svc
+		in.Services = append(in.Services, announce.Service{
+			Key:          key,
+			Labels:       svc.Labels,
+			IPs:          ingressIPs(svc),
+			Pool:         svc.Annotations[allocator.AnnotationIPAllocatedFromPool],
+			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+			SharedIP:     allocator.SharingKey(svc) != "",
+			Ports:        ports(svc),
+			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
+		})
+	}
+	return in, byKey, nil
+}
+
+func ingressIPs(svc *corev1.Service) []netip.Addr {
+	if svc == nil {
+		return nil
+	}
+	var ips []netip.Addr
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if ip, err := netip.ParseAddr(in.IP); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
+}
+
+func ports(svc *corev1.Service) []announce.Port {
+	var out []announce.Port
+	for _, p := range svc.Spec.Ports {
+		proto := datapath.TCP
+		switch p.Protocol {
+		case corev1.ProtocolUDP:
+			proto = datapath.UDP
+		case corev1.ProtocolSCTP:
+			continue // the datapath forwards TCP and UDP only
+		}
+		out = append(out, announce.Port{Protocol: proto, Port: uint16(p.Port)})
+	}
+	return out
+}
+
+// endpointsByService returns the endpoints of every service, as upstream reads readiness:
+// ready, or serving while terminating.
+func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedName][]announce.Endpoint {
+	out := map[types.NamespacedName][]announce.Endpoint{}
+	for _, s := range items {
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		key := types.NamespacedName{Namespace: s.Namespace, Name: name}
+		for _, e := range s.Endpoints {
+			c := e.Conditions
+			ready := c.Ready == nil || *c.Ready || (c.Serving != nil && *c.Serving)
+			node := ""
+			if e.NodeName != nil {
+				node = *e.NodeName
+			}
+			for _, a := range e.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					out[key] = append(out[key], announce.Endpoint{Addr: ip, Node: node, Ready: ready})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func internalIP(n *corev1.Node) netip.Addr {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+func nodeAddr(nodes []announce.Node, name string) netip.Addr {
+	if i := slices.IndexFunc(nodes, func(n announce.Node) bool { return n.Name == name }); i >= 0 {
+		return nodes[i].Addr
+	}
+	return netip.Addr{}
+}
+
+func nodeLabels(nodes []announce.Node, name string) map[string]string {
+	if i := slices.IndexFunc(nodes, func(n announce.Node) bool { return n.Name == name }); i >= 0 {
+		return nodes[i].Labels
+	}
+	return nil
+}
+
+func networkUnavailable(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// SetupWithManager watches every input; each change maps to the one request.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.trigger = make(chan event.GenericEvent, 1)
+	r.status = &statusWriter{client: mgr.GetClient(), namespace: r.Namespace, node: r.NodeName}
+	if err := mgr.Add(&heartbeat{client: mgr.GetClient(), namespace: r.Namespace, node: r.NodeName, logger: r.Logger}); err != nil {
+		return err
+	}
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request {
+		return []ctrl.Request{{NamespacedName: syncKey}}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
+		WatchesRawSource(source.Channel(r.trigger, one))
+	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Node{}} {
+		b = b.Watches(obj, one)
+	}
+	speakerLeases := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		l, ok := o.(*coordinationv1.Lease)
+		return ok && l.Namespace == r.Namespace && nodeOfLease(l) != ""
+	})
+	b = b.Watches(&coordinationv1.Lease{}, one, builder.WithPredicates(speakerLeases))
+	return b.Complete(r)
+}

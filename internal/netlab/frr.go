@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package netlab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// FRR programs, as Debian installs them.
+const (
+	frrDir = "/usr/lib/frr"
+	vtysh  = "vtysh"
+)
+
+// FRRPrograms are the programs StartFRR needs, for Require.
+var FRRPrograms = []string{filepath.Join(frrDir, "zebra"), filepath.Join(frrDir, "bgpd"), vtysh}
+
+// FRR is an FRR router (zebra and bgpd) running in a namespace, with its own directory for
+// configuration, sockets, PID files and logs.
+type FRR struct {
+	dir     string
+	daemons []*daemon
+}
+
+type daemon struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartFRR starts zebra and bgpd in ns, bgpd with config (its bgpd.conf), and waits until
+// bgpd answers. Both are stopped, and the directory removed, at cleanup.
+func StartFRR(c Cleaner, ns *Namespace, config string) (*FRR, error) {
+	dir, err := os.MkdirTemp("", "frr")
+	if err != nil {
+		return nil, err
+	}
+	f := &FRR{dir: dir}
+	c.Cleanup(func() {
+		f.Stop()
+		_ = os.RemoveAll(dir)
+	})
+	for name, conf := range map[string]string{"zebra": "hostname zebra\n", "bgpd": config} {
+		if err := os.WriteFile(filepath.Join(dir, name+".conf"), []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	// The daemons drop root for the frr user, which must own their directory.
+	if err := chownToFRR(dir); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"zebra", "bgpd"} {
+		if err := f.start(ns, name); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := f.Vtysh("show bgp summary json")
+		if err == nil {
+			return f, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("FRR did not start: %w\n%s", err, f.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func chownToFRR(dir string) error {
+	u, err := user.Lookup("frr")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Chown(dir, uid, gid)
+}
+
+func (f *FRR) start(ns *Namespace, name string) error {
+	cmd := ns.Command(context.Background(), filepath.Join(frrDir, name),
+		"-f", filepath.Join(f.dir, name+".conf"),
+		"-i", filepath.Join(f.dir, name+".pid"),
+		"-z", filepath.Join(f.dir, "zserv.api"),
+		"--vty_socket", f.dir,
+		"-P", "0", // no vty TCP port: vtysh uses the sockets
+		"--log", "file:"+filepath.Join(f.dir, name+".log"))
+	out, err := os.Create(filepath.Join(f.dir, name+".out"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	d := &daemon{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(d.done)
+	}()
+	f.daemons = append(f.daemons, d)
+	return nil
+}
+
+// Stop stops the daemons by PID, bgpd first: SIGTERM, then SIGKILL if one lingers.
+func (f *FRR) Stop() {
+	for _, d := range slices.Backward(f.daemons) {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(5 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+	}
+	f.daemons = nil
+}
+
+// Vtysh runs vtysh commands against this router and returns the output.
+func (f *FRR) Vtysh(commands ...string) (string, error) {
+	args := []string{"--vty_socket", f.dir}
+	for _, c := range commands {
+		args = append(args, "-c", c)
+	}
+	out, err := exec.Command(vtysh, args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("vtysh %s: %w: %s", strings.Join(commands, "; "), err, out)
+	}
+	return string(out), nil
+}
+
+// VtyshJSON runs a vtysh command ending in "json" and decodes its output into v.
+func (f *FRR) VtyshJSON(command string, v any) error {
+	out, err := f.Vtysh(command)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		return fmt.Errorf("vtysh %s: %w: %s", command, err, out)
+	}
+	return nil
+}
+
+// Logs returns the daemons' logs, for failure reports.
+func (f *FRR) Logs() string {
+	var b strings.Builder
+	for _, name := range []string{"zebra", "bgpd"} {
+		for _, suffix := range []string{".out", ".log"} {
+			data, err := os.ReadFile(filepath.Join(f.dir, name+suffix))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintf(&b, "%s%s: %v\n", name, suffix, err)
+			}
+			if len(data) > 0 {
+				fmt.Fprintf(&b, "--- %s%s\n%s\n", name, suffix, data)
+			}
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package netlab builds small networks of Linux network namespaces for tests and labs:
+// namespaces, veth links, addresses, routes, sysctls, and FRR routers running inside them.
+// Everything lives inside namespaces it creates; nothing touches the root namespace. Every
+// constructor registers its undoing with a Cleaner, so a failing test still cleans up.
+package netlab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Cleaner registers functions to run when the caller is done, last registered first;
+// testing.TB is one.
+type Cleaner interface {
+	Cleanup(func())
+}
+
+// Require skips tb unless it runs as root and every program is installed. Where the
+// privileged tests must run (CI=true or MAGLB_REQUIRE_PRIVILEGED=1) it fails instead.
+func Require(tb testing.TB, programs ...string) {
+	tb.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, p := range append([]string{"ip"}, programs...) {
+		if _, err := exec.LookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "needs " + strings.Join(missing, ", ")
+	if os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+}
+
+// Namespace is a network namespace this package created.
+type Namespace struct {
+	Name string
+}
+
+// NewNamespace creates a namespace with a unique name and its loopback up; it is deleted
+// at cleanup. IPv6 duplicate address detection is off in it, so addresses (link-local ones
+// included) are usable at once.
+func NewNamespace(c Cleaner) (*Namespace, error) {
+	suffix := make([]byte, 4)
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, err
+	}
+	ns := &Namespace{Name: "maglb-" + hex.EncodeToString(suffix)}
+	if err := run("ip", "netns", "add", ns.Name); err != nil {
+		return nil, err
+	}
+	c.Cleanup(func() { _ = run("ip", "netns", "delete", ns.Name) })
+	if err := ns.ip("link", "set", "lo", "up"); err != nil {
+		return nil, err
+	}
+	for _, conf := range []string{"all", "default"} {
+		if err := ns.SetSysctl("net.ipv6.conf."+conf+".accept_dad", "0"); err != nil {
+			return nil, err
+		}
+	}
+	return ns, nil
+}
+
+// Command returns a command that runs name inside the namespace. Its process is name's
+// own (ip netns exec replaces itself), so its PID is the one to signal.
+func (ns *Namespace) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+}
+
+// Run runs a command inside the namespace and returns its output.
+func (ns *Namespace) Run(name string, args ...string) (string, error) {
+	out, err := ns.Command(context.Background(), name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), ns.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// SetSysctl sets a sysctl of the namespace, e.g. "net.ipv4.ip_forward", "1".
+func (ns *Namespace) SetSysctl(key, value string) error {
+	_, err := ns.Run("sysctl", "-qw", key+"="+value)
+	return err
+}
+
+// AddAddr adds addr to the interface dev.
+func (ns *Namespace) AddAddr(dev string, addr netip.Prefix) error {
+	return ns.ip("addr", "add", addr.String(), "dev", dev)
+}
+
+// AddRoute routes dst via the gateway via.
+func (ns *Namespace) AddRoute(dst netip.Prefix, via netip.Addr) error {
+	return ns.ip("route", "add", dst.String(), "via", via.String())
+}
+
+func (ns *Namespace) ip(args ...string) error {
+	return run("ip", append([]string{"-n", ns.Name}, args...)...)
+}
+
+// Connect links a and b with a veth pair, aDev in a and bDev in b, both up. The pair goes
+// away with either namespace.
+func Connect(a *Namespace, aDev string, b *Namespace, bDev string) error {
+	if err := a.ip("link", "add", aDev, "type", "veth", "peer", "name", bDev, "netns", b.Name); err != nil {
+		return err
+	}
+	if err := a.ip("link", "set", aDev, "up"); err != nil {
+		return err
+	}
+	return b.ip("link", "set", bDev, "up")
+}
+
+func run(name string, args ...string) error {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
