@@ -69,6 +69,9 @@ APT_PACKAGES = [
     "gcc-multilib",
     "iproute2",
     "iptables",
+    # BGP tests against a real router
+    "frr",
+    "procps",
 ]
 
 # Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
