@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -156,22 +157,12 @@ func (l *bgpLab) startSpeaker(t *testing.T, node string, args ...string) {
 // of the first of them.
 func (l *bgpLab) route(t *testing.T, prefix string) route {
 	t.Helper()
-	var out struct {
-		Paths []struct {
-			Valid     bool `json:"valid"`
-			Community struct {
-				String string `json:"string"`
-			} `json:"community"`
-			Nexthops []struct {
-				IP string `json:"ip"`
-			} `json:"nexthops"`
-		} `json:"paths"`
-	}
-	if err := l.router.VtyshJSON("show bgp ipv4 unicast "+prefix+" json", &out); err != nil {
+	paths, err := l.router.Paths(netip.MustParsePrefix(prefix))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var r route
-	for _, p := range out.Paths {
+	for _, p := range paths {
 		if !p.Valid {
 			continue
 		}

@@ -114,48 +114,14 @@ func peer(name, addr, src string) config.Peer {
 	return p
 }
 
-// frrPath is a path of a prefix at the router.
-type frrPath struct {
-	Valid  bool `json:"valid"`
-	Stale  bool `json:"stale"`
-	ASPath struct {
-		String string `json:"string"`
-	} `json:"aspath"`
-	Community struct {
-		String string `json:"string"`
-	} `json:"community"`
-	LargeCommunity struct {
-		String string `json:"string"`
-	} `json:"largeCommunity"`
-	LocalPref *uint32      `json:"locPrf"`
-	Nexthops  []frrNexthop `json:"nexthops"`
-	Peer      struct {
-		PeerID string `json:"peerId"`
-	} `json:"peer"`
-}
-
-type frrNexthop struct {
-	IP string `json:"ip"`
-}
-
-func (p frrPath) hasNexthop(ip string) bool {
-	return slices.Contains(p.Nexthops, frrNexthop{IP: ip})
-}
-
 // paths returns the router's paths for prefix, by the address of the neighbor they came from.
-func (l *lab) paths(prefix string) (map[string]frrPath, error) {
-	family := "ipv4"
-	if netip.MustParsePrefix(prefix).Addr().Is6() {
-		family = "ipv6"
-	}
-	var out struct {
-		Paths []frrPath `json:"paths"`
-	}
-	if err := l.router.VtyshJSON(fmt.Sprintf("show bgp %s unicast %s json", family, prefix), &out); err != nil {
+func (l *lab) paths(prefix string) (map[string]netlab.Path, error) {
+	paths, err := l.router.Paths(netip.MustParsePrefix(prefix))
+	if err != nil {
 		return nil, err
 	}
-	byPeer := map[string]frrPath{}
-	for _, p := range out.Paths {
+	byPeer := map[string]netlab.Path{}
+	for _, p := range paths {
 		byPeer[p.Peer.PeerID] = p
 	}
 	return byPeer, nil

@@ -40,7 +40,7 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 		switch {
 		case len(paths) != 2:
 			return fmt.Errorf("want paths from both sessions, got %+v", paths)
-		case !ebgpPath.hasNexthop("10.0.0.2") || !ibgpPath.hasNexthop("10.0.0.3"):
+		case !ebgpPath.HasNexthop("10.0.0.2") || !ibgpPath.HasNexthop("10.0.0.3"):
 			return fmt.Errorf("next hops are not the sessions' addresses: %+v", paths)
 		case ebgpPath.ASPath.String != "64512" || ibgpPath.ASPath.String != "Local":
 			return fmt.Errorf("unexpected AS paths: %+v", paths)
@@ -183,7 +183,7 @@ func TestIPv6Routes(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if p, ok := paths[c.peer]; len(paths) != 1 || !ok || !p.Valid || !p.hasNexthop(c.nexthop) {
+			if p, ok := paths[c.peer]; len(paths) != 1 || !ok || !p.Valid || !p.HasNexthop(c.nexthop) {
 				return fmt.Errorf("want one valid path from %s with next hop %s, got %+v", c.peer, c.nexthop, paths)
 			}
 			return nil

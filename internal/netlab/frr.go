@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -169,4 +170,47 @@ func (f *FRR) Logs() string {
 		}
 	}
 	return b.String()
+}
+
+// Path is a path of a prefix at the router, as vtysh shows it.
+type Path struct {
+	Valid  bool `json:"valid"`
+	Stale  bool `json:"stale"`
+	ASPath struct {
+		String string `json:"string"`
+	} `json:"aspath"`
+	Community struct {
+		String string `json:"string"`
+	} `json:"community"`
+	LargeCommunity struct {
+		String string `json:"string"`
+	} `json:"largeCommunity"`
+	LocalPref *uint32   `json:"locPrf"`
+	Nexthops  []Nexthop `json:"nexthops"`
+	Peer      struct {
+		PeerID string `json:"peerId"`
+	} `json:"peer"`
+}
+
+// Nexthop is a next hop of a path.
+type Nexthop struct {
+	IP string `json:"ip"`
+}
+
+// HasNexthop reports whether ip is among the path's next hops.
+func (p Path) HasNexthop(ip string) bool {
+	return slices.Contains(p.Nexthops, Nexthop{IP: ip})
+}
+
+// Paths returns the router's BGP paths for prefix; none when it has no route.
+func (f *FRR) Paths(prefix netip.Prefix) ([]Path, error) {
+	family := "ipv4"
+	if prefix.Addr().Is6() {
+		family = "ipv6"
+	}
+	var out struct {
+		Paths []Path `json:"paths"`
+	}
+	err := f.VtyshJSON(fmt.Sprintf("show bgp %s unicast %s json", family, prefix), &out)
+	return out.Paths, err
 }
