@@ -46,7 +46,7 @@ var (
 
 // binary builds the speaker once per test run: it must run inside a namespace, as its own
 // process, since a Go process cannot move the sockets of its BGP library there.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "maglb-speaker-")
@@ -75,7 +75,7 @@ type bgpLab struct {
 	nodes  map[string]*netlab.Namespace
 }
 
-func newBGPLab(t *testing.T, nodes map[string]string) *bgpLab {
+func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 	t.Helper()
 	netlab.Require(t, append([]string{"ip"}, netlab.FRRPrograms...)...)
 	env := testenv.Get(t)
@@ -122,7 +122,7 @@ func newBGPLab(t *testing.T, nodes map[string]string) *bgpLab {
 }
 
 // startSpeaker runs the speaker of node in its namespace until the test ends.
-func (l *bgpLab) startSpeaker(t *testing.T, node string, args ...string) {
+func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) {
 	t.Helper()
 	logFile, err := os.Create(filepath.Join(t.TempDir(), node+".log"))
 	if err != nil {
@@ -155,7 +155,7 @@ func (l *bgpLab) startSpeaker(t *testing.T, node string, args ...string) {
 
 // route returns the next hops of the router's valid paths for prefix and the communities
 // of the first of them.
-func (l *bgpLab) route(t *testing.T, prefix string) route {
+func (l *bgpLab) route(t testing.TB, prefix string) route {
 	t.Helper()
 	paths, err := l.router.Paths(netip.MustParsePrefix(prefix))
 	if err != nil {
@@ -279,7 +279,7 @@ func pool(name, cidr, shard string) *maglbv1beta1.IPAddressPool {
 
 // loadBalancer creates a Service as the controller leaves it (status IP, pool annotation)
 // with one ready endpoint on node.
-func loadBalancer(t *testing.T, name, ip, pool, node string) *corev1.Service {
+func loadBalancer(t testing.TB, name, ip, pool, node string) *corev1.Service {
 	t.Helper()
 	c := testenv.Get(t).Client
 	svc := &corev1.Service{
@@ -303,7 +303,7 @@ func loadBalancer(t *testing.T, name, ip, pool, node string) *corev1.Service {
 	return svc
 }
 
-func createNode(t *testing.T, name, addr string, labels map[string]string) {
+func createNode(t testing.TB, name, addr string, labels map[string]string) {
 	t.Helper()
 	c := testenv.Get(t).Client
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
@@ -314,7 +314,7 @@ func createNode(t *testing.T, name, addr string, labels map[string]string) {
 	}
 }
 
-func labelNode(t *testing.T, name string, labels map[string]string) {
+func labelNode(t testing.TB, name string, labels map[string]string) {
 	t.Helper()
 	c := testenv.Get(t).Client
 	eventually(t, "labelling "+name, func() error {
@@ -332,7 +332,7 @@ func labelNode(t *testing.T, name string, labels map[string]string) {
 	})
 }
 
-func ensureNamespace(t *testing.T, name string) {
+func ensureNamespace(t testing.TB, name string) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := testenv.Get(t).Client.Create(context.Background(), ns); err != nil && !strings.Contains(err.Error(), "already exists") {
@@ -340,7 +340,7 @@ func ensureNamespace(t *testing.T, name string) {
 	}
 }
 
-func create(t *testing.T, obj client.Object) {
+func create(t testing.TB, obj client.Object) {
 	t.Helper()
 	if err := testenv.Get(t).Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
@@ -348,14 +348,14 @@ func create(t *testing.T, obj client.Object) {
 	t.Cleanup(func() { deleteObject(t, obj) })
 }
 
-func deleteObject(t *testing.T, obj client.Object) {
+func deleteObject(t testing.TB, obj client.Object) {
 	t.Helper()
 	if err := testenv.Get(t).Client.Delete(context.Background(), obj); client.IgnoreNotFound(err) != nil {
 		t.Errorf("deleting %s: %v", obj.GetName(), err)
 	}
 }
 
-func waitForEvent(t *testing.T, svc *corev1.Service, reason, text string) {
+func waitForEvent(t testing.TB, svc *corev1.Service, reason, text string) {
 	t.Helper()
 	eventually(t, "event "+reason, func() error {
 		var events corev1.EventList
@@ -371,7 +371,7 @@ func waitForEvent(t *testing.T, svc *corev1.Service, reason, text string) {
 	})
 }
 
-func waitForState(t *testing.T, name string, result metallbv1beta1.ConfigurationResult) {
+func waitForState(t testing.TB, name string, result metallbv1beta1.ConfigurationResult) {
 	t.Helper()
 	eventually(t, "ConfigurationState "+name, func() error {
 		var state metallbv1beta1.ConfigurationState
@@ -385,7 +385,7 @@ func waitForState(t *testing.T, name string, result metallbv1beta1.Configuration
 	})
 }
 
-func apiServerHostPort(t *testing.T, env *testenv.Env) string {
+func apiServerHostPort(t testing.TB, env *testenv.Env) string {
 	t.Helper()
 	u, err := url.Parse(env.Config.Host)
 	if err != nil {
@@ -394,7 +394,7 @@ func apiServerHostPort(t *testing.T, env *testenv.Env) string {
 	return u.Host
 }
 
-func eventually(t *testing.T, what string, check func() error) {
+func eventually(t testing.TB, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -422,7 +422,7 @@ func sameSet(a, b []string) bool {
 }
 
 // must fails the test when the command whose output and error it is given failed.
-func must(t *testing.T) func(string, error) {
+func must(t testing.TB) func(string, error) {
 	return func(_ string, err error) {
 		t.Helper()
 		if err != nil {

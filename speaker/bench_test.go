@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/maglb/maglb/internal/k8s"
+)
+
+// BenchmarkAnnounce measures, for N Services (MAGLB_BENCH_SERVICES, default 1,000) getting
+// their IP at once, the time from a Service's IP being written to its route being visible at
+// the router, and the rate at which routes appear.
+func BenchmarkAnnounce(b *testing.B) {
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("MAGLB_BENCH_SERVICES")); err == nil && v > 0 {
+		n = v
+	}
+	for range b.N {
+		benchAnnounce(b, n)
+	}
+}
+
+func benchAnnounce(b *testing.B, n int) {
+	lab := newBGPLab(b, map[string]string{"lb1": "172.30.0.2"})
+	ensureNamespace(b, metallbNamespace)
+	for _, obj := range []client.Object{
+		pool("bench", "10.100.0.0/16", ""),
+		&metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
+			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1"},
+		},
+		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: metallbNamespace}},
+	} {
+		create(b, obj)
+	}
+	lab.startSpeaker(b, "lb1")
+
+	// A fast client for the setup, which is not measured.
+	cfg := rest.CopyConfig(lab.env.Config)
+	cfg.QPS, cfg.Burst = 2000, 4000
+	c, err := client.New(cfg, client.Options{Scheme: k8s.NewScheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	services := make([]*corev1.Service, n)
+	parallel(b, n, func(i int) error {
+		name := fmt.Sprintf("bench-%d", i)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{"metallb.io/ip-allocated-from-pool": "bench"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+		}
+		if err := c.Create(ctx, svc); err != nil {
+			return err
+		}
+		services[i] = svc
+		return c.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: ptr.To("lb1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		})
+	})
+	b.Cleanup(func() {
+		parallel(b, n, func(i int) error {
+			return client.IgnoreNotFound(c.Delete(ctx, services[i]))
+		})
+	})
+
+	// Measured: write every Service's IP (as the controller does) and watch the router.
+	written := make([]time.Time, n)
+	seen := map[string]time.Time{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(seen) < n {
+			var table struct {
+				Routes map[string]any `json:"routes"`
+			}
+			if err := lab.router.VtyshJSON("show bgp ipv4 unicast json", &table); err != nil {
+				continue
+			}
+			now := time.Now()
+			for prefix := range table.Routes {
+				if _, ok := seen[prefix]; !ok {
+					seen[prefix] = now
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	parallel(b, n, func(i int) error {
+		svc := services[i]
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: benchIP(i).String()}}
+		written[i] = time.Now()
+		return c.Status().Update(ctx, svc)
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("only %d of %d routes at the router after 5 minutes", len(seen), n)
+	}
+	var latencies []time.Duration
+	last := start
+	for i := range n {
+		at := seen[netip.PrefixFrom(benchIP(i), 32).String()]
+		latencies = append(latencies, at.Sub(written[i]))
+		if at.After(last) {
+			last = at
+		}
+	}
+	slices.Sort(latencies)
+	p50, p99 := latencies[n/2], latencies[n*99/100]
+	rate := float64(n) / last.Sub(start).Seconds()
+	b.ReportMetric(p50.Seconds()*1000, "p50-ms")
+	b.ReportMetric(p99.Seconds()*1000, "p99-ms")
+	b.ReportMetric(rate, "services/s")
+	fmt.Printf("\n%d services: IP written → route at the router: p50 %v, p99 %v; %.0f services announced per second\n",
+		n, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rate)
+}
+
+func benchIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)})
+}
+
+// parallel runs f for 0..n-1 on 32 workers and fails b on the first error.
+func parallel(b testing.TB, n int, f func(int) error) {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	next := make(chan int)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
