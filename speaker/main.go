@@ -45,6 +45,7 @@ type options struct {
 	encap             string
 	gueport           uint
 	keepDatapath      bool
+	pinPath           string
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.StringVar(&o.encap, "datapath-encap", "ipip", "encapsulation towards the backends (ebpf datapath): ipip or gue")
 	flag.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
 	flag.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
+	flag.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
@@ -171,6 +173,7 @@ func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.
 			XDPMode:     mode,
 			GUEPort:     uint16(o.gueport),
 			KeepOnClose: o.keepDatapath,
+			PinPath:     o.pinPath,
 			Logger:      logger,
 		})
 		if err != nil {

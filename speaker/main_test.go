@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,8 +122,10 @@ func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 	return lab
 }
 
-// startSpeaker runs the speaker of node in its namespace until the test ends.
-func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) {
+// startSpeaker runs the speaker of node in its namespace until the test ends, or until the
+// returned stop is called: stop sends SIGTERM, as a kubelet does, and waits for the process
+// (killing it after 10 s). Stopping again does nothing.
+func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) (stop func()) {
 	t.Helper()
 	logFile, err := os.Create(filepath.Join(t.TempDir(), node+".log"))
 	if err != nil {
@@ -135,22 +138,29 @@ func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stop()
 		if t.Failed() {
 			out, _ := os.ReadFile(logFile.Name())
 			t.Logf("speaker %s log:\n%s", node, tail(string(out), 60))
 		}
 		logFile.Close()
 	})
+	return stop
 }
 
 // route returns the next hops of the router's valid paths for prefix and the communities

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,8 +46,9 @@ func liveAt(l *coordinationv1.Lease, now time.Time) bool {
 	return now.Before(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
 }
 
-// heartbeat renews the node's lease until ctx ends; the lease is released (expired) on a
-// clean stop so that survivors take over at once.
+// heartbeat renews the node's lease until ctx ends. On a clean stop it releases the lease, so
+// that survivors take over at once, and deletes the node's status objects, which would
+// otherwise claim announcements nobody makes (upstream has them deleted with the speaker pod).
 type heartbeat struct {
 	client    client.Client
 	namespace string
@@ -66,6 +68,9 @@ func (h *heartbeat) Start(ctx context.Context) error {
 			release, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			_ = h.client.Delete(release, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: leaseName(h.node)}})
+			mine := []client.DeleteAllOfOption{client.InNamespace(h.namespace), client.MatchingLabels{labelNode: h.node}}
+			_ = h.client.DeleteAllOf(release, &metallbv1beta1.ServiceL2Status{}, mine...)
+			_ = h.client.DeleteAllOf(release, &metallbv1beta1.ServiceBGPStatus{}, mine...)
 			return nil
 		case <-ticker.C:
 		}
