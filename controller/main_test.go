@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -44,10 +43,10 @@ func startController(t *testing.T, lbClass string) (stop func()) {
 	env := testenv.Get(t)
 	ensureNamespace(t, metallbNamespace, nil)
 	o := options{
-		Options:           k8s.Options{Namespace: metallbNamespace, LogLevel: "info", MetricsPort: 0, HealthProbePort: freePort(t)},
+		Options:           k8s.Options{Namespace: metallbNamespace, LogLevel: "info", MetricsPort: 0, HealthProbePort: testenv.FreePort(t)},
 		webhookMode:       webhookEnabled,
 		webhookHost:       "127.0.0.1",
-		webhookPort:       freePort(t),
+		webhookPort:       testenv.FreePort(t),
 		certDir:           t.TempDir(),
 		certServiceName:   "metallb-webhook-service",
 		webhookSecret:     "metallb-webhook-cert",
@@ -85,7 +84,7 @@ func runController(t testing.TB, env *testenv.Env, o options, logger log.Logger)
 	if o.webhookMode == webhookDisabled {
 		probe = "healthz"
 	}
-	eventually(t, "controller ready", func() error {
+	testenv.Eventually(t, "controller ready", func() error {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/%s", o.HealthProbePort, probe))
 		if err != nil {
 			return err
@@ -317,7 +316,7 @@ func create(t *testing.T, obj client.Object) {
 func update(t *testing.T, obj client.Object, mutate func()) {
 	t.Helper()
 	c := testenv.Get(t).Client
-	eventually(t, "update "+obj.GetName(), func() error {
+	testenv.Eventually(t, "update "+obj.GetName(), func() error {
 		if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
@@ -357,7 +356,7 @@ func ingressIPs(t *testing.T, svc *corev1.Service) ([]string, error) {
 // waitForIPs waits until svc's ingress lists exactly want (none when want is empty).
 func waitForIPs(t *testing.T, svc *corev1.Service, want ...string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s/%s to have IPs %v", svc.Namespace, svc.Name, want), func() error {
+	testenv.Eventually(t, fmt.Sprintf("%s/%s to have IPs %v", svc.Namespace, svc.Name, want), func() error {
 		got, err := ingressIPs(t, svc)
 		if err != nil {
 			return err
@@ -383,7 +382,7 @@ func assertIPs(t *testing.T, svc *corev1.Service, want ...string) {
 
 func waitForAnnotation(t *testing.T, svc *corev1.Service, key, want string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("annotation %s=%s", key, want), func() error {
+	testenv.Eventually(t, fmt.Sprintf("annotation %s=%s", key, want), func() error {
 		var got corev1.Service
 		if err := testenv.Get(t).Client.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
 			return err
@@ -398,7 +397,7 @@ func waitForAnnotation(t *testing.T, svc *corev1.Service, key, want string) {
 // waitForEvent waits for an event on svc with reason and a message containing text.
 func waitForEvent(t *testing.T, svc *corev1.Service, reason, text string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("event %s %q on %s", reason, text, svc.Name), func() error {
+	testenv.Eventually(t, fmt.Sprintf("event %s %q on %s", reason, text, svc.Name), func() error {
 		var events corev1.EventList
 		if err := testenv.Get(t).Client.List(context.Background(), &events, client.InNamespace(svc.Namespace)); err != nil {
 			return err
@@ -419,7 +418,7 @@ func waitForEvent(t *testing.T, svc *corev1.Service, reason, text string) {
 
 func waitForPoolStatus(t *testing.T, name string, assigned, available int64) {
 	t.Helper()
-	eventually(t, "pool status of "+name, func() error {
+	testenv.Eventually(t, "pool status of "+name, func() error {
 		var pool maglbv1beta1.IPAddressPool
 		if err := testenv.Get(t).Client.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: name}, &pool); err != nil {
 			return err
@@ -429,31 +428,6 @@ func waitForPoolStatus(t *testing.T, name string, assigned, available int64) {
 		}
 		return nil
 	})
-}
-
-func eventually(t testing.TB, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // The samples a user starts from work as they are: every Service gets its address.
@@ -500,14 +474,14 @@ func TestUnservedShardWarning(t *testing.T) {
 		}
 		return metav1.Condition{}, fmt.Errorf("no shardsServed condition in %+v", state.Status)
 	}
-	eventually(t, "shardsServed=False naming bronze", func() error {
+	testenv.Eventually(t, "shardsServed=False naming bronze", func() error {
 		cond, err := shardCondition()
 		if err == nil && (cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "bronze")) {
 			err = fmt.Errorf("condition %+v", cond)
 		}
 		return err
 	})
-	eventually(t, "a ShardUnserved event on the pool", func() error {
+	testenv.Eventually(t, "a ShardUnserved event on the pool", func() error {
 		var events corev1.EventList
 		if err := c.List(context.Background(), &events, client.InNamespace(metallbNamespace)); err != nil {
 			return err
@@ -522,7 +496,7 @@ func TestUnservedShardWarning(t *testing.T) {
 
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "lb-bronze", Labels: map[string]string{"maglb.io/shard-bronze": ""}}}
 	create(t, node)
-	eventually(t, "shardsServed=True", func() error {
+	testenv.Eventually(t, "shardsServed=True", func() error {
 		cond, err := shardCondition()
 		if err == nil && cond.Status != metav1.ConditionTrue {
 			err = fmt.Errorf("condition %+v", cond)

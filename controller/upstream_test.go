@@ -122,7 +122,7 @@ func startUpstreamController(tb testing.TB, bin string, env *testenv.Env, logPat
 	if err != nil {
 		tb.Fatal(err)
 	}
-	port := freePort(tb)
+	port := testenv.FreePort(tb)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin,
 		"--kubeconfig", env.Kubeconfig,
@@ -160,7 +160,7 @@ func startUpstreamController(tb testing.TB, bin string, env *testenv.Env, logPat
 		logFile.Close()
 	})
 	tb.Cleanup(stop)
-	eventually(tb, "upstream controller serving metrics", func() error {
+	testenv.Eventually(tb, "upstream controller serving metrics", func() error {
 		select {
 		case <-exited:
 			reportExit()
@@ -191,7 +191,7 @@ func startMagLBController(tb testing.TB, env *testenv.Env, logPath string) runni
 	logger := log.With(log.NewLogfmtLogger(log.NewSyncWriter(logFile)), "ts", log.DefaultTimestampUTC)
 	logger = level.NewFilter(logger, level.AllowInfo())
 	o := options{
-		Options:               k8s.Options{Namespace: metallbNamespace, LogLevel: "info", HealthProbePort: freePort(tb)},
+		Options:               k8s.Options{Namespace: metallbNamespace, LogLevel: "info", HealthProbePort: testenv.FreePort(tb)},
 		webhookMode:           webhookDisabled,
 		disableLeaderElection: true,
 	}

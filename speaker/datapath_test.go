@@ -23,6 +23,7 @@ import (
 
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // dsrReplySize makes each answer much larger than its request, so that byte counters show
@@ -94,7 +95,7 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 	stop := lab.startSpeaker(t, "lb1", "--datapath=ebpf", "--xdp-mode=generic", "--datapath-interface=eth0",
 		"--datapath-pin-path="+pins, "--keep-datapath-on-exit=false")
 
-	eventually(t, "the ToR's kernel routing the VIP to lb1", func() error {
+	testenv.Eventually(t, "the ToR's kernel routing the VIP to lb1", func() error {
 		out, err := lab.tor.Run("ip", "route", "show", vip.String()+"/32")
 		if err != nil {
 			return err
@@ -111,7 +112,7 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 		return clientNS.Run("curl", "-sS", "--max-time", "3", "http://"+vip.String()+"/")
 	}
 	// The first packets may precede the speaker's programming of the VIP and backend.
-	eventually(t, "a first answer through the VIP", func() error { _, err := get(); return err })
+	testenv.Eventually(t, "a first answer through the VIP", func() error { _, err := get(); return err })
 
 	type counters struct {
 		lbRx, lbTx, backendTx, lbPackets, lbNewFlows, decapsulated uint64
@@ -137,7 +138,7 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 	// ACKs of closing connections may still be on their way).
 	settled := func() counters {
 		var c counters
-		eventually(t, "the LB's and the backend's counters to agree", func() (err error) {
+		testenv.Eventually(t, "the LB's and the backend's counters to agree", func() (err error) {
 			if c, err = read(); err != nil {
 				return err
 			}

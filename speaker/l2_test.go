@@ -64,7 +64,7 @@ func TestL2Failover(t *testing.T) {
 	// Both speakers are live: the election is upstream's, over both nodes.
 	want := announce.ChooseNode(vip, []string{"lb1", "lb2"}, nil)
 	owner := waitForL2Owner(t, service, want)
-	eventually(t, "ARP answers from "+owner+" alone", func() error {
+	testenv.Eventually(t, "ARP answers from "+owner+" alone", func() error {
 		return answeredBy(peer, vip, macs[owner], nodeOfMAC)
 	})
 	t.Logf("%s owns %s: ARP answered by %s alone", owner, vip, macs[owner])
@@ -215,7 +215,7 @@ func watchTakeover(t *testing.T, c *arp.Client, ip netip.Addr, mac net.HardwareA
 func waitForLeases(t testing.TB, nodes ...string) {
 	t.Helper()
 	for _, node := range nodes {
-		eventually(t, "the lease of "+node, func() error {
+		testenv.Eventually(t, "the lease of "+node, func() error {
 			var lease coordinationv1.Lease
 			return testenv.Get(t).Client.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: "maglb-speaker-" + node}, &lease)
 		})
@@ -225,7 +225,7 @@ func waitForLeases(t testing.TB, nodes ...string) {
 // waitForL2Owner waits until the service has exactly one ServiceL2Status, node's.
 func waitForL2Owner(t testing.TB, service, node string) string {
 	t.Helper()
-	eventually(t, "ServiceL2Status of "+service+" on "+node+" alone", func() error {
+	testenv.Eventually(t, "ServiceL2Status of "+service+" on "+node+" alone", func() error {
 		owners, err := l2StatusNodes(t, service)
 		if err != nil {
 			return err
@@ -241,7 +241,7 @@ func waitForL2Owner(t testing.TB, service, node string) string {
 // waitForL2Status waits until node has a ServiceL2Status for the service.
 func waitForL2Status(t testing.TB, service, node string) {
 	t.Helper()
-	eventually(t, "ServiceL2Status of "+service+" on "+node, func() error {
+	testenv.Eventually(t, "ServiceL2Status of "+service+" on "+node, func() error {
 		owners, err := l2StatusNodes(t, service)
 		if err != nil {
 			return err

@@ -218,7 +218,7 @@ func TestBGPAndShards(t *testing.T) {
 	lab.startSpeaker(t, "lb1")
 	lab.startSpeaker(t, "lb2")
 
-	eventually(t, "routes at the ToR", func() error {
+	testenv.Eventually(t, "routes at the ToR", func() error {
 		for prefix, want := range map[string][]string{
 			"198.51.100.1/32":  {"172.30.0.2"},               // gold: lb1 only
 			"198.51.100.65/32": {"172.30.0.3"},               // silver: lb2 only
@@ -236,7 +236,7 @@ func TestBGPAndShards(t *testing.T) {
 	})
 
 	t.Run("status, events and metrics", func(t *testing.T) {
-		eventually(t, "ServiceBGPStatus of web-gold on lb1", func() error {
+		testenv.Eventually(t, "ServiceBGPStatus of web-gold on lb1", func() error {
 			var list metallbv1beta1.ServiceBGPStatusList
 			if err := c.List(context.Background(), &list, client.InNamespace(metallbNamespace),
 				client.MatchingLabels{"metallb.io/service-name": "web-gold", "metallb.io/node": "lb1"}); err != nil {
@@ -248,7 +248,7 @@ func TestBGPAndShards(t *testing.T) {
 			return nil
 		})
 		waitForEvent(t, goldSvc, "nodeAssigned", `announcing from node "lb1" with protocol "bgp"`)
-		eventually(t, "metallb_bgp_session_up on lb1", func() error {
+		testenv.Eventually(t, "metallb_bgp_session_up on lb1", func() error {
 			out, err := lab.nodes["lb1"].Run("curl", "-s", "http://127.0.0.1:7472/metrics")
 			if err != nil {
 				return err
@@ -266,7 +266,7 @@ func TestBGPAndShards(t *testing.T) {
 	t.Run("withdrawn when the endpoints go, and when the service goes", func(t *testing.T) {
 		deleteObject(t, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-gold"}})
 		deleteObject(t, silverSvc)
-		eventually(t, "withdrawals", func() error {
+		testenv.Eventually(t, "withdrawals", func() error {
 			for _, prefix := range []string{"198.51.100.1/32", "198.51.100.65/32"} {
 				if r := lab.route(t, prefix); len(r.nextHops) > 0 {
 					return fmt.Errorf("%s still routed via %v", prefix, r.nextHops)
@@ -327,7 +327,7 @@ func createNode(t testing.TB, name, addr string, labels map[string]string) {
 func labelNode(t testing.TB, name string, labels map[string]string) {
 	t.Helper()
 	c := testenv.Get(t).Client
-	eventually(t, "labelling "+name, func() error {
+	testenv.Eventually(t, "labelling "+name, func() error {
 		var node corev1.Node
 		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, &node); err != nil {
 			return err
@@ -367,7 +367,7 @@ func deleteObject(t testing.TB, obj client.Object) {
 
 func waitForEvent(t testing.TB, svc *corev1.Service, reason, text string) {
 	t.Helper()
-	eventually(t, "event "+reason, func() error {
+	testenv.Eventually(t, "event "+reason, func() error {
 		var events corev1.EventList
 		if err := testenv.Get(t).Client.List(context.Background(), &events, client.InNamespace(svc.Namespace)); err != nil {
 			return err
@@ -383,7 +383,7 @@ func waitForEvent(t testing.TB, svc *corev1.Service, reason, text string) {
 
 func waitForState(t testing.TB, name string, result metallbv1beta1.ConfigurationResult) {
 	t.Helper()
-	eventually(t, "ConfigurationState "+name, func() error {
+	testenv.Eventually(t, "ConfigurationState "+name, func() error {
 		var state metallbv1beta1.ConfigurationState
 		if err := testenv.Get(t).Client.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: name}, &state); err != nil {
 			return err
@@ -402,21 +402,6 @@ func apiServerHostPort(t testing.TB, env *testenv.Env) string {
 		t.Fatal(err)
 	}
 	return u.Host
-}
-
-func eventually(t testing.TB, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 func sameSet(a, b []string) bool {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -97,7 +96,11 @@ func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]str
 	if p := a.pools.ByName[res.Pool]; p != nil && res.Pool != "" {
 		res.Shard = p.Shard
 	}
-	res.Changed = !reflect.DeepEqual(svc.Status.LoadBalancer, c.status) || !reflect.DeepEqual(svc.Annotations, c.annotations)
+	// Only what the controller manages counts: the API server adds fields of its own to the
+	// ingress (ipMode), which must not make every pass a write.
+	_, legacyPool := svc.Annotations[LegacyAnnotationIPAllocatedFromPool]
+	res.Changed = !slices.Equal(ingressIPs(svc.Status.LoadBalancer), res.IPs) ||
+		svc.Annotations[AnnotationIPAllocatedFromPool] != res.Pool || legacyPool
 	if !res.Changed {
 		return res
 	}

@@ -137,20 +137,3 @@ func (l *lab) sessionState(addr string) (string, error) {
 	}
 	return out[addr].State, nil
 }
-
-// eventually polls check until it returns nil, and fails the test with its last error if
-// that takes longer than a generous timeout.
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/maglb/maglb/internal/bgp"
 	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
@@ -31,7 +32,7 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 	aggregate := bgp.Route{Prefix: netip.MustParsePrefix("198.51.100.0/24")}
 	speaker.setRoutes(vip, aggregate)
 
-	eventually(t, "the VIP at the router with its attributes", func() error {
+	testenv.Eventually(t, "the VIP at the router with its attributes", func() error {
 		paths, err := l.paths("192.0.2.10/32")
 		if err != nil {
 			return err
@@ -53,7 +54,7 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "the aggregate at the router", func() error {
+	testenv.Eventually(t, "the aggregate at the router", func() error {
 		paths, err := l.paths("198.51.100.0/24")
 		if err != nil {
 			return err
@@ -65,7 +66,7 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 	})
 
 	speaker.setRoutes(aggregate)
-	eventually(t, "the VIP withdrawn", func() error {
+	testenv.Eventually(t, "the VIP withdrawn", func() error {
 		paths, err := l.paths("192.0.2.10/32")
 		if err != nil {
 			return err
@@ -75,7 +76,7 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, "one announced prefix in the metrics", func() error {
+	testenv.Eventually(t, "one announced prefix in the metrics", func() error {
 		got := speaker.status().Metrics[`metallb_bgp_announced_prefixes_total{peer="10.0.0.1:179"}`]
 		if got != 1 {
 			return fmt.Errorf("metallb_bgp_announced_prefixes_total is %v", got)
@@ -100,7 +101,7 @@ func TestPasswordsAndPeerSelection(t *testing.T) {
 	wrong.Password = "not-the-secret"
 	speaker.setPeers(routerID, peer("plain", "10.0.0.1", "10.0.0.2"), md5, wrong)
 
-	eventually(t, "the sessions without and with a password up, the one with a wrong password down", func() error {
+	testenv.Eventually(t, "the sessions without and with a password up, the one with a wrong password down", func() error {
 		for _, addr := range []string{"10.0.0.2", "10.0.0.3"} {
 			if state, err := l.sessionState(addr); err != nil || state != "Established" {
 				return fmt.Errorf("router session with %s: %q, %v", addr, state, err)
@@ -141,7 +142,7 @@ func TestPasswordsAndPeerSelection(t *testing.T) {
 // waitForPeers waits until the router has prefix from exactly the neighbors peers.
 func waitForPeers(t *testing.T, l *lab, prefix string, peers ...string) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("%s from %v only", prefix, peers), func() error {
+	testenv.Eventually(t, fmt.Sprintf("%s from %v only", prefix, peers), func() error {
 		paths, err := l.paths(prefix)
 		if err != nil {
 			return err
@@ -178,7 +179,7 @@ func TestIPv6Routes(t *testing.T) {
 		{"2001:db8::20/128", "10.0.0.2", "fd00::2"},
 		{"192.0.2.30/32", "10.0.0.2", "10.0.0.2"},
 	} {
-		eventually(t, c.prefix+" at the router", func() error {
+		testenv.Eventually(t, c.prefix+" at the router", func() error {
 			paths, err := l.paths(c.prefix)
 			if err != nil {
 				return err
@@ -203,7 +204,7 @@ func TestGracefulRestartKeepsRoutes(t *testing.T) {
 	speaker.setPeers(routerID, gr)
 	speaker.setRoutes(kept, dropped)
 	waitFresh := func(prefix string) {
-		eventually(t, prefix+" announced and not stale", func() error {
+		testenv.Eventually(t, prefix+" announced and not stale", func() error {
 			paths, err := l.paths(prefix)
 			if err != nil {
 				return err
@@ -215,7 +216,7 @@ func TestGracefulRestartKeepsRoutes(t *testing.T) {
 		})
 	}
 	waitStale := func() {
-		eventually(t, "the router keeping the route as stale", func() error {
+		testenv.Eventually(t, "the router keeping the route as stale", func() error {
 			paths, err := l.paths(kept.Prefix.String())
 			if err != nil {
 				return err
@@ -239,7 +240,7 @@ func TestGracefulRestartKeepsRoutes(t *testing.T) {
 	speaker.setPeers(routerID, gr)
 	speaker.setRoutes(kept)
 	waitFresh(kept.Prefix.String())
-	eventually(t, "the route the restarted speaker does not announce withdrawn", func() error {
+	testenv.Eventually(t, "the route the restarted speaker does not announce withdrawn", func() error {
 		paths, err := l.paths(dropped.Prefix.String())
 		if err != nil {
 			return err

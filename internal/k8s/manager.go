@@ -62,7 +62,7 @@ func (o *Options) ManagerOptions() manager.Options {
 	}
 }
 
-// NewManager returns a manager with a liveness check. It raises client-go's default 20
+// NewManager returns a manager with liveness and readiness checks. It raises client-go's default 20
 // requests per second, which would cap allocation at a few Services per second.
 func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error) {
 	cfg = rest.CopyConfig(cfg)
@@ -72,6 +72,10 @@ func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error)
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	// Components add their own readiness checks (the webhooks); this one answers when none do.
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
 	return mgr, nil

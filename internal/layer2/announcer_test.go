@@ -17,6 +17,8 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // Addresses from the documentation ranges, inside the tests' own namespaces.
@@ -49,7 +51,7 @@ func TestARPAnswersAnnouncedIPsOnly(t *testing.T) {
 		}
 	}
 
-	eventually(t, "the response is counted", func() bool {
+	testenv.EventuallyTrue(t, "the response is counted", func() bool {
 		return counter(t, "metallb_layer2_responses_sent", announced) == 1
 	})
 	for ip, want := range map[netip.Addr]float64{announced: 1, onOtherInterface: 0, notAnnounced: 0} {
@@ -99,14 +101,14 @@ func TestGratuitousARPForNewlyAnnouncedIPs(t *testing.T) {
 
 	must(t, a.SetAnnounced(map[netip.Addr][]string{first: nil}))
 	awaitGratuitousARPs(t, peer, first, mac)
-	eventually(t, "the gratuitous ARPs are counted", func() bool {
+	testenv.EventuallyTrue(t, "the gratuitous ARPs are counted", func() bool {
 		return counter(t, "metallb_layer2_gratuitous_sent", first) == 2*gratuitousCount
 	})
 
 	// Only the newly announced IP is announced again.
 	must(t, a.SetAnnounced(map[netip.Addr][]string{first: nil, second: nil}))
 	awaitGratuitousARPs(t, peer, second, mac)
-	eventually(t, "the gratuitous ARPs are counted", func() bool {
+	testenv.EventuallyTrue(t, "the gratuitous ARPs are counted", func() bool {
 		return counter(t, "metallb_layer2_gratuitous_sent", second) == 2*gratuitousCount
 	})
 	if got := counter(t, "metallb_layer2_gratuitous_sent", first); got != 2*gratuitousCount {
@@ -126,7 +128,7 @@ func TestARPOnInterfaceCreatedLater(t *testing.T) {
 	}
 	mac := l.connect(t, "l2late", "l2p1", latePeerPrefix)
 	peer := l.arpPeer(t, "l2p1")
-	eventually(t, "the new interface answers ARP", func() bool {
+	testenv.EventuallyTrue(t, "the new interface answers ARP", func() bool {
 		replies, _ := tryARP(t, peer, time.Second, ip)
 		return bytes.Equal(replies[ip], mac)
 	})
@@ -157,7 +159,7 @@ func TestNDPAnswersAnnouncedIPsOnly(t *testing.T) {
 			t.Errorf("neighbor advertisement for %s: %s, want %s", ip, got, want)
 		}
 	}
-	eventually(t, "the response is counted", func() bool {
+	testenv.EventuallyTrue(t, "the response is counted", func() bool {
 		return counter(t, "metallb_layer2_responses_sent", announced) == 1
 	})
 	for ip, want := range map[netip.Addr]float64{announced: 1, notAnnounced: 0} {

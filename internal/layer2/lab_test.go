@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-kit/log"
 	"github.com/vishvananda/netlink"
@@ -122,7 +121,7 @@ func (l *lab) connect(t *testing.T, announcerIf, peerIf string, peerAddr netip.P
 		h    *netlink.Handle
 		link netlink.Link
 	}{{announcer, announcerLink}, {peer, peerLink}} {
-		eventually(t, end.link.Attrs().Name+" has a usable link-local address", func() bool {
+		testenv.EventuallyTrue(t, end.link.Attrs().Name+" has a usable link-local address", func() bool {
 			addrs, err := end.h.AddrList(end.link, netlink.FAMILY_V6)
 			must(t, err)
 			for _, a := range addrs {
@@ -181,18 +180,6 @@ func counter(t *testing.T, name string, ip netip.Addr) float64 {
 		}
 	}
 	return 0
-}
-
-// eventually polls cond until it holds, failing the test after a generous timeout.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func must(t *testing.T, err error) {

@@ -290,7 +290,7 @@ func TestConfigurationStateInvalidThenValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForState(t, namespace, "controller", metallbv1beta1.ConfigurationResultValid, "")
-	waitFor(t, 10*time.Second, "the pool in effect", func() bool {
+	testenv.EventuallyTrue(t, "the pool in effect", func() bool {
 		cfg, _ := comps.applied()
 		return cfg != nil && len(cfg.Pools.ByName) == 1
 	})
@@ -319,7 +319,7 @@ func TestConfigurationStateInvalidThenValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForState(t, namespace, "controller", metallbv1beta1.ConfigurationResultValid, "")
-	waitFor(t, 10*time.Second, "the fixed configuration in effect", func() bool {
+	testenv.EventuallyTrue(t, "the fixed configuration in effect", func() bool {
 		_, n := comps.applied()
 		return n > appliedAfter
 	})

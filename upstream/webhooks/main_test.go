@@ -5,12 +5,10 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-kit/log"
 	corev1 "k8s.io/api/core/v1"
@@ -58,8 +56,8 @@ func startComponents(t *testing.T, namespace, speakerNode string) *components {
 	if err := env.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	healthPort := freePort(t)
+	port := testenv.FreePort(t)
+	healthPort := testenv.FreePort(t)
 	certDir := t.TempDir()
 	logger := log.NewNopLogger()
 	if testing.Verbose() {
@@ -119,7 +117,7 @@ func startComponents(t *testing.T, namespace, speakerNode string) *components {
 			t.Errorf("manager: %v", err)
 		}
 	})
-	waitFor(t, 30*time.Second, "webhook server ready", func() bool {
+	testenv.EventuallyTrue(t, "webhook server ready", func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort))
 		if err != nil {
 			return false
@@ -141,25 +139,4 @@ func (c *components) applied() (*config.Config, int) {
 func kubectl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	return testenv.Get(t).Kubectl(args...)
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -112,9 +112,9 @@ func (w *statusWriter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 		}
 		return ctrl.Result{}, err
 	}
-	have := outcomeOf(&svc)
-	if !have.equal(want) {
-		if err := w.write(ctx, &svc, have, want); err != nil {
+	_, legacy := svc.Annotations[allocator.LegacyAnnotationIPAllocatedFromPool]
+	if !outcomeOf(&svc).equal(want) || legacy {
+		if err := w.write(ctx, &svc, want); err != nil {
 			if apierrors.IsNotFound(err) {
 				w.forget(req.NamespacedName)
 				return ctrl.Result{}, nil
@@ -130,34 +130,28 @@ func (w *statusWriter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	return ctrl.Result{}, nil
 }
 
-// write patches the annotation, then the status, each only when it differs. Merge patches
-// need no resourceVersion, so concurrent edits of other fields never conflict.
-func (w *statusWriter) write(ctx context.Context, svc *corev1.Service, have, want outcome) error {
-	if have.pool != want.pool || svc.Annotations[allocator.LegacyAnnotationIPAllocatedFromPool] != "" {
-		var pool any // nil deletes the key
-		if want.pool != "" {
-			pool = want.pool
-		}
-		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{
+// write publishes want in one merge patch of the status subresource: the API server keeps the
+// metadata of a Service's status update (upstream relies on it too), so the pool annotation
+// travels with the ingress and a Service costs one write. A merge patch needs no
+// resourceVersion, so concurrent edits of other fields never conflict.
+func (w *statusWriter) write(ctx context.Context, svc *corev1.Service, want outcome) error {
+	var pool any // nil deletes the key
+	if want.pool != "" {
+		pool = want.pool
+	}
+	ingress := want.ingress
+	if ingress == nil {
+		ingress = []corev1.LoadBalancerIngress{}
+	}
+	patch := map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{
 			allocator.AnnotationIPAllocatedFromPool: pool,
 			// An upgrade from an older MetalLB may leave the legacy key behind.
 			allocator.LegacyAnnotationIPAllocatedFromPool: nil,
-		}}}
-		if err := w.client.Patch(ctx, svc, rawMergePatch(patch)); err != nil {
-			return err
-		}
+		}},
+		"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}},
 	}
-	if !slices.EqualFunc(have.ingress, want.ingress, func(a, b corev1.LoadBalancerIngress) bool { return a.IP == b.IP }) {
-		ingress := want.ingress
-		if ingress == nil {
-			ingress = []corev1.LoadBalancerIngress{}
-		}
-		patch := map[string]any{"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}}}
-		if err := w.client.Status().Patch(ctx, svc, rawMergePatch(patch)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return w.client.Status().Patch(ctx, svc, rawMergePatch(patch))
 }
 
 func (w *statusWriter) setupWithManager(mgr ctrl.Manager) error {
