@@ -9,6 +9,7 @@ may want to capture (the k8s binaries directory, the dev-env kubeconfig) go to s
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -286,19 +287,47 @@ def build():
 
 
 def go_test(packages, env, run_regex=None, verbose=False):
-    """Runs go vet and go test; env tells the tests where the binaries they run are."""
+    """Runs go vet and go test; env tells the tests where the binaries they run are.
+
+    go test runs with -json, so that the end of the output can say how many tests passed and
+    name every one that skipped or failed: the proof that the privileged and API-server tests
+    ran rather than skipped."""
     step(f"go vet {' '.join(packages)}")
     run(["go", "vet", *packages])
-    args = ["go", "test", "-count=1"]
-    if verbose:
-        args.append("-v")
+    args = ["go", "test", "-count=1", "-json"]
     if run_regex:
         args += ["-run", run_regex]
     args += packages
     passed = {k: os.environ[k] for k in ("CI", "MAGLB_REQUIRE_PRIVILEGED") if k in os.environ}
     step(f"{shlex.join(args)} ("
          + " ".join(f"{k}={v}" for k, v in {**env, **passed}.items()) + ")")
-    proc = run(args, env=env, check=False)
+    sys.stdout.flush()
+    proc = subprocess.Popen(args, cwd=REPO, env=dict(os.environ, **env), stdout=subprocess.PIPE, text=True)
+    results = {"pass": [], "skip": [], "fail": []}
+    held = {}  # a test's output, shown only if it fails (as go test does without -v)
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            sys.stdout.write(line)
+            continue
+        action, test = event.get("Action"), event.get("Test")
+        key = (event.get("Package"), test)
+        if action == "output":
+            if verbose or test is None:
+                sys.stdout.write(event["Output"])
+            else:
+                held.setdefault(key, []).append(event["Output"])
+        elif action in results and test:
+            output = held.pop(key, [])
+            if action == "fail" and not verbose:
+                sys.stdout.write("".join(output))
+            results[action].append(f"{event['Package'].removeprefix('github.com/maglb/maglb/')}.{test}")
+    proc.wait()
+    step(f"tests: {len(results['pass'])} passed, {len(results['skip'])} skipped, {len(results['fail'])} failed")
+    for kind in ("skip", "fail"):
+        for name in results[kind]:
+            note(f"{kind}: {name}")
     if proc.returncode != 0:
         raise TaskError(f"tests failed (go test exit status {proc.returncode})")
     step("tests passed")
