@@ -64,15 +64,9 @@ func main() {
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
-	logger, err := logging.New(o.LogLevel)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger); err != nil {
-		level.Error(logger).Log("op", "startup", "error", err)
-		os.Exit(1)
-	}
+	logging.Main(o.LogLevel, func(logger log.Logger) error {
+		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger)
+	})
 }
 
 func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {

@@ -98,3 +98,17 @@ func (s *sink) pairs(msg string, keysAndValues []any) []any {
 	pairs = append(pairs, "msg", msg)
 	return append(pairs, keysAndValues...)
 }
+
+// Main is a binary's main after flag parsing: it builds the logger of levelName and runs run
+// with it, exiting 2 for a bad level and 1 when run fails, with the error logged.
+func Main(levelName string, run func(log.Logger) error) {
+	logger, err := New(levelName)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := run(logger); err != nil {
+		level.Error(logger).Log("op", "startup", "error", err)
+		os.Exit(1)
+	}
+}
