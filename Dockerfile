@@ -1,7 +1,8 @@
 # Images of the controller and the speaker:
 #   docker build --target controller -t <registry>/maglb/controller:<tag> .
 #   docker build --target speaker -t <registry>/maglb/speaker:<tag> .
-# Generated code (CRDs, deepcopy) is committed, so the build needs the Go toolchain only.
+# Generated code (CRDs, deepcopy, the compiled BPF programs) is committed, so the build needs
+# the Go toolchain only.
 
 FROM golang:1.26 AS builder
 WORKDIR /src
@@ -16,7 +17,7 @@ COPY --from=builder /out/controller /controller
 USER 65532:65532
 ENTRYPOINT ["/controller"]
 
-# The speaker runs as root: ARP/NDP, routes and the (planned) eBPF datapath need capabilities
+# The speaker runs as root: ARP/NDP, BGP passwords and the eBPF datapath need capabilities
 # such as NET_RAW, NET_ADMIN and BPF, which the DaemonSet in config/speaker adds.
 FROM gcr.io/distroless/static AS speaker
 COPY --from=builder /out/speaker /speaker
