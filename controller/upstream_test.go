@@ -77,10 +77,7 @@ func upstreamMetalLB(tb testing.TB) string {
 	}
 	if _, err := os.Stat(path); err != nil {
 		msg := fmt.Sprintf("upstream MetalLB v%s controller not found (build it with hack/build-upstream-metallb.sh, or set MAGLB_UPSTREAM_METALLB): %v", upstreamMetalLBVersion, err)
-		if testenv.Required() {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
+		testenv.Unavailable(tb, msg)
 	}
 	return path
 }

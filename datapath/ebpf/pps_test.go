@@ -16,6 +16,7 @@ import (
 	"github.com/maglb/maglb/datapath"
 	"github.com/maglb/maglb/datapath/internal/netnstest"
 	"github.com/maglb/maglb/datapath/internal/privtest"
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // packetRateTopology is gen (g0) → lb (l0 … l1) → sink (s0). The generator transmits with
@@ -138,10 +139,7 @@ func (p *packetRateTopology) rate(b *testing.B, d time.Duration) float64 {
 // measures that floor; cost-ratio compares the per-packet costs above it.
 func BenchmarkLivePacketRate(b *testing.B) {
 	if _, err := exec.LookPath("iptables"); err != nil {
-		if privtest.Required() {
-			b.Fatal("iptables is missing")
-		}
-		b.Skip("iptables is missing")
+		testenv.Unavailable(b, "iptables is missing")
 	}
 	const duration = 3 * time.Second
 	var floorRate, xdpRate, dnatRate float64

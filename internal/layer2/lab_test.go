@@ -31,10 +31,7 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if testenv.Required() {
-			t.Fatal("needs root for network namespaces, and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires it")
-		}
-		t.Skip("needs root for network namespaces")
+		testenv.Unavailable(t, "needs root for network namespaces")
 	}
 	l := &lab{announcerNS: newNetns(t), peerNS: newNetns(t)}
 	for _, ns := range []netns.NsHandle{l.announcerNS, l.peerNS} {

@@ -16,6 +16,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // Cleaner registers functions to run when the caller is done, last registered first;
@@ -40,11 +42,7 @@ func Require(tb testing.TB, programs ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := "needs " + strings.Join(missing, ", ")
-	if os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
+	testenv.Unavailable(tb, "needs "+strings.Join(missing, ", "))
 }
 
 // Namespace is a network namespace this package created.

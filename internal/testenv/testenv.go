@@ -44,6 +44,16 @@ func Required() bool {
 	return os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1"
 }
 
+// Unavailable stops t for a missing prerequisite (reason): a skip, or a failure where the test
+// is Required.
+func Unavailable(t testing.TB, reason string) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("%s, and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires this test to run", reason)
+	}
+	t.Skip(reason)
+}
+
 // Run starts the package's API server, runs the tests and stops the server. Use it from
 // TestMain: os.Exit(testenv.Run(m)). Without binaries the tests that call Get skip (or fail
 // when Required).
@@ -60,10 +70,7 @@ func Run(m *testing.M) int {
 func Get(t testing.TB) *Env {
 	t.Helper()
 	if startErr != nil {
-		if Required() {
-			t.Fatalf("API server required (CI=true or MAGLB_REQUIRE_PRIVILEGED=1) but not started: %v", startErr)
-		}
-		t.Skipf("no API server: %v", startErr)
+		Unavailable(t, "no API server: "+startErr.Error())
 	}
 	if shared == nil {
 		t.Fatal("testenv.Get called without testenv.Run in TestMain")

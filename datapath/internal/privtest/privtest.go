@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // Require stops the test unless it runs as root on a kernel that creates BPF maps.
@@ -19,15 +21,7 @@ func Require(t testing.TB) {
 	if reason == "" {
 		return
 	}
-	if Required() {
-		t.Fatalf("cannot run privileged test (%s), and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires it", reason)
-	}
-	t.Skipf("skipping privileged test: %s", reason)
-}
-
-// Required reports whether privileged tests must run rather than skip.
-func Required() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("MAGLB_REQUIRE_PRIVILEGED") == "1"
+	testenv.Unavailable(t, "privileged test: "+reason)
 }
 
 func missing() string {
