@@ -217,6 +217,20 @@ def dev_env(c):
     _tool(lab.Lab(bin_dir, K8S_VERSION).up)()
 
 
+@task(help={"focus": "only the specs matching this regular expression (ginkgo --focus)"})
+def e2etest(c, focus=None):
+    """Run the e2e suites (e2etest/, Ginkgo) against the dev-env, bringing it up if needed."""
+    _deps()
+    bin_dir = _k8s_bins()
+    _build()
+    env_lab = lab.Lab(bin_dir, K8S_VERSION)
+    _tool(env_lab.up)()
+    args = ["go", "test", "-tags", "e2e", "-count=1", "-v", "./e2etest/", "-args", "--kubeconfig", str(env_lab.kubeconfig)]
+    if focus:
+        args.append(f"--ginkgo.focus={focus}")
+    _tool(tooling.run)(args)
+
+
 @task
 def dev_env_cleanup(c):
     """Stop the dev-env processes (by their pid files) and remove .dev-env/."""
