@@ -18,13 +18,14 @@ import (
 )
 
 // Speakers prove they live by renewing a Lease each: a node whose lease expired is no longer
-// elected to answer ARP/NDP, so another takes over its L2 VIPs. Failover takes at most
-// leaseDuration plus one renewal, plus the time the survivors need to notice (leaseRecheck).
+// elected to answer ARP/NDP, so another takes over its L2 VIPs. A crashed node is replaced
+// within leaseDuration after its last renewal, plus leaseRecheck.
 const (
 	leasePrefix   = "maglb-speaker-"
 	leaseDuration = 4 * time.Second
 	leaseRenewal  = time.Second
-	leaseRecheck  = time.Second
+	// leaseRecheck is the margin after a lease's expiry at which survivors look again.
+	leaseRecheck = 100 * time.Millisecond
 )
 
 func leaseName(node string) string { return leasePrefix + node }
@@ -40,10 +41,15 @@ func nodeOfLease(l *coordinationv1.Lease) string {
 
 // liveAt reports whether the lease was renewed within its duration before now.
 func liveAt(l *coordinationv1.Lease, now time.Time) bool {
+	return now.Before(expiry(l))
+}
+
+// expiry is when the lease runs out unless renewed; the zero time for an incomplete lease.
+func expiry(l *coordinationv1.Lease) time.Time {
 	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
-		return false
+		return time.Time{}
 	}
-	return now.Before(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+	return l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
 }
 
 // heartbeat renews the node's lease until ctx ends. On a clean stop it releases the lease, so

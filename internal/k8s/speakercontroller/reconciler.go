@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -100,7 +101,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if cfg == nil {
 		return ctrl.Result{}, nil
 	}
-	in, byKey, err := r.input(ctx, cfg)
+	in, byKey, recheck, err := r.input(ctx, cfg)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -126,8 +127,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if err := r.status.sync(ctx, plan); err != nil {
 		errs = append(errs, err)
 	}
-	// Lease expiry produces no event: look again shortly.
-	return ctrl.Result{RequeueAfter: leaseRecheck}, errors.Join(errs...)
+	// Renewals are filtered out of the watch and expiry makes no event: look again when the
+	// first live lease would expire.
+	return ctrl.Result{RequeueAfter: recheck}, errors.Join(errs...)
 }
 
 // program syncs the datapath with the plan. A service that cannot be programmed is withdrawn
@@ -206,8 +208,9 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// input gathers the node's view from the cache.
-func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, error) {
+// input gathers the node's view from the cache, and when to look again for a lease that
+// expires (0: no live lease).
+func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, time.Duration, error) {
 	var (
 		nodes    corev1.NodeList
 		leases   coordinationv1.LeaseList
@@ -221,14 +224,19 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		{&nodes, nil}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, nil}, {&epSlices, nil},
 	} {
 		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
-			return announce.Input{}, nil, err
+			return announce.Input{}, nil, 0, err
 		}
 	}
 	live := map[string]bool{}
 	now := time.Now()
+	var recheck time.Duration
 	for i := range leases.Items {
-		if node := nodeOfLease(&leases.Items[i]); node != "" && liveAt(&leases.Items[i], now) {
+		l := &leases.Items[i]
+		if node := nodeOfLease(l); node != "" && liveAt(l, now) {
 			live[node] = true
+			if left := expiry(l).Sub(now) + leaseRecheck; recheck == 0 || left < recheck {
+				recheck = left
+			}
 		}
 	}
 	in := announce.Input{
@@ -261,7 +269,7 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
 		})
 	}
-	return in, byKey, nil
+	return in, byKey, recheck, nil
 }
 
 func ingressIPs(svc *corev1.Service) []netip.Addr {
@@ -365,13 +373,26 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
 		WatchesRawSource(source.Channel(r.trigger, one))
-	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Node{}} {
-		b = b.Watches(obj, one)
-	}
-	speakerLeases := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		l, ok := o.(*coordinationv1.Lease)
-		return ok && l.Namespace == r.Namespace && nodeOfLease(l) != ""
-	})
-	b = b.Watches(&coordinationv1.Lease{}, one, builder.WithPredicates(speakerLeases))
+	b = b.Watches(&corev1.Service{}, one).Watches(&discoveryv1.EndpointSlice{}, one)
+	// Kubelets update their Node every few seconds; only labels, addresses and network
+	// availability matter here.
+	b = b.Watches(&corev1.Node{}, one, builder.WithPredicates(predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			before, after := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+			return !maps.Equal(before.Labels, after.Labels) || internalIP(before) != internalIP(after) ||
+				networkUnavailable(before) != networkUnavailable(after)
+		},
+	}))
+	// Every speaker renews its lease every second: a renewal of a live lease changes nothing,
+	// only speakers appearing, leaving, or coming back after their lease expired do.
+	b = b.Watches(&coordinationv1.Lease{}, one, builder.WithPredicates(
+		predicate.NewPredicateFuncs(func(o client.Object) bool {
+			l, ok := o.(*coordinationv1.Lease)
+			return ok && l.Namespace == r.Namespace && nodeOfLease(l) != ""
+		}),
+		predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			return !liveAt(e.ObjectOld.(*coordinationv1.Lease), time.Now())
+		}},
+	))
 	return b.Complete(r)
 }
