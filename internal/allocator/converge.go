@@ -71,7 +71,7 @@ var errConverge = errors.New("failed to converge")
 // nothing and returns a Pending result with Changed unset.
 func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]string) Result {
 	if !a.configured {
-		return Result{IPs: ingressIPs(svc.Status.LoadBalancer), Pool: svc.Annotations[AnnotationIPAllocatedFromPool], Pending: true}
+		return Result{IPs: IngressIPs(svc.Status.LoadBalancer), Pool: svc.Annotations[AnnotationIPAllocatedFromPool], Pending: true}
 	}
 	c := &convergence{
 		a:           a,
@@ -87,7 +87,7 @@ func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]str
 	err := c.run()
 
 	res := Result{
-		IPs:       ingressIPs(c.status),
+		IPs:       IngressIPs(c.status),
 		Pool:      c.annotations[AnnotationIPAllocatedFromPool],
 		Events:    c.events,
 		Pending:   err != nil,
@@ -99,7 +99,7 @@ func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]str
 	// Only what the controller manages counts: the API server adds fields of its own to the
 	// ingress (ipMode), which must not make every pass a write.
 	_, legacyPool := svc.Annotations[LegacyAnnotationIPAllocatedFromPool]
-	res.Changed = !slices.Equal(ingressIPs(svc.Status.LoadBalancer), res.IPs) ||
+	res.Changed = !slices.Equal(IngressIPs(svc.Status.LoadBalancer), res.IPs) ||
 		svc.Annotations[AnnotationIPAllocatedFromPool] != res.Pool || legacyPool
 	if !res.Changed {
 		return res
@@ -377,8 +377,8 @@ func deprecationEvents(annotations map[string]string) []Event {
 	return events
 }
 
-// ingressIPs returns the valid addresses of the ingress entries.
-func ingressIPs(status corev1.LoadBalancerStatus) []netip.Addr {
+// IngressIPs returns the addresses of a load balancer status, skipping entries without one.
+func IngressIPs(status corev1.LoadBalancerStatus) []netip.Addr {
 	var ips []netip.Addr
 	for _, ing := range status.Ingress {
 		if ip := parseIP(ing.IP); ip.IsValid() {

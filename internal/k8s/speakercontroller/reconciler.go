@@ -163,7 +163,7 @@ func (r *Reconciler) program(ctx context.Context, plan *announce.Plan, services 
 	for key, state := range plan.Services {
 		svc := services[key]
 		var why error
-		for _, ip := range ingressIPs(svc) {
+		for _, ip := range allocator.IngressIPs(svc.Status.LoadBalancer) {
 			if err := failed[ip]; err != nil {
 				why = err
 				delete(plan.L2, ip)
@@ -261,7 +261,7 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		in.Services = append(in.Services, announce.Service{
 			Key:          key,
 			Labels:       svc.Labels,
-			IPs:          ingressIPs(svc),
+			IPs:          allocator.IngressIPs(svc.Status.LoadBalancer),
 			Pool:         svc.Annotations[allocator.AnnotationIPAllocatedFromPool],
 			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 			SharedIP:     allocator.SharingKey(svc) != "",
@@ -270,19 +270,6 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		})
 	}
 	return in, byKey, recheck, nil
-}
-
-func ingressIPs(svc *corev1.Service) []netip.Addr {
-	if svc == nil {
-		return nil
-	}
-	var ips []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil {
-			ips = append(ips, ip)
-		}
-	}
-	return ips
 }
 
 func ports(svc *corev1.Service) []announce.Port {
