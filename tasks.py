@@ -72,6 +72,9 @@ APT_PACKAGES = [
     # BGP tests against a real router
     "frr",
     "procps",
+    # the lab's client (UDP to the VIPs) and kube-proxy's conntrack cleanup
+    "netcat-openbsd",
+    "conntrack",
 ]
 
 # Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
@@ -208,13 +211,20 @@ def bench(c):
     _tool(tooling.bench)(BENCHMARKS, _test_env())
 
 
-@task
-def dev_env(c):
-    """Bring up a local lab: etcd + kube-apiserver, CRDs, controller, samples; prints what to try."""
+LAB_HELP = {
+    "datapath": "ebpf (XDP Maglev, direct server return; the default) or kubeproxy (kube-proxy iptables, upstream's path)",
+    "protocol": "bgp (the default: the ToR learns the VIPs over BGP, ECMP) or layer2 (ARP)",
+    "lb_nodes": "how many LB nodes (default 3)",
+}
+
+
+@task(help=LAB_HELP)
+def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3):
+    """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(lab.Lab(bin_dir, K8S_VERSION).up)()
+    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes).up())()
 
 
 @task(help={"focus": "only the specs matching this regular expression (ginkgo --focus)"})

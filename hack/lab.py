@@ -1,16 +1,22 @@
 """The local development environment (`tasks.py dev-env`): etcd and kube-apiserver on loopback,
-the metallb.io CRDs, the controller run from bin/ and the samples.
+the metallb.io CRDs, the controller, and the network lab of hack/labnet.py: a client, a ToR
+running FRR, LB nodes each running a speaker (and, for the kubeproxy datapath, kube-proxy),
+and two backend nodes; then a sample configuration and two demo Services.
 
 State lives in <repo>/.dev-env/: pki/, etcd/, logs/<process>.log, pids/<process>.pid (pid and
-start time, so a recycled pid is never signalled), kubeconfig. Processes run in their own
-session, so they outlive the task and a Ctrl-C in the terminal; `dev-env-cleanup` stops them.
+start time, so a recycled pid is never signalled), kubeconfig, frr/, bpf/ (a bpffs the LB
+nodes and backends pin into), lab.json (the options it was brought up with). Processes run in
+their own session, so they outlive the task and a Ctrl-C in the terminal; `dev-env-cleanup`
+stops them, deletes the namespaces and unmounts the bpffs.
 
-A fresh start runs Lab.steps() in order; a bigger network lab adds its steps and processes the
-same way.
+Run as a script, it starts or stops one node's speaker of a running lab, which is how the e2e
+suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`.
 """
 
 import base64
+import datetime
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -23,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import labnet
 from tooling import REPO, TaskError, note, step
 
 STATE = REPO / ".dev-env"
@@ -36,8 +43,8 @@ METRICS_PORT = 27472
 HEALTH_PORT = 27473
 WEBHOOK_PORT = 29443
 
-# Stopped in reverse order.
-PROCESS_ORDER = ["etcd", "kube-apiserver", "controller"]
+# Started in this order, stopped in reverse; a process is ranked by its name's first match.
+PROCESS_ORDER = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", "be", "kube-proxy", "speaker"]
 STOP_TIMEOUT = 10.0
 TAIL_LINES = 30
 
@@ -116,8 +123,10 @@ class Processes:
 
     def names(self):
         found = [p.stem for p in self.pids.glob("*.pid")] if self.pids.is_dir() else []
-        known = [n for n in PROCESS_ORDER if n in found]
-        return known + sorted(n for n in found if n not in PROCESS_ORDER)
+
+        def rank(name):
+            return next((i for i, prefix in enumerate(PROCESS_ORDER) if name.startswith(prefix)), len(PROCESS_ORDER))
+        return sorted(found, key=lambda n: (rank(n), n))
 
     def running(self):
         return {n: pid for n in self.names() if (pid := self.pid(n)) is not None}
@@ -284,15 +293,24 @@ current-context: maglb-dev-env
 
 
 class Lab:
-    def __init__(self, bin_dir, k8s_version, state=STATE):
+    def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, state=STATE):
+        if datapath not in ("ebpf", "kubeproxy"):
+            raise LabError(f"--datapath {datapath}: want ebpf or kubeproxy")
+        if protocol not in ("bgp", "layer2"):
+            raise LabError(f"--protocol {protocol}: want bgp or layer2")
+        if not 1 <= int(lb_nodes) <= MAX_LB_NODES:
+            raise LabError(f"--lb-nodes {lb_nodes}: want 1 to {MAX_LB_NODES}")
         self.bin_dir = Path(bin_dir)
         self.k8s_version = k8s_version
+        self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes)}
+        self.topology = labnet.Topology(int(lb_nodes))
         self.state = state
         self.procs = Processes(state)
         self.pki = state / "pki"
         self.kubeconfig = state / "kubeconfig"
+        self.frr_dir = state / "frr"
+        self.bpffs = state / "bpf"
         self.server = f"https://127.0.0.1:{APISERVER_PORT}"
-        self.controller_bin = REPO / "bin" / "controller"
 
     # kubectl ---------------------------------------------------------------------------------
 
@@ -316,14 +334,20 @@ class Lab:
             return r.status == 200
 
     @staticmethod
-    def controller_ready():
+    def http_ok(url):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{HEALTH_PORT}/readyz", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 return r.status == 200
         except urllib.error.HTTPError:
             return False
 
-    # steps ---------------------------------------------------------------------------------
+    def vtysh(self, *commands):
+        args = ["vtysh", "--vty_socket", self.frr_dir]
+        for c in commands:
+            args += ["-c", c]
+        return labnet.sh(*args)
+
+    # steps: the cluster ----------------------------------------------------------------------
 
     def start_apiserver(self):
         step("pki: CA, apiserver and admin certificates, service-account keys (.dev-env/pki)")
@@ -332,7 +356,8 @@ class Lab:
         step(f"etcd on 127.0.0.1:{ETCD_CLIENT_PORT}, kube-apiserver v{self.k8s_version} on {self.server}")
         check_ports_free([(ETCD_CLIENT_PORT, "etcd client"), (ETCD_PEER_PORT, "etcd peer"),
                           (APISERVER_PORT, "kube-apiserver"), (METRICS_PORT, "controller metrics"),
-                          (HEALTH_PORT, "controller health probes"), (WEBHOOK_PORT, "controller webhooks")])
+                          (HEALTH_PORT, "controller health probes"), (WEBHOOK_PORT, "controller webhooks")]
+                         + [(speaker_metrics_port(lb), f"{lb} speaker metrics relay") for lb in self.topology.lbs])
         etcd_url = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
         self.procs.start("etcd", [
             self.bin_dir / "etcd",
@@ -388,17 +413,12 @@ metadata:
                            REPO / "config" / "crd" / "bases", capture=True)
         note(f"{len(out.splitlines())} CRDs established")
 
-    def _binary_digest(self):
-        return hashlib.sha256(self.controller_bin.read_bytes()).hexdigest()
-
     def start_controller(self):
         step(f"controller: bin/controller, webhooks on 127.0.0.1:{WEBHOOK_PORT}, "
              f"metrics :{METRICS_PORT}, probes :{HEALTH_PORT}")
-        if not self.controller_bin.is_file():
-            raise LabError(f"{self.controller_bin} missing (python3 tasks.py build)")
-        (self.state / "controller.sha256").write_text(self._binary_digest() + "\n")
+        self._record_binary("controller")
         self.procs.start("controller", [
-            self.controller_bin,
+            binary("controller"),
             "--kubeconfig", self.kubeconfig,
             "--namespace", NAMESPACE,
             "--webhook-host", "127.0.0.1",
@@ -409,59 +429,239 @@ metadata:
             "--log-level", "debug",
         ])
         started = time.monotonic()
-        wait_until(f"controller http://127.0.0.1:{HEALTH_PORT}/readyz", self.controller_ready, 90,
-                   "controller", self.procs)
+        wait_until(f"controller http://127.0.0.1:{HEALTH_PORT}/readyz",
+                   lambda: self.http_ok(f"http://127.0.0.1:{HEALTH_PORT}/readyz"), 90, "controller", self.procs)
         note(f"controller ready after {time.monotonic() - started:.1f}s (webhooks registered and serving)")
 
-    def controller_changed(self):
+    # steps: the network ----------------------------------------------------------------------
+
+    def build_network(self):
+        t = self.topology
+        step(f"network: namespaces {', '.join(t.all_netns)}; the rack {labnet.RACK_PREFIX}.0/24 on the ToR's br0")
+        leftovers = labnet.existing_lab_netns()
+        if leftovers:
+            note(f"removing namespaces left by an earlier lab: {', '.join(leftovers)}")
+            labnet.destroy()
+        labnet.build(t)
+        self.bpffs.mkdir(parents=True, exist_ok=True)
+        if not is_mounted(self.bpffs):
+            labnet.sh("mount", "-t", "bpf", "bpf", self.bpffs)
+        note(f"bpffs for the datapath pins mounted on {self.bpffs}")
+
+    def start_router(self):
+        step(f"tor: FRR zebra + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
+             f"ECMP over {len(self.topology.lbs)} LB node(s)")
+        self.frr_dir.mkdir(parents=True, exist_ok=True)
+        (self.frr_dir / "zebra.conf").write_text("hostname tor\n")
+        (self.frr_dir / "bgpd.conf").write_text(labnet.frr_config(self.topology))
+        labnet.sh("chown", "-R", "frr:frr", self.frr_dir)
+        for daemon in ("zebra", "bgpd"):
+            self.procs.start(daemon, [
+                "ip", "netns", "exec", self.topology.netns("tor"), f"/usr/lib/frr/{daemon}",
+                "-f", self.frr_dir / f"{daemon}.conf", "-i", self.frr_dir / f"{daemon}.pid",
+                "-z", self.frr_dir / "zserv.api", "--vty_socket", self.frr_dir, "-P", "0",
+                "--log", f"file:{self.procs.log(daemon + '-frr')}",
+            ])
+        wait_until("bgpd answering vtysh", lambda: self.vtysh("show bgp summary json"), 30, "bgpd", self.procs)
+
+    def start_relay(self):
+        lbs = self.topology.lbs
+        step(f"management relay: the API server on 127.0.0.1:{APISERVER_PORT} inside every LB node; "
+             f"speaker metrics on 127.0.0.1:{speaker_metrics_port(lbs[0])}..")
+        self._record_binary("labagent")
+        argv = [binary("labagent"), "relay"]
+        for lb in lbs:
+            ns = self.topology.netns(lb)
+            argv += ["--into", f"{ns}=127.0.0.1:{APISERVER_PORT},127.0.0.1:{APISERVER_PORT}",
+                     "--out", f"{ns}=127.0.0.1:{speaker_metrics_port(lb)},127.0.0.1:{SPEAKER_METRICS_PORT}"]
+        self.procs.start("relay", argv)
+        wait_until("the relay listening", lambda: port_open(speaker_metrics_port(lbs[-1])), 15, "relay", self.procs)
+
+    def register_nodes(self):
+        t = self.topology
+        step("nodes: " + ", ".join(f"{lb} ({'+'.join(t.shards(lb))})" for lb in t.lbs)
+             + f", {', '.join(labnet.BACKENDS)} (backends); Ready, with their rack addresses")
+        self.kubectl("apply", "-f", "-", input=labnet.node_manifests(t), capture=True)
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for node in t.nodes:
+            self.kubectl("patch", "node", node, "--subresource=status", "--type=merge",
+                         "-p", labnet.node_status_patch(t, node, now), capture=True)
+
+    def start_backends(self):
+        step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic), HTTP :{labnet.HTTP_PORT} "
+             f"and UDP :{labnet.UDP_PORT} answering '<backend> saw <client>'")
+        for be in labnet.BACKENDS:
+            self.procs.start(be, [
+                binary("labagent"), "backend", "--netns", self.topology.netns(be), "--name", be,
+                "--interface", "eth0", "--address", self.topology.address(be), "--pin-path", self.bpffs / be,
+                "--http-port", labnet.HTTP_PORT, "--udp-port", labnet.UDP_PORT,
+            ])
+        for be in labnet.BACKENDS:
+            ns, addr = self.topology.netns(be), self.topology.address(be)
+            wait_until(f"{be} answering on {addr}:{labnet.HTTP_PORT}",
+                       lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
+                                         f"http://{addr}:{labnet.HTTP_PORT}/"), 15, be, self.procs)
+
+    def speaker_argv(self, lb):
+        argv = ["ip", "netns", "exec", self.topology.netns(lb), binary("speaker"),
+                "--node-name", lb, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
+                "--port", SPEAKER_METRICS_PORT, "--log-level", "debug", "--datapath", self.options["datapath"]]
+        if self.options["datapath"] == "ebpf":
+            # Generic XDP: the ToR's end of each veth runs no XDP program, which native XDP_TX needs.
+            argv += ["--xdp-mode", "generic", "--datapath-interface", "eth0", "--datapath-pin-path", self.bpffs / lb]
+        return argv
+
+    def start_speaker(self, lb):
+        self.procs.start(f"speaker-{lb}", self.speaker_argv(lb))
+
+    def start_lb_nodes(self):
+        dp = self.options["datapath"]
+        what = "XDP Maglev on eth0 (generic)" if dp == "ebpf" else "kube-proxy (iptables) forwarding"
+        step(f"LB nodes: a speaker on each of {', '.join(self.topology.lbs)}; datapath {dp}: {what}")
+        self._record_binary("speaker")
+        for lb in self.topology.lbs:
+            if dp == "kubeproxy":
+                self.procs.start(f"kube-proxy-{lb}", [
+                    "ip", "netns", "exec", self.topology.netns(lb), self.bin_dir / "kube-proxy",
+                    "--kubeconfig", self.kubeconfig, "--hostname-override", lb, "--proxy-mode", "iptables",
+                    "--conntrack-max-per-core", "0", "--healthz-bind-address", "127.0.0.1:10256",
+                    "--metrics-bind-address", "127.0.0.1:10249", "--v", "2",
+                ])
+            self.start_speaker(lb)
+        for lb in self.topology.lbs:
+            wait_until(f"speaker {lb} serving metrics",
+                       lambda: self.http_ok(f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"), 60,
+                       f"speaker-{lb}", self.procs)
+
+    def apply_lab_config(self):
+        pools = labnet.POOLS[self.options["protocol"]]
+        step(f"configuration: pools {', '.join(f'{n} ({c}, shard {n})' for n, c in pools.items())}, "
+             + ("BGPPeer tor, BGPAdvertisement demo" if self.options["protocol"] == "bgp" else "L2Advertisement demo")
+             + "; Services demo/gold-web and demo/silver-web")
+        self.kubectl("apply", "-f", "-", input=labnet.lab_manifests(self.topology, self.options["protocol"], NAMESPACE),
+                     capture=True)
+
+    def demo_vips(self):
+        out = json.loads(self.kubectl("get", "services", "-n", "demo", "-o", "json", capture=True))
+        vips = []
+        for svc in out["items"]:
+            for ingress in svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []:
+                vips.append((ingress["ip"], labnet.HTTP_PORT, f"demo/{svc['metadata']['name']}"))
+        return sorted(vips, key=lambda v: v[2])
+
+    def wait_for_vips(self):
+        step("waiting for the demo VIPs to answer a curl from the client namespace")
+        wait_until("an IP for each demo Service", lambda: len(self.demo_vips()) == len(labnet.SHARDS), 60,
+                   "controller", self.procs)
+        client = self.topology.netns("client")
+        for ip, port, name in self.demo_vips():
+            started = time.monotonic()
+            answer = []
+            wait_until(f"http://{ip}:{port}/ ({name}) from {client}",
+                       lambda: answer.append(labnet.sh("ip", "netns", "exec", client, "curl", "-sSf",
+                                                       "--max-time", "2", f"http://{ip}:{port}/")) or True,
+                       120, f"speaker-{self.topology.lbs[0]}", self.procs, interval=0.5)
+            note(f"{name} {ip}:{port} answered after {time.monotonic() - started:.1f}s: {answer[-1].strip()}")
+
+    def write_description(self):
+        """lab.json: what the e2e suites need to drive this lab."""
+        t = self.topology
+        description = {
+            **self.options,
+            "k8s_bin_dir": str(self.bin_dir),
+            "k8s_version": self.k8s_version,
+            "kubeconfig": str(self.kubeconfig),
+            "namespace": NAMESPACE,
+            "client_netns": t.netns("client"),
+            "client_address": labnet.CLIENT_ADDR,
+            "router_exec": ["vtysh", "--vty_socket", str(self.frr_dir)],
+            "router_address": labnet.TOR_RACK_ADDR,
+            "router_asn": labnet.TOR_ASN,
+            "node_asn": labnet.NODE_ASN,
+            "lb_nodes": {lb: {"address": t.address(lb), "netns": t.netns(lb), "shards": t.shards(lb),
+                              "metrics": f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"} for lb in t.lbs},
+            "backends": {be: {"address": t.address(be), "netns": t.netns(be)} for be in labnet.BACKENDS},
+            "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
+            "pools": labnet.POOLS[self.options["protocol"]],
+            "vip_range": labnet.BGP_VIPS if self.options["protocol"] == "bgp" else labnet.L2_VIPS,
+            "http_port": labnet.HTTP_PORT,
+            "udp_port": labnet.UDP_PORT,
+            "node_down": [sys.executable, str(Path(__file__).resolve()), "speaker", "stop"],
+            "node_up": [sys.executable, str(Path(__file__).resolve()), "speaker", "start"],
+        }
+        (self.state / "lab.json").write_text(json.dumps(description, indent=2) + "\n")
+
+    # binaries ------------------------------------------------------------------------------
+
+    def _record_binary(self, name):
+        path = binary(name)
+        if not path.is_file():
+            raise LabError(f"{path} missing (python3 tasks.py build)")
+        (self.state / f"{name}.sha256").write_text(digest(path) + "\n")
+
+    def binary_changed(self, name):
         try:
-            recorded = (self.state / "controller.sha256").read_text().strip()
+            recorded = (self.state / f"{name}.sha256").read_text().strip()
         except OSError:
             return True
-        return not self.controller_bin.is_file() or recorded != self._binary_digest()
-
-    def apply_samples(self):
-        step("samples: kubectl apply -f configsamples/")
-        self.kubectl("apply", "-f", REPO / "configsamples")
+        return not binary(name).is_file() or recorded != digest(binary(name))
 
     # lifecycle -----------------------------------------------------------------------------
 
-    def fail(self, error, started):
-        """Reports a failed step and stops what this run started."""
+    def steps(self):
+        """A fresh start, in order."""
+        return [self.start_apiserver, self.install_crds, self.start_controller, self.build_network,
+                self.start_router, self.start_relay, self.register_nodes, self.start_backends,
+                self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
+
+    def expected_processes(self):
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", *labnet.BACKENDS]
+        names += [f"speaker-{lb}" for lb in self.topology.lbs]
+        if self.options["datapath"] == "kubeproxy":
+            names += [f"kube-proxy-{lb}" for lb in self.topology.lbs]
+        return names
+
+    def recorded_options(self):
+        try:
+            d = json.loads((self.state / "lab.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return {k: d.get(k) for k in self.options}
+
+    def up(self):
+        running = self.procs.running()
+        same = self.recorded_options() == self.options
+        if same and set(running) >= set(self.expected_processes()) and self._api_ok():
+            self._update()
+            return
+        if self.state.exists() or labnet.existing_lab_netns():
+            if not same and self.recorded_options() is not None:
+                step(f"dev-env runs with {self.recorded_options()}, wanted {self.options}: restarting it cleanly")
+            elif running:
+                down = ", ".join(n for n in self.expected_processes() if n not in running)
+                step(f"dev-env is partly down ({down or 'kube-apiserver not ready'} not running): restarting it cleanly")
+            cleanup(self.state)
+        self.state.mkdir(parents=True)
+        started = time.monotonic()
+        try:
+            for start_step in self.steps():
+                start_step()
+        except (Exception, KeyboardInterrupt) as e:
+            self.fail(e)
+            raise LabError("dev-env did not come up") from None
+        note(f"lab up in {time.monotonic() - started:.0f}s")
+        self.print_info(already_up=False)
+
+    def fail(self, error):
+        """Reports a failed step and removes what this run started; the logs are kept."""
         print(f"error: {error or type(error).__name__}", file=sys.stderr)
         log = getattr(error, "log", None)
         if log:
             print(f"--- last lines of {log}:", file=sys.stderr)
             print(tail(log).rstrip(), file=sys.stderr)
             print("---", file=sys.stderr)
-        if started:
-            step("stopping what was started (logs stay in .dev-env/logs)")
-            self.procs.stop_all()
-
-    def steps(self):
-        """A fresh start, in order. A bigger lab extends the list (and PROCESS_ORDER)."""
-        return [self.start_apiserver, self.install_crds, self.start_controller, self.apply_samples]
-
-    def up(self):
-        running = self.procs.running()
-        if running and set(running) >= set(PROCESS_ORDER) and self._api_ok():
-            self._update()
-            return
-        if self.state.exists():
-            if running:
-                down = ", ".join(n for n in PROCESS_ORDER if n not in running)
-                why = f"{down} not running" if down else "kube-apiserver not ready"
-                step(f"dev-env is partly down ({why}): restarting it cleanly")
-            self.procs.stop_all()
-            shutil.rmtree(self.state)
-        self.state.mkdir(parents=True)
-        try:
-            for start_step in self.steps():
-                start_step()
-        except (Exception, KeyboardInterrupt) as e:
-            self.fail(e, started=True)
-            raise LabError("dev-env did not come up") from None
-        self.print_info(already_up=False)
+        step("removing what was started (logs kept in .dev-env/logs)")
+        cleanup(self.state, keep_logs=True)
 
     def _api_ok(self):
         try:
@@ -470,72 +670,162 @@ metadata:
             return False
 
     def _update(self):
-        """The lab is up: reapply the CRDs, restart the controller if bin/controller changed,
-        reapply the samples."""
+        """The lab is up with the same options: reapply the CRDs and the configuration, and
+        restart the processes whose binary changed."""
         step("dev-env is already up: updating it")
         try:
             self.install_crds()
-            if self.controller_changed():
-                step("controller: bin/controller changed, restarting it")
-                self.procs.stop("controller")
-                self.start_controller()
-            else:
-                note("controller: bin/controller unchanged, left running")
-            self.apply_samples()
+            for name, procs in (("controller", ["controller"]),
+                                ("labagent", ["relay", *labnet.BACKENDS]),
+                                ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs])):
+                if not self.binary_changed(name):
+                    note(f"bin/{name} unchanged: {', '.join(procs)} left running")
+                    continue
+                step(f"bin/{name} changed: restarting {', '.join(procs)}")
+                for p in procs:
+                    self.procs.stop(p)
+                {"controller": self.start_controller, "labagent": lambda: (self.start_relay(), self.start_backends()),
+                 "speaker": self._restart_speakers}[name]()
+            self.register_nodes()
+            self.apply_lab_config()
+            self.wait_for_vips()
+            self.write_description()
         except (Exception, KeyboardInterrupt) as e:
-            self.fail(e, started=False)
+            print(f"error: {e or type(e).__name__}", file=sys.stderr)
             raise LabError("updating the running dev-env failed; `python3 tasks.py dev-env-cleanup` "
                            "then `python3 tasks.py dev-env` starts afresh") from None
         self.print_info(already_up=True)
 
+    def _restart_speakers(self):
+        self._record_binary("speaker")
+        for lb in self.topology.lbs:
+            self.procs.stop(f"speaker-{lb}")
+            self.start_speaker(lb)
+
     def print_info(self, already_up):
-        kubectl = self.kubectl_path
-        logs = self.procs.logs
+        t = self.topology
+        client = t.netns("client")
+        vips = self.demo_vips()
         pids = ", ".join(f"{n} {pid}" for n, pid in self.procs.running().items())
         state = "was already up" if already_up else "is up"
+        first_vip = vips[0][0] if vips else "VIP"
+        routes = ("show ip route bgp" if self.options["protocol"] == "bgp" else "show ip arp")
+        router_cmd = f"vtysh --vty_socket {self.frr_dir}"
+        metrics = "\n".join(f"  curl -s http://127.0.0.1:{speaker_metrics_port(lb)}/metrics | grep -E '^(metallb|maglb)_'"
+                            f"   # speaker {lb}" for lb in t.lbs)
         print(f"""
-MagLB dev-env {state}: etcd and kube-apiserver v{self.k8s_version} on {self.server}, the metallb.io CRDs,
-the controller (webhooks on 127.0.0.1:{WEBHOOK_PORT}) and configsamples/. Processes: {pids}.
+MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, the controller (webhooks on
+127.0.0.1:{WEBHOOK_PORT}), and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
+(speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends).
+Processes: {pids}.
 
 Try:
+  ip netns exec {client} curl -s http://{first_vip}/          # answered by a backend: "<backend> saw {labnet.CLIENT_ADDR}:<port>"
+  for i in $(seq 8); do ip netns exec {client} curl -s http://{first_vip}/; done   # flows spread over be1 and be2
+  echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo
+  {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast'
+  ip netns exec {t.netns('tor')} ip route        # {routes}: the VIPs and their next hops (ECMP)
+
   export KUBECONFIG={self.kubeconfig}
-  alias kubectl={kubectl}
-  kubectl get ipaddresspools,bgppeers,bgpadvertisements,l2advertisements,communities,bfdprofiles -n {NAMESPACE}
-  kubectl get configurationstates -n {NAMESPACE} -o yaml
+  alias kubectl={self.kubectl_path}
+  kubectl get svc -A; kubectl get ipaddresspools,bgppeers,bgpadvertisements,l2advertisements -n {NAMESPACE}
+  kubectl get servicebgpstatus,servicel2status,configurationstates -n {NAMESPACE}
 
-  # the API rejects a pool whose shard is not a DNS label:
-  kubectl apply -f - <<EOF
-  apiVersion: metallb.io/v1beta1
-  kind: IPAddressPool
-  metadata: {{name: bad-shard, namespace: {NAMESPACE}}}
-  spec: {{addresses: [203.0.113.0/28], shard: Not_A_Label}}
-  EOF
-  # and the webhook one that overlaps the sample pool "default" (192.168.10.0/24):
-  kubectl apply -f - <<EOF
-  apiVersion: metallb.io/v1beta1
-  kind: IPAddressPool
-  metadata: {{name: overlapping, namespace: {NAMESPACE}}}
-  spec: {{addresses: [192.168.10.128/25]}}
-  EOF
+  curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep ^metallb_   # controller
+{metrics}
+  /usr/bin/python3 hack/lab.py speaker stop lb1   # take lb1 out (and `start` to bring it back)
+  less .dev-env/logs/speaker-lb1.log   # every process logs under .dev-env/logs
 
-  curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep ^metallb_   # controller metrics
-  less {logs}/controller.log   # also etcd.log, kube-apiserver.log
-
-Rebuild and rerun `python3 tasks.py dev-env` to restart the controller with new code;
+Rerun `python3 tasks.py dev-env` to pick up rebuilt binaries; `python3 tasks.py e2etest` runs the suites here;
 stop everything with `python3 tasks.py dev-env-cleanup`.
 
-kubectl: {kubectl}
-kubeconfig: {self.kubeconfig}""", flush=True)
+kubeconfig: {self.kubeconfig}
+client-netns: {client}""", flush=True)
+        for ip, port, name in vips:
+            print(f"vip: {ip}:{port} {name}", flush=True)
 
 
-def cleanup(state=STATE):
+MAX_LB_NODES = 8
+SPEAKER_METRICS_PORT = 7472
+
+
+def speaker_metrics_port(lb):
+    """The host port the relay exposes lbN's speaker metrics on."""
+    return 27500 + int(lb[2:])
+
+
+def binary(name):
+    return REPO / "bin" / name
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def is_mounted(path):
+    resolved = str(Path(path).resolve())
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == resolved for line in f)
+
+
+def cleanup(state=STATE, keep_logs=False):
+    """Stops every process of the lab, deletes its namespaces, unmounts its bpffs (dropping
+    what is pinned there) and removes the state directory (but its logs, with keep_logs)."""
     procs = Processes(state)
     names = procs.names()
     if names:
         step(f"dev-env: stopping {', '.join(reversed(names))}")
         procs.stop_all()
-    if state.exists():
-        step(f"dev-env: removing {state}")
-        shutil.rmtree(state)
-    else:
-        step("dev-env: nothing to clean up")
+    gone = labnet.destroy()
+    if gone:
+        step(f"dev-env: deleted namespaces {', '.join(gone)}")
+    bpffs = state / "bpf"
+    if bpffs.exists() and is_mounted(bpffs):
+        labnet.sh("umount", bpffs)
+        step(f"dev-env: unmounted {bpffs}")
+    if not state.exists():
+        if not (names or gone):
+            step("dev-env: nothing to clean up")
+        return
+    if keep_logs:
+        for entry in state.iterdir():
+            if entry.name != "logs":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return
+    step(f"dev-env: removing {state}")
+    shutil.rmtree(state)
+
+
+def main(argv):
+    """hack/lab.py speaker stop|start NODE: stops (SIGTERM, as a kubelet would) or restarts the
+    speaker of one LB node of the running lab."""
+    if len(argv) != 3 or argv[0] != "speaker" or argv[1] not in ("stop", "start"):
+        print("usage: hack/lab.py speaker stop|start lbN", file=sys.stderr)
+        return 2
+    action, node = argv[1], argv[2]
+    try:
+        d = json.loads((STATE / "lab.json").read_text())
+    except OSError:
+        print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
+        return 1
+    if node not in d["lb_nodes"]:
+        print(f"{node} is not one of the lab's LB nodes {sorted(d['lb_nodes'])}", file=sys.stderr)
+        return 2
+    lab = Lab(d["k8s_bin_dir"], d["k8s_version"], d["datapath"], d["protocol"], len(d["lb_nodes"]))
+    name = f"speaker-{node}"
+    if action == "stop":
+        lab.procs.stop(name)
+    elif lab.procs.pid(name) is None:
+        lab.start_speaker(node)
+        note(f"started {name} (pid {lab.procs.pid(name)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -273,7 +273,7 @@ def generate_and_check(generators, bin_dir):
 # ---------------------------------------------------------------------------------------------
 # Build and tests
 
-BUILD_PACKAGES = ["./controller", "./speaker"]
+BUILD_PACKAGES = ["./controller", "./speaker", "./e2etest/labagent"]
 
 
 def build():

@@ -23,6 +23,7 @@ import (
 
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/nsexec"
 	"github.com/maglb/maglb/internal/testenv"
 )
 
@@ -238,7 +239,7 @@ func startDecap(t *testing.T, ns *netlab.Namespace, dev string, addr netip.Addr)
 	pins := filepath.Join("/sys/fs/bpf", fmt.Sprintf("maglb-speaker-test-%d-%s", os.Getpid(), ns.Name))
 	t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	var d *ebpf.Decap
-	if err := inNamespace(ns, func() (err error) {
+	if err := nsexec.Do(ns.Name, func() (err error) {
 		d, err = ebpf.NewDecap(ebpf.DecapOptions{Interface: dev, XDPMode: ebpf.XDPGeneric, PinPath: pins, Addresses: []netip.Addr{addr}})
 		return err
 	}); err != nil {
@@ -258,7 +259,7 @@ func serveDSR(t *testing.T, ns *netlab.Namespace, vip netip.Addr, name string) *
 	t.Helper()
 	var l net.Listener
 	// Bound to the VIP, so that answers leave from it.
-	if err := inNamespace(ns, func() (err error) {
+	if err := nsexec.Do(ns.Name, func() (err error) {
 		l, err = net.Listen("tcp", netip.AddrPortFrom(vip, 80).String())
 		return err
 	}); err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/nsexec"
 	"github.com/maglb/maglb/internal/testenv"
 )
 
@@ -100,7 +101,7 @@ func TestL2Failover(t *testing.T) {
 func arpClient(t testing.TB, ns *netlab.Namespace, dev string) *arp.Client {
 	t.Helper()
 	var c *arp.Client
-	if err := inNamespace(ns, func() error {
+	if err := nsexec.Do(ns.Name, func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err

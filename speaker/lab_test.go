@@ -3,14 +3,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netns"
 
 	"github.com/maglb/maglb/internal/netlab"
 	"github.com/maglb/maglb/internal/testenv"
@@ -54,33 +50,6 @@ func (l *bgpLab) plug(t testing.TB, port, addr string) *netlab.Namespace {
 	must(t)(l.tor.Run("ip", "link", "set", port, "master", "br0"))
 	must(t)(ns.Run("ip", "addr", "add", addr+"/24", "dev", "eth0"))
 	return ns
-}
-
-// inNamespace runs fn on an OS thread switched into ns. Sockets, netlink handles and BPF
-// links fn creates belong to ns for good; goroutines fn starts run elsewhere.
-func inNamespace(ns *netlab.Namespace, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	host, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	target, err := netns.GetFromName(ns.Name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	fnErr := fn()
-	if err := netns.Set(host); err != nil {
-		// This thread cannot go back: keep it locked so that it dies with the goroutine.
-		runtime.LockOSThread()
-		return errors.Join(fnErr, fmt.Errorf("returning to the host namespace: %w", err))
-	}
-	return fnErr
 }
 
 // setSysctls sets sysctls of ns, "key=value" each.

@@ -1,0 +1,292 @@
+"""The dev-env's network: namespaces on one machine, wired like a small rack.
+
+    client (10.10.0.2) --- tor (FRR: bgpd + zebra, ECMP) --- br0 172.31.0.0/24
+                                                              |- lb1..lbN  .11.. (speakers, datapath)
+                                                              |- be1, be2  .21.. (decap, echo servers)
+
+The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
+announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
+L4 hash; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
+answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
+local to them, the DSR arrangement) without answering ARP for them, and send answers
+straight back to the client via the ToR.
+
+Everything is created in namespaces named maglb-<role>; nothing is configured in the host's
+own network namespace. Pure helpers here (names, addresses, configuration text) do no I/O;
+build() and destroy() run `ip`.
+"""
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+NETNS_PREFIX = "maglb-"
+LAB_NETNS = re.compile(r"^maglb-(client|tor|lb\d+|be\d+)$")
+
+TOR_ASN = 64500
+NODE_ASN = 64512
+
+CLIENT_ADDR = "10.10.0.2"
+TOR_CLIENT_ADDR = "10.10.0.1"
+TOR_RACK_ADDR = "172.31.0.1"
+RACK_PREFIX = "172.31.0"
+BGP_VIPS = "198.51.100.0/24"
+L2_VIPS = "172.31.0.192/26"
+BACKENDS = ("be1", "be2")
+
+# The demo pools: one per shard, in the VIP range of the protocol. The e2e suites use the
+# upper halves of both ranges for pools of their own.
+POOLS = {
+    "bgp": {"gold": "198.51.100.0/26", "silver": "198.51.100.64/26"},
+    "layer2": {"gold": "172.31.0.192/28", "silver": "172.31.0.208/28"},
+}
+SHARDS = ("gold", "silver")
+HTTP_PORT = 80
+UDP_PORT = 5000
+
+
+class NetError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Topology:
+    lb_nodes: int
+
+    @property
+    def lbs(self):
+        return [f"lb{i}" for i in range(1, self.lb_nodes + 1)]
+
+    @property
+    def nodes(self):
+        return self.lbs + list(BACKENDS)
+
+    @staticmethod
+    def netns(role):
+        return NETNS_PREFIX + role
+
+    @property
+    def all_netns(self):
+        return [self.netns(r) for r in ["client", "tor", *self.nodes]]
+
+    def address(self, node):
+        """A node's address on the rack: lbN .10+N, beN .20+N."""
+        kind, index = node[:2], int(node[2:])
+        return f"{RACK_PREFIX}.{(10 if kind == 'lb' else 20) + index}"
+
+    def shards(self, lb):
+        """The shards an LB node serves: gold on odd nodes, silver on even ones, both when
+        there is only one node."""
+        if self.lb_nodes == 1:
+            return list(SHARDS)
+        return [SHARDS[(int(lb[2:]) - 1) % 2]]
+
+
+def frr_config(topology):
+    """bgpd.conf of the ToR: eBGP with every LB node (one peer group), multipath over them."""
+    neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n" for lb in topology.lbs)
+    return f"""frr defaults traditional
+hostname tor
+log timestamp precision 3
+!
+router bgp {TOR_ASN}
+ bgp router-id {TOR_RACK_ADDR}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp bestpath as-path multipath-relax
+ timers bgp 3 9
+ neighbor NODES peer-group
+ neighbor NODES remote-as {NODE_ASN}
+ neighbor NODES timers connect 2
+{neighbors} !
+ address-family ipv4 unicast
+  maximum-paths 16
+ exit-address-family
+!
+"""
+
+
+def lab_manifests(topology, protocol, namespace):
+    """The lab's configuration: a pool per shard, the peer and advertisements, and two demo
+    Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
+    pools = POOLS[protocol]
+    docs = []
+    for shard, cidr in pools.items():
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: {shard}
+  namespace: {namespace}
+spec:
+  addresses: [{cidr}]
+  avoidBuggyIPs: true
+  shard: {shard}""")
+    if protocol == "bgp":
+        docs.append(f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: tor
+  namespace: {namespace}
+spec:
+  myASN: {NODE_ASN}
+  peerASN: {TOR_ASN}
+  peerAddress: {TOR_RACK_ADDR}
+  holdTime: 9s
+  keepaliveTime: 3s""")
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata:
+  name: demo
+  namespace: {namespace}
+spec:
+  ipAddressPools: [{", ".join(pools)}]
+  communities: ["64512:100"]""")
+    else:
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: demo
+  namespace: {namespace}
+spec:
+  ipAddressPools: [{", ".join(pools)}]""")
+    docs.append("""apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo""")
+    for shard in pools:
+        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard})
+    return "\n---\n".join(docs) + "\n"
+
+
+def service_manifests(namespace, name, annotations):
+    """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
+    EndpointSlice that puts both backends behind it (no endpoint controller runs here)."""
+    annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
+    endpoints = "".join(f"""
+- addresses: ["{RACK_PREFIX}.{20 + i}"]
+  nodeName: {be}
+  conditions: {{ready: true, serving: true, terminating: false}}""" for i, be in enumerate(BACKENDS, 1))
+    return [f"""apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+  annotations:{annotation_lines}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  ports:
+  - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
+  - {{name: udp, port: {UDP_PORT}, protocol: UDP}}""", f"""apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-lab
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: {name}
+    endpointslice.kubernetes.io/managed-by: maglb-lab
+addressType: IPv4
+ports:
+- {{name: http, port: {HTTP_PORT}, protocol: TCP}}
+- {{name: udp, port: {UDP_PORT}, protocol: UDP}}
+endpoints:{endpoints}"""]
+
+
+def node_manifests(topology):
+    """The Node objects: LB nodes labelled with their shards, backends excluded from load
+    balancing (they run no speaker)."""
+    docs = []
+    for node in topology.nodes:
+        labels = {"kubernetes.io/hostname": node, "maglb.io/lab-role": node[:2]}
+        if node.startswith("lb"):
+            labels.update({f"maglb.io/shard-{s}": "" for s in topology.shards(node)})
+        else:
+            labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+        label_lines = "".join(f'\n    {k}: "{v}"' for k, v in labels.items())
+        docs.append(f"""apiVersion: v1
+kind: Node
+metadata:
+  name: {node}
+  labels:{label_lines}""")
+    return "\n---\n".join(docs) + "\n"
+
+
+def node_status_patch(topology, node, now):
+    """A status that makes node Ready, with its rack address; nothing here marks it NotReady
+    (no node lifecycle controller runs), so writing it once keeps it Ready."""
+    import json
+    return json.dumps({"status": {
+        "addresses": [{"type": "InternalIP", "address": topology.address(node)},
+                      {"type": "Hostname", "address": node}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "LabNodeReady",
+                        "message": "the dev-env lab keeps this node ready",
+                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
+    }})
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+
+
+def sh(*argv, capture=False):
+    proc = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise NetError(f"`{' '.join(map(str, argv))}` failed: {proc.stdout.strip()}")
+    return proc.stdout
+
+
+def existing_lab_netns():
+    out = sh("ip", "netns", "list")
+    return [line.split()[0] for line in out.splitlines() if line.split() and LAB_NETNS.match(line.split()[0])]
+
+
+def destroy():
+    """Deletes every namespace of the lab (veths and XDP links go with them)."""
+    gone = existing_lab_netns()
+    for ns in gone:
+        sh("ip", "netns", "delete", ns)
+    return gone
+
+
+def build(topology):
+    """Creates the namespaces, links, addresses, routes and sysctls. Fails if any exists."""
+    nss = topology.all_netns
+    for ns in nss:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def ns_sysctl(ns, *settings):
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", *settings)
+
+    tor, client = topology.netns("tor"), topology.netns("client")
+    # client <-> tor
+    sh("ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "client0", "netns", tor)
+    sh("ip", "-n", client, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "eth0")
+    # Room for the outer IPv4 header the LB adds towards the backends.
+    sh("ip", "-n", client, "link", "set", "eth0", "mtu", "1480", "up")
+    sh("ip", "-n", client, "route", "add", "default", "via", TOR_CLIENT_ADDR)
+    sh("ip", "-n", tor, "addr", "add", f"{TOR_CLIENT_ADDR}/24", "dev", "client0")
+    sh("ip", "-n", tor, "link", "set", "client0", "up")
+    # The rack: a bridge in the ToR, its address the nodes' gateway.
+    sh("ip", "-n", tor, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", tor, "addr", "add", f"{TOR_RACK_ADDR}/24", "dev", "br0")
+    sh("ip", "-n", tor, "link", "set", "br0", "up")
+    ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+              "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1")
+    for node in topology.nodes:
+        ns = topology.netns(node)
+        port = f"p-{node}"
+        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", tor)
+        sh("ip", "-n", tor, "link", "set", port, "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{topology.address(node)}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", TOR_RACK_ADDR)
+        if node.startswith("lb"):
+            ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                      "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
+        else:
+            for vips in (BGP_VIPS, L2_VIPS):
+                sh("ip", "-n", ns, "addr", "add", vips, "dev", "lo")
+            ns_sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
+                      "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                      "net.ipv4.conf.eth0.rp_filter=0")
