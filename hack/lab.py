@@ -309,6 +309,7 @@ class Lab:
         self.pki = state / "pki"
         self.kubeconfig = state / "kubeconfig"
         self.frr_dir = state / "frr"
+        self.rr_dir = state / "frr-rr"
         self.bpffs = state / "bpf"
         self.server = f"https://127.0.0.1:{APISERVER_PORT}"
 
@@ -341,8 +342,8 @@ class Lab:
         except urllib.error.HTTPError:
             return False
 
-    def vtysh(self, *commands):
-        args = ["vtysh", "--vty_socket", self.frr_dir]
+    def vtysh(self, *commands, router=None):
+        args = ["vtysh", "--vty_socket", router or self.frr_dir]
         for c in commands:
             args += ["-c", c]
         return labnet.sh(*args)
@@ -464,6 +465,19 @@ metadata:
             ])
         wait_until("bgpd answering vtysh", lambda: self.vtysh("show bgp summary json"), 30, "bgpd", self.procs)
 
+        step(f"rr: FRR bgpd (no zebra) in {self.topology.netns('rr')} on {labnet.RR_ADDR}, AS {labnet.NODE_ASN}: "
+             "iBGP with the LB nodes once a BGPPeer names it")
+        self.rr_dir.mkdir(parents=True, exist_ok=True)
+        (self.rr_dir / "bgpd.conf").write_text(labnet.rr_config(self.topology))
+        labnet.sh("chown", "-R", "frr:frr", self.rr_dir)
+        self.procs.start("bgpd-rr", [
+            "ip", "netns", "exec", self.topology.netns("rr"), "/usr/lib/frr/bgpd", "--no_zebra",
+            "-f", self.rr_dir / "bgpd.conf", "-i", self.rr_dir / "bgpd.pid", "--vty_socket", self.rr_dir, "-P", "0",
+            "--log", f"file:{self.procs.log('bgpd-rr-frr')}",
+        ])
+        wait_until("rr's bgpd answering vtysh", lambda: self.vtysh("show bgp summary json", router=self.rr_dir), 30,
+                   "bgpd-rr", self.procs)
+
     def start_relay(self):
         lbs = self.topology.lbs
         step(f"management relay: the API server on 127.0.0.1:{APISERVER_PORT} inside every LB node; "
@@ -574,9 +588,12 @@ metadata:
             "namespace": NAMESPACE,
             "client_netns": t.netns("client"),
             "client_address": labnet.CLIENT_ADDR,
-            "router_exec": ["vtysh", "--vty_socket", str(self.frr_dir)],
-            "router_address": labnet.TOR_RACK_ADDR,
-            "router_asn": labnet.TOR_ASN,
+            "routers": {
+                "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)], "address": labnet.TOR_RACK_ADDR,
+                        "asn": labnet.TOR_ASN},
+                "rr": {"exec": ["vtysh", "--vty_socket", str(self.rr_dir)], "address": labnet.RR_ADDR,
+                       "asn": labnet.NODE_ASN},
+            },
             "node_asn": labnet.NODE_ASN,
             "lb_nodes": {lb: {"address": t.address(lb), "netns": t.netns(lb), "shards": t.shards(lb),
                               "metrics": f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"} for lb in t.lbs},
@@ -615,7 +632,7 @@ metadata:
                 self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
 
     def expected_processes(self):
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", *labnet.BACKENDS]
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", *labnet.BACKENDS]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
         if self.options["datapath"] == "kubeproxy":
             names += [f"kube-proxy-{lb}" for lb in self.topology.lbs]

@@ -1,12 +1,14 @@
 """The dev-env's network: namespaces on one machine, wired like a small rack.
 
     client (10.10.0.2) --- tor (FRR: bgpd + zebra, ECMP) --- br0 172.31.0.0/24
+                                                              |- rr        .2    (FRR bgpd, iBGP)
                                                               |- lb1..lbN  .11.. (speakers, datapath)
                                                               |- be1, be2  .21.. (decap, echo servers)
 
 The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
-L4 hash; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
+L4 hash; rr is a second router, in the nodes' own AS and installing nothing, for what only
+iBGP carries (local preference) and for peer and node selectors; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
 answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
 local to them, the DSR arrangement) without answering ARP for them, and send answers
 straight back to the client via the ToR.
@@ -21,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 
 NETNS_PREFIX = "maglb-"
-LAB_NETNS = re.compile(r"^maglb-(client|tor|lb\d+|be\d+)$")
+LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+)$")
 
 TOR_ASN = 64500
 NODE_ASN = 64512
@@ -29,6 +31,7 @@ NODE_ASN = 64512
 CLIENT_ADDR = "10.10.0.2"
 TOR_CLIENT_ADDR = "10.10.0.1"
 TOR_RACK_ADDR = "172.31.0.1"
+RR_ADDR = "172.31.0.2"
 RACK_PREFIX = "172.31.0"
 BGP_VIPS = "198.51.100.0/24"
 L2_VIPS = "172.31.0.192/26"
@@ -67,10 +70,12 @@ class Topology:
 
     @property
     def all_netns(self):
-        return [self.netns(r) for r in ["client", "tor", *self.nodes]]
+        return [self.netns(r) for r in ["client", "tor", "rr", *self.nodes]]
 
     def address(self, node):
-        """A node's address on the rack: lbN .10+N, beN .20+N."""
+        """A node's address on the rack: rr .2, lbN .10+N, beN .20+N."""
+        if node == "rr":
+            return RR_ADDR
         kind, index = node[:2], int(node[2:])
         return f"{RACK_PREFIX}.{(10 if kind == 'lb' else 20) + index}"
 
@@ -101,6 +106,26 @@ router bgp {TOR_ASN}
 {neighbors} !
  address-family ipv4 unicast
   maximum-paths 16
+ exit-address-family
+!
+"""
+
+
+def rr_config(topology):
+    """bgpd.conf of rr: iBGP with every LB node; it only listens (bgpd runs without zebra)."""
+    neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n" for lb in topology.lbs)
+    return f"""frr defaults traditional
+hostname rr
+!
+router bgp {NODE_ASN}
+ bgp router-id {RR_ADDR}
+ no bgp ebgp-requires-policy
+ timers bgp 3 9
+ neighbor NODES peer-group
+ neighbor NODES remote-as {NODE_ASN}
+{neighbors} !
+ address-family ipv4 unicast
+  maximum-paths ibgp 16
  exit-address-family
 !
 """
@@ -273,7 +298,7 @@ def build(topology):
     sh("ip", "-n", tor, "link", "set", "br0", "up")
     ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
               "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1")
-    for node in topology.nodes:
+    for node in ["rr", *topology.nodes]:
         ns = topology.netns(node)
         port = f"p-{node}"
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", tor)
@@ -281,6 +306,8 @@ def build(topology):
         sh("ip", "-n", ns, "addr", "add", f"{topology.address(node)}/24", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         sh("ip", "-n", ns, "route", "add", "default", "via", TOR_RACK_ADDR)
+        if node == "rr":
+            continue
         if node.startswith("lb"):
             ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
                       "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
