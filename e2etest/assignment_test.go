@@ -6,16 +6,13 @@ package e2etest
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -38,23 +35,23 @@ var _ = Describe("IP Assignment", Ordered, func() {
 	})
 
 	It("assigns from the pool named by the address-pool annotation", func() {
-		svc := createService(ctx, "by-pool", map[string]string{"metallb.io/address-pool": "e2e-b"}, 80)
+		svc := createService(ctx, testNamespace, "by-pool", map[string]string{"metallb.io/address-pool": "e2e-b"}, 80)
 		Eventually(ingressOf(ctx, svc)).Should(Equal([]string{"10.250.2.0"}))
 		Eventually(annotationOf(ctx, svc, "metallb.io/ip-allocated-from-pool")).Should(Equal("e2e-b"))
 	})
 
 	It("assigns the requested IP", func() {
-		svc := createService(ctx, "requested", map[string]string{"metallb.io/loadBalancerIPs": "10.250.1.5"}, 80)
+		svc := createService(ctx, testNamespace, "requested", map[string]string{"metallb.io/loadBalancerIPs": "10.250.1.5"}, 80)
 		Eventually(ingressOf(ctx, svc)).Should(Equal([]string{"10.250.1.5"}))
 	})
 
 	It("shares an IP between services with the same key and different ports, and refuses a clash", func() {
 		shared := map[string]string{"metallb.io/allow-shared-ip": "e2e", "metallb.io/loadBalancerIPs": "10.250.1.6"}
-		http := createService(ctx, "shared-http", shared, 80)
-		https := createService(ctx, "shared-https", shared, 443)
+		http := createService(ctx, testNamespace, "shared-http", shared, 80)
+		https := createService(ctx, testNamespace, "shared-https", shared, 443)
 		Eventually(ingressOf(ctx, http)).Should(Equal([]string{"10.250.1.6"}))
 		Eventually(ingressOf(ctx, https)).Should(Equal([]string{"10.250.1.6"}))
-		clash := createService(ctx, "shared-clash", shared, 443)
+		clash := createService(ctx, testNamespace, "shared-clash", shared, 443)
 		Eventually(eventReasons(ctx, clash)).Should(ContainElement("AllocationFailed"))
 		Consistently(ingressOf(ctx, clash), 2*time.Second).Should(BeEmpty())
 	})
@@ -69,13 +66,13 @@ var _ = Describe("IP Assignment", Ordered, func() {
 					NamespaceSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"e2e": "assignment"}}}}
 			})
 		}
-		svc := createService(ctx, "prioritized", nil, 80)
+		svc := createService(ctx, testNamespace, "prioritized", nil, 80)
 		Eventually(ingressOf(ctx, svc)).Should(Equal([]string{"10.250.10.0"}))
 	})
 
 	It("clears a service whose pool is removed", func() {
 		pool := createPool(ctx, "e2e-removed", []string{"10.250.30.0/29"}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		svc := createService(ctx, "orphan", map[string]string{"metallb.io/address-pool": "e2e-removed"}, 80)
+		svc := createService(ctx, testNamespace, "orphan", map[string]string{"metallb.io/address-pool": "e2e-removed"}, 80)
 		Eventually(ingressOf(ctx, svc)).Should(Equal([]string{"10.250.30.0"}))
 		Expect(cs.Delete(ctx, pool)).To(Succeed())
 		Eventually(ingressOf(ctx, svc)).Should(BeEmpty())
@@ -95,7 +92,7 @@ var _ = Describe("Webhooks", func() {
 			{pool([]string{"10.250.41.0/33"}, ""), `invalid CIDR "10.250.41.0/33"`},
 			{pool([]string{"10.250.42.0/24"}, "Not_A_Label"), "spec.shard"},
 		} {
-			p := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-invalid-", Namespace: *namespace}, Spec: tc.spec}
+			p := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-invalid-", Namespace: env.Namespace}, Spec: tc.spec}
 			err := cs.Create(ctx, p)
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring(tc.want))
@@ -108,7 +105,7 @@ var _ = Describe("ConfigurationState", func() {
 
 	It("goes Invalid for a configuration the webhooks cannot catch, and back to Valid", func() {
 		adv := &metallbv1beta1.BGPAdvertisement{
-			ObjectMeta: metav1.ObjectMeta{Name: "e2e-alias", Namespace: *namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-alias", Namespace: env.Namespace},
 			Spec:       metallbv1beta1.BGPAdvertisementSpec{Communities: []string{"e2e-not-yet-defined"}},
 		}
 		Expect(cs.Create(ctx, adv)).To(Succeed())
@@ -118,82 +115,3 @@ var _ = Describe("ConfigurationState", func() {
 		Eventually(controllerState(ctx)).Should(Equal(metallbv1beta1.ConfigurationResultValid))
 	})
 })
-
-func pool(addresses []string, shard string) maglbv1beta1.IPAddressPoolSpec {
-	var spec maglbv1beta1.IPAddressPoolSpec
-	spec.Addresses, spec.Shard = addresses, shard
-	return spec
-}
-
-func createPool(ctx context.Context, name string, addresses []string, mutate func(*maglbv1beta1.IPAddressPoolSpec)) *maglbv1beta1.IPAddressPool {
-	p := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: *namespace}, Spec: pool(addresses, "")}
-	if mutate != nil {
-		mutate(&p.Spec)
-	}
-	Expect(cs.Create(ctx, p)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(cs.Delete(ctx, p))).To(Succeed()) })
-	return p
-}
-
-func createService(ctx context.Context, name string, annotations map[string]string, port int32) *corev1.Service {
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNamespace, Annotations: annotations},
-		Spec: corev1.ServiceSpec{
-			Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
-			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "p", Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(8080)}},
-		},
-	}
-	Expect(cs.Create(ctx, svc)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(cs.Delete(ctx, svc))).To(Succeed()) })
-	return svc
-}
-
-func ingressOf(ctx context.Context, svc *corev1.Service) func() ([]string, error) {
-	return func() ([]string, error) {
-		var got corev1.Service
-		if err := cs.Get(ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
-			return nil, err
-		}
-		ips := []string{}
-		for _, in := range got.Status.LoadBalancer.Ingress {
-			ips = append(ips, in.IP)
-		}
-		return ips, nil
-	}
-}
-
-func annotationOf(ctx context.Context, svc *corev1.Service, key string) func() (string, error) {
-	return func() (string, error) {
-		var got corev1.Service
-		err := cs.Get(ctx, client.ObjectKeyFromObject(svc), &got)
-		return got.Annotations[key], err
-	}
-}
-
-func eventReasons(ctx context.Context, svc *corev1.Service) func() ([]string, error) {
-	return func() ([]string, error) {
-		var events corev1.EventList
-		if err := cs.List(ctx, &events, client.InNamespace(svc.Namespace)); err != nil {
-			return nil, err
-		}
-		var reasons []string
-		for _, e := range events.Items {
-			if e.InvolvedObject.Name == svc.Name {
-				reasons = append(reasons, e.Reason)
-			}
-		}
-		return reasons, nil
-	}
-}
-
-func controllerState(ctx context.Context) func() (metallbv1beta1.ConfigurationResult, error) {
-	return func() (metallbv1beta1.ConfigurationResult, error) {
-		var state metallbv1beta1.ConfigurationState
-		err := cs.Get(ctx, client.ObjectKey{Namespace: *namespace, Name: "controller"}, &state)
-		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("no ConfigurationState controller in %s", *namespace)
-		}
-		return state.Status.Result, err
-	}
-}

@@ -3,14 +3,26 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package e2etest holds MagLB's end-to-end suites, in upstream MetalLB's style: they drive a
-// running installation (the dev-env by default, or any cluster) through its API only.
+// running installation through its API, and check the result where a network engineer
+// would: at the routers, and with traffic from a client.
 //
-//	python3 tasks.py e2etest                       # against the dev-env, brought up if needed
-//	go test -tags e2e ./e2etest/ -args --kubeconfig K --namespace metallb-system
+//	python3 tasks.py e2etest                       # against the dev-env lab, brought up as needed
+//	go test -tags e2e ./e2etest/ -args --lab .dev-env/lab.json --ginkgo.label-filter=bgp
+//
+// What the suites need to know about the environment comes from --lab, a JSON description
+// the dev-env writes (.dev-env/lab.json). For another cluster, write one with the same fields:
+// the routers and the command that runs vtysh in each (upstream's "exec in the FRR
+// container"), the LB nodes and their metrics URLs, the backend nodes running the echo server
+// (labagent backend), and the commands that take an LB node out of service and back.
+// --kubeconfig, --router-exec and --client-netns override what the description says.
 package e2etest
 
 import (
+	"encoding/json"
 	"flag"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,12 +34,55 @@ import (
 	"github.com/maglb/maglb/internal/k8s"
 )
 
-// The cluster comes from --kubeconfig or KUBECONFIG (flags controller-runtime registers).
 var (
-	namespace = flag.String("namespace", "metallb-system", "the namespace of MagLB and its metallb.io objects")
+	labFile     = flag.String("lab", filepath.Join("..", ".dev-env", "lab.json"), "the description of the environment (the dev-env writes .dev-env/lab.json)")
+	routerExec  = flag.String("router-exec", "", "the command that runs vtysh in the ToR, e.g. \"docker exec frr vtysh\" (default: the description's)")
+	clientNetns = flag.String("client-netns", "", "the network namespace client traffic starts from (default: the description's; \"-\": this process's own)")
+	reportDir   = flag.String("report-dir", "", "a directory the datapath specs write their figures to, as JSON")
+	namespace   = flag.String("namespace", "", "the namespace of MagLB and its metallb.io objects (default: the description's, else metallb-system)")
 
-	cs client.Client
+	// The cluster comes from --kubeconfig or KUBECONFIG (flags controller-runtime registers),
+	// else from the description.
+	cs  client.Client
+	env environment
 )
+
+// environment is the description --lab names.
+type environment struct {
+	Datapath          string             `json:"datapath"` // ebpf or kubeproxy
+	Protocol          string             `json:"protocol"` // bgp or layer2
+	Kubeconfig        string             `json:"kubeconfig"`
+	Namespace         string             `json:"namespace"`
+	ClientNetns       string             `json:"client_netns"`
+	ClientAddress     string             `json:"client_address"`
+	Routers           map[string]router  `json:"routers"`
+	NodeASN           uint32             `json:"node_asn"`
+	LBNodes           map[string]lbNode  `json:"lb_nodes"`
+	Backends          map[string]backend `json:"backends"`
+	ControllerMetrics string             `json:"controller_metrics"`
+	Pools             map[string]string  `json:"pools"`
+	VIPRange          string             `json:"vip_range"`
+	HTTPPort          int32              `json:"http_port"`
+	UDPPort           int32              `json:"udp_port"`
+	NodeDown          []string           `json:"node_down"`
+	NodeUp            []string           `json:"node_up"`
+}
+
+type router struct {
+	Exec    []string `json:"exec"`
+	Address string   `json:"address"`
+	ASN     uint32   `json:"asn"`
+}
+
+type lbNode struct {
+	Address string   `json:"address"`
+	Shards  []string `json:"shards"`
+	Metrics string   `json:"metrics"`
+}
+
+type backend struct {
+	Address string `json:"address"`
+}
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -35,11 +90,51 @@ func TestE2E(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	// Convergence through a real API server, not a timing requirement.
-	SetDefaultEventuallyTimeout(30 * time.Second)
-	SetDefaultEventuallyPollingInterval(200 * time.Millisecond)
+	// Convergence through a real API server, routers and kernels, not a timing requirement.
+	SetDefaultEventuallyTimeout(60 * time.Second)
+	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
+
+	data, err := os.ReadFile(*labFile)
+	Expect(err).NotTo(HaveOccurred(), "the environment's description (--lab); `python3 tasks.py dev-env` writes one")
+	Expect(json.Unmarshal(data, &env)).To(Succeed(), *labFile)
+	if *routerExec != "" {
+		tor := env.Routers["tor"]
+		tor.Exec = strings.Fields(*routerExec)
+		env.Routers["tor"] = tor
+	}
+	switch *clientNetns {
+	case "":
+	case "-":
+		env.ClientNetns = ""
+	default:
+		env.ClientNetns = *clientNetns
+	}
+	if *namespace != "" {
+		env.Namespace = *namespace
+	}
+	if env.Namespace == "" {
+		env.Namespace = "metallb-system"
+	}
+	if f := flag.Lookup("kubeconfig"); f != nil && f.Value.String() == "" && os.Getenv("KUBECONFIG") == "" {
+		Expect(os.Setenv("KUBECONFIG", env.Kubeconfig)).To(Succeed())
+	}
 	cfg, err := ctrl.GetConfig()
-	Expect(err).NotTo(HaveOccurred(), "set --kubeconfig or KUBECONFIG")
+	Expect(err).NotTo(HaveOccurred(), "set --kubeconfig, KUBECONFIG or the description's kubeconfig")
 	cs, err = client.New(cfg, client.Options{Scheme: k8s.NewScheme()})
 	Expect(err).NotTo(HaveOccurred())
 })
+
+// requireProtocol skips a spec written for another announcement protocol than the
+// environment's.
+func requireProtocol(protocol string) {
+	if env.Protocol != protocol {
+		Skip("needs the " + protocol + " protocol; the environment runs " + env.Protocol)
+	}
+}
+
+// requireDatapath skips a spec written for another datapath than the environment's.
+func requireDatapath(datapath string) {
+	if env.Datapath != datapath {
+		Skip("needs the " + datapath + " datapath; the environment runs " + env.Datapath)
+	}
+}

@@ -3,12 +3,12 @@
 package main
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/promtext"
 	"github.com/maglb/maglb/internal/testenv"
 )
 
@@ -94,30 +94,5 @@ func speakerMetric(ns *netlab.Namespace, name string, labels ...string) (float64
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.Lines(out) {
-		line = strings.TrimSpace(line)
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		series, value, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		metric, labelText, _ := strings.Cut(series, "{")
-		if metric != name {
-			continue
-		}
-		matches := true
-		for _, l := range labels {
-			k, v, _ := strings.Cut(l, "=")
-			if !strings.Contains(labelText, k+`="`+v+`"`) {
-				matches = false
-				break
-			}
-		}
-		if matches {
-			return strconv.ParseFloat(strings.Fields(value)[0], 64)
-		}
-	}
-	return 0, fmt.Errorf("no sample of %s%v among the speaker's metrics", name, labels)
+	return promtext.Value(out, name, labels...)
 }

@@ -208,9 +208,21 @@ func (f *FRR) Paths(prefix netip.Prefix) ([]Path, error) {
 	if prefix.Addr().Is6() {
 		family = "ipv6"
 	}
+	out, err := f.Vtysh(fmt.Sprintf("show bgp %s unicast %s json", family, prefix))
+	if err != nil {
+		return nil, err
+	}
+	return DecodePaths(out)
+}
+
+// DecodePaths decodes the output of vtysh's "show bgp <family> unicast <prefix> json":
+// the prefix's paths, none when the router has no route.
+func DecodePaths(vtyshJSON string) ([]Path, error) {
 	var out struct {
 		Paths []Path `json:"paths"`
 	}
-	err := f.VtyshJSON(fmt.Sprintf("show bgp %s unicast %s json", family, prefix), &out)
-	return out.Paths, err
+	if err := json.Unmarshal([]byte(vtyshJSON), &out); err != nil {
+		return nil, fmt.Errorf("decoding BGP paths: %w: %s", err, vtyshJSON)
+	}
+	return out.Paths, nil
 }

@@ -1,0 +1,138 @@
+//go:build e2e
+
+// SPDX-License-Identifier: Apache-2.0
+
+package e2etest
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/maglb/maglb/internal/netlab"
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
+)
+
+var _ = Describe("BGP", Label("bgp"), Ordered, func() {
+	const ns = "e2e-bgp"
+	ctx := context.Background()
+	var adv *metallbv1beta1.BGPAdvertisement
+
+	BeforeAll(func() {
+		requireProtocol("bgp")
+		ensureNamespace(ctx, ns)
+		createPool(ctx, "e2e-bgp", []string{testCIDR(0)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+		adv = &metallbv1beta1.BGPAdvertisement{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp", Namespace: env.Namespace},
+			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-bgp"}},
+		}
+		create(ctx, adv)
+	})
+	inPool := map[string]string{"metallb.io/address-pool": "e2e-bgp"}
+
+	It("announces an ETP=Cluster service from every LB node, and answers through its VIP", func() {
+		svc := createBackedService(ctx, ns, "cluster", inPool, nil)
+		vip := vipOf(ctx, svc)
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		if env.Datapath == "ebpf" {
+			a, _, err := fetch(vip, env.HTTPPort, "/", 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(a.Client).To(Equal(env.ClientAddress), "direct server return keeps the client's address")
+		}
+	})
+
+	It("announces an ETP=Local service from the nodes that may forward it", func() {
+		svc := createBackedService(ctx, ns, "local", inPool, nil, withLocalTraffic)
+		vip := vipOf(ctx, svc)
+		if env.Datapath == "ebpf" {
+			// The XDP load balancer takes the packet to the backend node itself and the answer
+			// comes straight back: every LB node may announce, and the client's address is kept.
+			Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+			Eventually(reachable(vip)).Should(HaveField("Client", env.ClientAddress))
+			return
+		}
+		// kube-proxy forwards only to endpoints on its own node: no LB node has one yet.
+		Consistently(nexthops("tor", vip), 5*time.Second).Should(BeEmpty())
+		lb := lbNames()[0]
+		setEndpoints(ctx, svc, []string{lb})
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lb)))
+	})
+
+	It("updates communities, local preference and aggregation at the routers", func() {
+		rr := env.Routers["rr"]
+		peer := &metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-rr", Namespace: env.Namespace},
+			Spec: metallbv1beta2.BGPPeerSpec{MyASN: env.NodeASN, ASN: rr.ASN, Address: rr.Address,
+				HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second}},
+		}
+		create(ctx, peer)
+		svc := createBackedService(ctx, ns, "attributes", inPool, nil)
+		vip := vipOf(ctx, svc)
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+		Eventually(nexthops("rr", vip)).Should(Equal(lbAddresses(lbNames()...)))
+
+		// One update: a community, a local preference (iBGP only) and the pool's aggregate.
+		Expect(updateAdvertisement(ctx, adv, func(s *metallbv1beta1.BGPAdvertisementSpec) {
+			s.Communities = []string{"64512:300"}
+			s.LocalPref = 150
+			s.AggregationLength = ptr.To(int32(netipBits(testCIDR(0))))
+		})).To(Succeed())
+		DeferCleanup(func() {
+			Expect(updateAdvertisement(ctx, adv, func(s *metallbv1beta1.BGPAdvertisementSpec) {
+				*s = metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-bgp"}}
+			})).To(Succeed())
+		})
+		aggregate := testCIDR(0)
+		Eventually(nexthops("tor", vip)).Should(BeEmpty(), "the host route gives way to the aggregate")
+		Eventually(func() ([]netlab.Path, error) { return paths("tor", aggregate) }).Should(And(
+			HaveLen(len(env.LBNodes)),
+			HaveEach(HaveField("Community.String", "64512:300")),
+			HaveEach(HaveField("LocalPref", BeNil())), // eBGP carries no local preference
+		))
+		Eventually(func() ([]netlab.Path, error) { return paths("rr", aggregate) }).Should(And(
+			HaveLen(len(env.LBNodes)),
+			HaveEach(HaveField("LocalPref", HaveValue(BeEquivalentTo(150)))),
+			HaveEach(HaveField("Community.String", "64512:300")),
+		))
+	})
+
+	It("announces to the peers an advertisement selects, from the nodes a peer selects", func() {
+		rr := env.Routers["rr"]
+		lb := lbNames()[0]
+		create(ctx, &metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-rr-one-node", Namespace: env.Namespace},
+			Spec: metallbv1beta2.BGPPeerSpec{MyASN: env.NodeASN, ASN: rr.ASN, Address: rr.Address,
+				HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
+				NodeSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"kubernetes.io/hostname": lb}}}},
+		})
+		createPool(ctx, "e2e-bgp-rr", []string{testCIDR(1)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+		create(ctx, &metallbv1beta1.BGPAdvertisement{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp-rr", Namespace: env.Namespace},
+			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-bgp-rr"}, Peers: []string{"e2e-rr-one-node"}},
+		})
+		svc := createBackedService(ctx, ns, "rr-only", map[string]string{"metallb.io/address-pool": "e2e-bgp-rr"}, nil)
+		vip := vipOf(ctx, svc)
+		Eventually(nexthops("rr", vip)).Should(Equal(lbAddresses(lb)), "only %s peers with rr", lb)
+		Consistently(nexthops("tor", vip), 3*time.Second).Should(BeEmpty(), "the advertisement selects the rr peer only")
+	})
+})
+
+func backendOf(a answer) string { return a.Backend }
+
+func updateAdvertisement(ctx context.Context, adv *metallbv1beta1.BGPAdvertisement, mutate func(*metallbv1beta1.BGPAdvertisementSpec)) error {
+	var current metallbv1beta1.BGPAdvertisement
+	if err := cs.Get(ctx, client.ObjectKeyFromObject(adv), &current); err != nil {
+		return err
+	}
+	mutate(&current.Spec)
+	return cs.Update(ctx, &current)
+}

@@ -1,0 +1,459 @@
+//go:build e2e
+
+// SPDX-License-Identifier: Apache-2.0
+
+package e2etest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/nsexec"
+	"github.com/maglb/maglb/internal/promtext"
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
+)
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes objects; each is deleted when the spec (or the container, from BeforeAll) ends.
+
+func ensureNamespace(ctx context.Context, name string) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": name}}}
+	// The namespace stays: clusters without a namespace controller (the dev-env) would keep
+	// it terminating forever. The specs delete what they create in it.
+	Expect(client.IgnoreAlreadyExists(cs.Create(ctx, ns))).To(Succeed())
+}
+
+// create creates obj and deletes it at the end of the current spec or container.
+func create(ctx context.Context, obj client.Object) {
+	GinkgoHelper()
+	Expect(cs.Create(ctx, obj)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(cs.Delete(ctx, obj))).To(Succeed()) })
+}
+
+func pool(addresses []string, shard string) maglbv1beta1.IPAddressPoolSpec {
+	var spec maglbv1beta1.IPAddressPoolSpec
+	spec.Addresses, spec.Shard = addresses, shard
+	return spec
+}
+
+func createPool(ctx context.Context, name string, addresses []string, mutate func(*maglbv1beta1.IPAddressPoolSpec)) *maglbv1beta1.IPAddressPool {
+	GinkgoHelper()
+	p := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: env.Namespace}, Spec: pool(addresses, "")}
+	if mutate != nil {
+		mutate(&p.Spec)
+	}
+	create(ctx, p)
+	return p
+}
+
+// createService creates a LoadBalancer Service with one TCP port (and the options' changes).
+func createService(ctx context.Context, namespace, name string, annotations map[string]string, port int32, options ...func(*corev1.Service)) *corev1.Service {
+	GinkgoHelper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: port, TargetPort: intstr.FromInt32(port)}},
+		},
+	}
+	for _, o := range options {
+		o(svc)
+	}
+	create(ctx, svc)
+	return svc
+}
+
+// withUDP adds the environment's UDP echo port.
+func withUDP(svc *corev1.Service) {
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "udp", Protocol: corev1.ProtocolUDP, Port: env.UDPPort, TargetPort: intstr.FromInt32(env.UDPPort)})
+}
+
+func withLocalTraffic(svc *corev1.Service) {
+	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+}
+
+// createBackedService is createService on the environment's HTTP port (and UDP), with an
+// EndpointSlice putting the backends of nodes (every backend node when none is named)
+// behind it: the Service has no selector, as no kubelet runs pods in the lab.
+func createBackedService(ctx context.Context, namespace, name string, annotations map[string]string, nodes []string, options ...func(*corev1.Service)) *corev1.Service {
+	GinkgoHelper()
+	svc := createService(ctx, namespace, name, annotations, env.HTTPPort, append([]func(*corev1.Service){withUDP, func(s *corev1.Service) { s.Spec.Selector = nil }}, options...)...)
+	if len(nodes) == 0 {
+		nodes = backendNames()
+	}
+	setEndpoints(ctx, svc, nodes)
+	return svc
+}
+
+// setEndpoints makes the service's endpoints the backends of nodes; a node that is no
+// backend node (an LB node) gets an endpoint at its own address.
+func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
+	GinkgoHelper()
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-e2e", Namespace: svc.Namespace, Labels: map[string]string{
+			discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "maglb-e2e",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for _, p := range svc.Spec.Ports {
+		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To(p.Port), Protocol: ptr.To(p.Protocol)})
+	}
+	for _, n := range nodes {
+		addr := env.Backends[n].Address
+		if addr == "" {
+			addr = env.LBNodes[n].Address
+		}
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+			Addresses: []string{addr}, NodeName: ptr.To(n),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+		})
+	}
+	var existing discoveryv1.EndpointSlice
+	err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
+	if apierrors.IsNotFound(err) {
+		create(ctx, slice)
+		return
+	}
+	Expect(err).NotTo(HaveOccurred())
+	existing.Endpoints, existing.Ports = slice.Endpoints, slice.Ports
+	Expect(cs.Update(ctx, &existing)).To(Succeed())
+}
+
+func backendNames() []string {
+	var names []string
+	for n := range env.Backends {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func lbNames() []string {
+	var names []string
+	for n := range env.LBNodes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func lbAddresses(names ...string) []string {
+	var addrs []string
+	for _, n := range names {
+		addrs = append(addrs, env.LBNodes[n].Address)
+	}
+	slices.Sort(addrs)
+	return addrs
+}
+
+func ingressOf(ctx context.Context, svc *corev1.Service) func() ([]string, error) {
+	return func() ([]string, error) {
+		var got corev1.Service
+		if err := cs.Get(ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
+			return nil, err
+		}
+		ips := []string{}
+		for _, in := range got.Status.LoadBalancer.Ingress {
+			ips = append(ips, in.IP)
+		}
+		return ips, nil
+	}
+}
+
+// vipOf waits for the service's one ingress IP.
+func vipOf(ctx context.Context, svc *corev1.Service) string {
+	GinkgoHelper()
+	Eventually(ingressOf(ctx, svc)).Should(HaveLen(1), "an IP for %s/%s", svc.Namespace, svc.Name)
+	ips, _ := ingressOf(ctx, svc)()
+	return ips[0]
+}
+
+func annotationOf(ctx context.Context, svc *corev1.Service, key string) func() (string, error) {
+	return func() (string, error) {
+		var got corev1.Service
+		err := cs.Get(ctx, client.ObjectKeyFromObject(svc), &got)
+		return got.Annotations[key], err
+	}
+}
+
+func eventReasons(ctx context.Context, svc *corev1.Service) func() ([]string, error) {
+	return func() ([]string, error) {
+		var events corev1.EventList
+		if err := cs.List(ctx, &events, client.InNamespace(svc.Namespace)); err != nil {
+			return nil, err
+		}
+		var reasons []string
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == svc.Name {
+				reasons = append(reasons, e.Reason)
+			}
+		}
+		return reasons, nil
+	}
+}
+
+func controllerState(ctx context.Context) func() (metallbv1beta1.ConfigurationResult, error) {
+	return func() (metallbv1beta1.ConfigurationResult, error) {
+		var state metallbv1beta1.ConfigurationState
+		err := cs.Get(ctx, client.ObjectKey{Namespace: env.Namespace, Name: "controller"}, &state)
+		if apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("no ConfigurationState controller in %s", env.Namespace)
+		}
+		return state.Status.Result, err
+	}
+}
+
+// testCIDR returns the i-th of 8 blocks of the upper half of the environment's VIP range:
+// the suites' own pools, apart from the lab's (lower half) and each other's.
+func testCIDR(i int) string {
+	r := netip.MustParsePrefix(env.VIPRange)
+	bits := r.Bits() + 4
+	half := r.Addr().As4()
+	base := uint32(half[0])<<24 | uint32(half[1])<<16 | uint32(half[2])<<8 | uint32(half[3])
+	size := uint32(1) << (32 - bits)
+	base += size * uint32(8+i)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(base >> 24), byte(base >> 16), byte(base >> 8), byte(base)}), bits).String()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routers
+
+// vtysh runs commands in the named router of the environment.
+func vtysh(name string, commands ...string) (string, error) {
+	r, ok := env.Routers[name]
+	if !ok || len(r.Exec) == 0 {
+		return "", fmt.Errorf("the environment has no router %q", name)
+	}
+	args := slices.Clone(r.Exec[1:])
+	for _, c := range commands {
+		args = append(args, "-c", c)
+	}
+	out, err := exec.Command(r.Exec[0], args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", r.Exec[0], strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// paths returns the router's valid BGP paths for prefix.
+func paths(routerName, prefix string) ([]netlab.Path, error) {
+	out, err := vtysh(routerName, fmt.Sprintf("show bgp ipv4 unicast %s json", prefix))
+	if err != nil {
+		return nil, err
+	}
+	all, err := netlab.DecodePaths(out)
+	var valid []netlab.Path
+	for _, p := range all {
+		if p.Valid {
+			valid = append(valid, p)
+		}
+	}
+	return valid, err
+}
+
+// nexthops returns, for Eventually, the sorted next hops of the router's valid paths for
+// prefix (a host route when prefix has no length).
+func nexthops(routerName, prefix string) func() ([]string, error) {
+	if !strings.Contains(prefix, "/") {
+		prefix += "/32"
+	}
+	return func() ([]string, error) {
+		ps, err := paths(routerName, prefix)
+		hops := []string{}
+		for _, p := range ps {
+			for _, h := range p.Nexthops {
+				hops = append(hops, h.IP)
+			}
+		}
+		slices.Sort(hops)
+		return slices.Compact(hops), err
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic from the client
+
+// dial connects from the client (its namespace, when the environment names one), from
+// localPort when it is not 0.
+func dial(network, address string, localPort int) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 3 * time.Second}
+	if localPort != 0 {
+		switch network {
+		case "udp":
+			d.LocalAddr = &net.UDPAddr{Port: localPort}
+		default:
+			d.LocalAddr = &net.TCPAddr{Port: localPort}
+		}
+	}
+	if env.ClientNetns == "" {
+		return d.Dial(network, address)
+	}
+	return nsexec.Dial(env.ClientNetns, d, network, address)
+}
+
+// answer is what a backend's echo server says: who it is and whom it saw.
+type answer struct {
+	Backend, Client string
+}
+
+func parseAnswer(body string) (answer, error) {
+	first, _, _ := strings.Cut(body, "\n")
+	name, seen, ok := strings.Cut(first, " saw ")
+	if !ok {
+		return answer{}, fmt.Errorf("not an echo answer: %q", first)
+	}
+	host, _, err := net.SplitHostPort(seen)
+	return answer{Backend: name, Client: host}, err
+}
+
+// httpConn is a keep-alive HTTP/1.1 connection to a VIP.
+type httpConn struct {
+	conn   net.Conn
+	reader *bufio.Reader
+}
+
+func dialHTTP(vip string, port int32, localPort int) (*httpConn, error) {
+	c, err := dial("tcp", net.JoinHostPort(vip, strconv.Itoa(int(port))), localPort)
+	if err != nil {
+		return nil, err
+	}
+	return &httpConn{conn: c, reader: bufio.NewReader(c)}, nil
+}
+
+// get sends one request on the connection and reads the answer, and how many bytes the
+// body had.
+func (h *httpConn) get(path string, timeout time.Duration) (answer, int, error) {
+	_ = h.conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(h.conn, "GET %s HTTP/1.1\r\nHost: e2e\r\n\r\n", path); err != nil {
+		return answer{}, 0, err
+	}
+	resp, err := http.ReadResponse(h.reader, nil)
+	if err != nil {
+		return answer{}, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, 0, err
+	}
+	a, err := parseAnswer(string(body))
+	return a, len(body), err
+}
+
+// closeNow closes with a reset (SO_LINGER 0), so that no TIME_WAIT keeps the client's port:
+// the same flow can be opened again at once.
+func (h *httpConn) closeNow() {
+	if tcp, ok := h.conn.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = h.conn.Close()
+}
+
+// fetch opens a connection (from localPort when not 0), gets path and closes.
+func fetch(vip string, port int32, path string, localPort int) (answer, int, error) {
+	h, err := dialHTTP(vip, port, localPort)
+	if err != nil {
+		return answer{}, 0, err
+	}
+	defer h.closeNow()
+	return h.get(path, 3*time.Second)
+}
+
+// udpEcho sends one datagram to vip and returns the answer.
+func udpEcho(vip string, port int32) (answer, error) {
+	c, err := dial("udp", net.JoinHostPort(vip, strconv.Itoa(int(port))), 0)
+	if err != nil {
+		return answer{}, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("e2e\n")); err != nil {
+		return answer{}, err
+	}
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil {
+		return answer{}, err
+	}
+	return parseAnswer(string(buf[:n]))
+}
+
+// reachable is, for Eventually, an HTTP answer through vip.
+func reachable(vip string) func() (answer, error) {
+	return func() (answer, error) {
+		a, _, err := fetch(vip, env.HTTPPort, "/", 0)
+		return a, err
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and LB nodes
+
+func scrape(url string) (string, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(body), err
+}
+
+// lbMetric sums a metric's samples with labels over the named LB nodes' speakers.
+func lbMetric(nodes []string, name string, labels ...string) (float64, error) {
+	var total float64
+	for _, n := range nodes {
+		text, err := scrape(env.LBNodes[n].Metrics)
+		if err != nil {
+			return 0, err
+		}
+		v, _, err := promtext.Sum(text, name, labels...)
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
+}
+
+// nodeDown takes an LB node out of service with the environment's command (the lab stops
+// its speaker, which withdraws its routes); nodeUp brings it back.
+func nodeDown(node string) { runNodeCommand(env.NodeDown, node) }
+func nodeUp(node string)   { runNodeCommand(env.NodeUp, node) }
+
+func runNodeCommand(command []string, node string) {
+	GinkgoHelper()
+	Expect(command).NotTo(BeEmpty(), "the environment's description has no command for this")
+	out, err := exec.Command(command[0], append(slices.Clone(command[1:]), node)...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", strings.Join(command, " "), node, out)
+}
+
+// netipBits is the length of a CIDR.
+func netipBits(cidr string) int { return netip.MustParsePrefix(cidr).Bits() }
