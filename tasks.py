@@ -194,14 +194,19 @@ def build(c):
     "run": "only tests matching this regular expression (go test -run)",
     "pkg": "package pattern(s), space-separated (default ./...)",
     "verbose": "go test -v",
+    "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab); on by default, off with --no-smoke or --run",
 })
-def test(c, run=None, pkg="./...", verbose=False):
-    """Run go vet and every test against a real kube-apiserver (CI=true: also check generated code)."""
+def test(c, run=None, pkg="./...", verbose=False, smoke=True):
+    """Run go vet, every test against a real kube-apiserver, then the e2e smoke specs on the lab
+    (CI=true: also check generated code)."""
     _deps()
     env = _test_env()
     if os.environ.get("CI") == "true":
         _generate(check=True, bin_dir=Path(env["KUBEBUILDER_ASSETS"]))
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
+    if smoke and not run:
+        _build()
+        _tool(lab.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
 
 
 @task
@@ -227,18 +232,18 @@ def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3):
     _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes).up())()
 
 
-@task(help={"focus": "only the specs matching this regular expression (ginkgo --focus)"})
-def e2etest(c, focus=None):
-    """Run the e2e suites (e2etest/, Ginkgo) against the dev-env, bringing it up if needed."""
+@task(help={
+    "focus": "only the specs matching this regular expression (ginkgo --focus)",
+    "skip": "not the specs matching this regular expression (ginkgo --skip)",
+    "label_filter": "a Ginkgo label filter replacing each pass's own, e.g. 'datapath && !survival'",
+    "passes": "comma-separated passes, in order (default layer2,kubeproxy,ebpf; ebpf, the default lab, stays up)",
+})
+def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,ebpf"):
+    """Run the e2e suites (e2etest/, Ginkgo) on the lab, once per lab variant; print the figures."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    env_lab = lab.Lab(bin_dir, K8S_VERSION)
-    _tool(env_lab.up)()
-    args = ["go", "test", "-tags", "e2e", "-count=1", "-v", "./e2etest/", "-args", "--kubeconfig", str(env_lab.kubeconfig)]
-    if focus:
-        args.append(f"--ginkgo.focus={focus}")
-    _tool(tooling.run)(args)
+    _tool(lab.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter)
 
 
 @task

@@ -37,7 +37,7 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 	})
 	inPool := map[string]string{"metallb.io/address-pool": "e2e-bgp"}
 
-	It("announces an ETP=Cluster service from every LB node, and answers through its VIP", func() {
+	It("announces an ETP=Cluster service from every LB node, and answers through its VIP", Label("smoke"), func() {
 		svc := createBackedService(ctx, ns, "cluster", inPool, nil)
 		vip := vipOf(ctx, svc)
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))

@@ -1,0 +1,251 @@
+//go:build e2e
+
+// SPDX-License-Identifier: Apache-2.0
+
+package e2etest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
+)
+
+// The datapath specs send their traffic through the ToR, which spreads flows over the LB
+// nodes (ECMP); they need BGP.
+var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
+	const ns = "e2e-datapath"
+	ctx := context.Background()
+	var vip string
+
+	BeforeAll(func() {
+		requireProtocol("bgp")
+		ensureNamespace(ctx, ns)
+		createPool(ctx, "e2e-datapath", []string{testCIDR(2)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+		create(ctx, &metallbv1beta1.BGPAdvertisement{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-datapath", Namespace: env.Namespace},
+			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-datapath"}},
+		})
+		svc := createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-datapath"}, nil)
+		vip = vipOf(ctx, svc)
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+	})
+
+	It("returns the answers straight from the backend to the client (DSR)", Label("smoke"), func() {
+		requireDatapath("ebpf")
+		const requests, size = 20, 256 << 10
+		forwarded := func() (float64, error) {
+			return lbMetric(lbNames(), "maglb_datapath_service_bytes_total", "vip="+vip, "protocol=TCP", fmt.Sprintf("port=%d", env.HTTPPort))
+		}
+		before, err := forwarded()
+		Expect(err).NotTo(HaveOccurred())
+		received := 0
+		for range requests {
+			a, n, err := fetch(vip, env.HTTPPort, fmt.Sprintf("/?size=%d", size), 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(a.Client).To(Equal(env.ClientAddress), "the backend sees the client's own address")
+			received += n
+		}
+		after, err := forwarded()
+		Expect(err).NotTo(HaveOccurred())
+		through := after - before
+		AddReportEntry("DSR", fmt.Sprintf("the client received %d bytes; the LB nodes forwarded %.0f bytes to the VIP", received, through))
+		Expect(through).To(BeNumerically(">", 0), "the requests crossed the LB nodes")
+		Expect(through).To(BeNumerically("<", float64(received)/20), "the answers bypassed the LB nodes")
+	})
+
+	It("spreads flows over the backends and the LB nodes", func() {
+		const flows = 200
+		newFlows := func() map[string]float64 {
+			counts := map[string]float64{}
+			for _, lb := range lbNames() {
+				v, err := lbMetric([]string{lb}, "maglb_datapath_service_new_flows_total", "vip="+vip, "protocol=TCP")
+				Expect(err).NotTo(HaveOccurred())
+				counts[lb] = v
+			}
+			return counts
+		}
+		var before map[string]float64
+		if env.Datapath == "ebpf" {
+			before = newFlows()
+		}
+		perBackend := map[string]int{}
+		for range flows {
+			a, _, err := fetch(vip, env.HTTPPort, "/", 0)
+			Expect(err).NotTo(HaveOccurred())
+			perBackend[a.Backend]++
+		}
+		AddReportEntry("backends", perBackend)
+		for _, be := range backendNames() {
+			Expect(perBackend[be]).To(BeNumerically(">=", flows*3/10/len(backendNames())*2), "flows to %s of %v", be, perBackend)
+		}
+		if env.Datapath != "ebpf" {
+			return
+		}
+		after := newFlows()
+		for _, lb := range lbNames() {
+			Expect(after[lb]-before[lb]).To(BeNumerically(">=", flows/len(lbNames())/3), "new flows at %s: ECMP spreads them", lb)
+		}
+	})
+
+	It("takes a flow to the same backend through whichever LB node ECMP picks", Label("smoke"), func() {
+		requireDatapath("ebpf")
+		const flows, firstPort = 90, 41000
+		backendsOf := func() []string {
+			out := make([]string, flows)
+			for i := range flows {
+				a, _, err := fetch(vip, env.HTTPPort, "/", firstPort+i)
+				Expect(err).NotTo(HaveOccurred(), "flow from port %d", firstPort+i)
+				out[i] = a.Backend
+			}
+			return out
+		}
+		out := lbNames()[len(lbNames())-1]
+		outFlows := func() float64 {
+			v, err := lbMetric([]string{out}, "maglb_datapath_service_new_flows_total", "vip="+vip, "protocol=TCP")
+			Expect(err).NotTo(HaveOccurred())
+			return v
+		}
+		before := outFlows()
+		first := backendsOf()
+		Expect(outFlows()-before).To(BeNumerically(">", 0), "some flows went through %s", out)
+
+		takeOut(out, vip)
+		second := backendsOf()
+		Expect(second).To(Equal(first), "every flow reaches the backend it reached before %s left", out)
+	})
+
+	It("keeps long-lived connections when an LB node leaves", Label("survival", "smoke"), func() {
+		result := survival(vip, 200)
+		AddReportEntry("survival", result)
+		writeReport("survival-"+env.Datapath, result)
+		Expect(result.Established).To(Equal(200))
+		if env.Datapath == "ebpf" {
+			Expect(result.Percent).To(BeNumerically(">=", 99), "goal 99.9%%")
+		}
+	})
+})
+
+// takeOut takes an LB node out of service until the spec ends, and waits until the ToR
+// no longer routes vip to it.
+func takeOut(node, vip string) {
+	GinkgoHelper()
+	nodeDown(node)
+	DeferCleanup(func() {
+		nodeUp(node)
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+	})
+	rest := slices.DeleteFunc(lbNames(), func(n string) bool { return n == node })
+	Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(rest...)))
+	// The ToR's kernel follows its BGP table at once; give it a moment to settle.
+	time.Sleep(500 * time.Millisecond)
+}
+
+// survivalResult is the connection-survival figure of one run.
+type survivalResult struct {
+	Datapath    string  `json:"datapath"`
+	Established int     `json:"established"`
+	Survived    int     `json:"survived"`
+	Percent     float64 `json:"percent"`
+	LBNode      string  `json:"lb_node_taken_out"`
+	Requests    int64   `json:"requests"`
+	// MovedFlows (ebpf) counts the mid-flow packets the remaining LB nodes' connection tables
+	// did not know: about one per connection ECMP moved to them.
+	MovedFlows float64 `json:"moved_flows,omitempty"`
+}
+
+// survival opens conns keep-alive connections through vip, each asking every 100 ms, takes
+// one of the LB nodes out of ECMP, keeps asking for 3 s more, and counts the connections
+// that never failed.
+func survival(vip string, conns int) survivalResult {
+	GinkgoHelper()
+	out := lbNames()[len(lbNames())-1]
+	result := survivalResult{Datapath: env.Datapath, LBNode: out}
+	open := make([]*httpConn, 0, conns)
+	defer func() {
+		for _, c := range open {
+			c.closeNow()
+		}
+	}()
+	for i := range conns {
+		c, err := dialHTTP(vip, env.HTTPPort, 0)
+		Expect(err).NotTo(HaveOccurred(), "connection %d", i)
+		open = append(open, c)
+	}
+	result.Established = len(open)
+
+	stop := make(chan struct{})
+	failed := make([]bool, conns)
+	var requests sync.WaitGroup
+	var mu sync.Mutex
+	for i, c := range open {
+		requests.Add(1)
+		go func() {
+			defer requests.Done()
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				if _, _, err := c.get("/", 5*time.Second); err != nil {
+					failed[i] = true
+					return
+				}
+				mu.Lock()
+				result.Requests++
+				mu.Unlock()
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	rest := slices.DeleteFunc(lbNames(), func(n string) bool { return n == out })
+	misses := func() float64 {
+		if env.Datapath != "ebpf" {
+			return 0
+		}
+		v, err := lbMetric(rest, "maglb_datapath_service_lru_misses_total", "vip="+vip, "protocol=TCP")
+		Expect(err).NotTo(HaveOccurred())
+		return v
+	}
+	missesBefore := misses()
+	takeOut(out, vip)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	requests.Wait()
+	result.MovedFlows = misses() - missesBefore
+	for _, f := range failed {
+		if !f {
+			result.Survived++
+		}
+	}
+	result.Percent = 100 * float64(result.Survived) / float64(result.Established)
+	return result
+}
+
+// writeReport writes v as name.json under --report-dir, when set.
+func writeReport(name string, v any) {
+	GinkgoHelper()
+	if *reportDir == "" {
+		return
+	}
+	data, err := json.MarshalIndent(v, "", "  ")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.MkdirAll(*reportDir, 0o755)).To(Succeed())
+	Expect(os.WriteFile(filepath.Join(*reportDir, name+".json"), data, 0o644)).To(Succeed())
+}

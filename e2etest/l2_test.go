@@ -1,0 +1,71 @@
+//go:build e2e
+
+// SPDX-License-Identifier: Apache-2.0
+
+package e2etest
+
+import (
+	"context"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
+)
+
+var _ = Describe("L2", Label("layer2"), Ordered, func() {
+	const ns = "e2e-l2"
+	ctx := context.Background()
+	var svc *corev1.Service
+	var vip string
+
+	BeforeAll(func() {
+		requireProtocol("layer2")
+		ensureNamespace(ctx, ns)
+		createPool(ctx, "e2e-l2", []string{testCIDR(0)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+		create(ctx, &metallbv1beta1.L2Advertisement{
+			ObjectMeta: metav1.ObjectMeta{Name: "e2e-l2", Namespace: env.Namespace},
+			Spec:       metallbv1beta1.L2AdvertisementSpec{IPAddressPools: []string{"e2e-l2"}},
+		})
+		svc = createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-l2"}, nil)
+		vip = vipOf(ctx, svc)
+	})
+
+	It("answers through the VIP from the one node that announces it", func() {
+		Eventually(l2Nodes(ctx, svc)).Should(HaveLen(1))
+		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+	})
+
+	It("fails over to another node when the announcing one leaves", func() {
+		Eventually(l2Nodes(ctx, svc)).Should(HaveLen(1))
+		nodes, _ := l2Nodes(ctx, svc)()
+		owner := nodes[0]
+		nodeDown(owner)
+		DeferCleanup(func() { nodeUp(owner) })
+		Eventually(l2Nodes(ctx, svc)).Should(And(HaveLen(1), Not(ContainElement(owner))), "another node takes over from %s", owner)
+		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+	})
+})
+
+// l2Nodes returns, for Eventually, the nodes whose ServiceL2Status says they announce svc.
+func l2Nodes(ctx context.Context, svc *corev1.Service) func() ([]string, error) {
+	return func() ([]string, error) {
+		var statuses metallbv1beta1.ServiceL2StatusList
+		if err := cs.List(ctx, &statuses, client.InNamespace(env.Namespace)); err != nil {
+			return nil, err
+		}
+		nodes := []string{}
+		for _, s := range statuses.Items {
+			if s.Status.ServiceName == svc.Name && s.Status.ServiceNamespace == svc.Namespace {
+				nodes = append(nodes, s.Status.Node)
+			}
+		}
+		return nodes, nil
+	}
+}
