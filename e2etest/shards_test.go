@@ -28,7 +28,7 @@ import (
 var _ = Describe("Shards", Label("shards"), Ordered, func() {
 	const ns = "e2e-shards"
 	ctx := context.Background()
-	vips := map[string]string{}   // pool → VIP
+	vips := map[string]string{}    // pool → VIP
 	shardOf := map[string]string{} // pool → shard
 	var pools []string
 
