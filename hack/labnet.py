@@ -157,7 +157,8 @@ spec:
   peerASN: {TOR_ASN}
   peerAddress: {TOR_RACK_ADDR}
   holdTime: 9s
-  keepaliveTime: 3s""")
+  keepaliveTime: 3s
+  connectTime: 2s""")
         docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: BGPAdvertisement
 metadata:

@@ -32,10 +32,10 @@ func ValidationFor(bgpType string) Validate {
 
 // rejectUnsupportedByNative returns the first setting the native speaker cannot honour,
 // in upstream's wording. The native speaker embeds GoBGP, which does more than upstream's
-// own BGP code: keepalive timers, graceful restart, sessions carrying both address
-// families, IPv6 prefixes and large communities are all accepted here although
-// upstream's native mode refuses them. BFD is not available, so neither BFD profiles
-// nor peers using them are.
+// own BGP code: keepalive timers, connect times, graceful restart, sessions carrying both
+// address families, IPv6 prefixes and large communities are all accepted here although
+// upstream's native mode refuses them. BFD is not available, so neither BFD profiles nor
+// peers using them are.
 func rejectUnsupportedByNative(res ClusterResources) error {
 	for _, p := range res.Peers {
 		obj, spec := objectRef{"bgppeer", p.Name}, p.Spec
@@ -46,8 +46,6 @@ func rejectUnsupportedByNative(res ClusterResources) error {
 			return obj.errorf("spec.bfdProfile", "peer %s has bfd-profile set on native bgp mode", id)
 		case spec.VRFName != "":
 			return obj.errorf("spec.vrf", "peer %s has vrf set on native bgp mode", id)
-		case spec.ConnectTime != nil:
-			return obj.errorf("spec.connectTime", "peer %s has connect time set on native bgp mode", id)
 		case spec.DisableMP:
 			return obj.errorf("spec.disableMP", "peer %s has disable MP flag set on native bgp mode", id)
 		case spec.DynamicASN != "":

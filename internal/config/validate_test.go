@@ -32,11 +32,6 @@ func TestValidationForNativeRejects(t *testing.T) {
 			want: `bgppeer "p": spec.vrf: peer 192.0.2.1 has vrf set on native bgp mode`,
 		},
 		{
-			name: "connect time",
-			res:  peers(ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) { s.ConnectTime = duration(5 * time.Second) })),
-			want: `bgppeer "p": spec.connectTime: peer 192.0.2.1 has connect time set on native bgp mode`,
-		},
-		{
 			name: "multiprotocol disabled",
 			res:  peers(ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) { s.DisableMP = true })),
 			want: `bgppeer "p": spec.disableMP: peer 192.0.2.1 has disable MP flag set on native bgp mode`,
@@ -79,6 +74,7 @@ func TestValidationForNativeAllows(t *testing.T) {
 		Pools: []maglbv1beta1.IPAddressPool{pool("v4", "10.0.0.0/24"), pool("v6", "2001:db8::/64")},
 		Peers: []metallbv1beta2.BGPPeer{peer("p", ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) {
 			s.KeepaliveTime = duration(10 * time.Second)
+			s.ConnectTime = duration(2 * time.Second)
 			s.EnableGracefulRestart = true
 			s.DualStackAddressFamily = true
 		}))},
