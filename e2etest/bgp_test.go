@@ -17,23 +17,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/netlab"
-	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 	const ns = "e2e-bgp"
 	ctx := context.Background()
-	var adv *metallbv1beta1.BGPAdvertisement
+	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp", Namespace: env.Namespace}}
 
 	BeforeAll(func() {
 		requireProtocol("bgp")
 		ensureNamespace(ctx, ns)
-		createPool(ctx, "e2e-bgp", []string{testCIDR(0)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		adv = &metallbv1beta1.BGPAdvertisement{
-			ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp", Namespace: env.Namespace},
-			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-bgp"}},
-		}
-		create(ctx, adv)
+		createAdvertisedPool(ctx, "e2e-bgp", testCIDR(0))
 	})
 	inPool := map[string]string{"metallb.io/address-pool": "e2e-bgp"}
 
@@ -114,11 +108,9 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 				HoldTime: &metav1.Duration{Duration: 9 * time.Second}, KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
 				NodeSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"kubernetes.io/hostname": lb}}}},
 		})
-		createPool(ctx, "e2e-bgp-rr", []string{testCIDR(1)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		create(ctx, &metallbv1beta1.BGPAdvertisement{
-			ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp-rr", Namespace: env.Namespace},
-			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-bgp-rr"}, Peers: []string{"e2e-rr-one-node"}},
-		})
+		createAdvertisedPool(ctx, "e2e-bgp-rr", testCIDR(1))
+		Expect(updateAdvertisement(ctx, &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp-rr", Namespace: env.Namespace}},
+			func(s *metallbv1beta1.BGPAdvertisementSpec) { s.Peers = []string{"e2e-rr-one-node"} })).To(Succeed())
 		svc := createBackedService(ctx, ns, "rr-only", map[string]string{"metallb.io/address-pool": "e2e-bgp-rr"}, nil)
 		vip := vipOf(ctx, svc)
 		Eventually(nexthops("rr", vip)).Should(Equal(lbAddresses(lb)), "only %s peers with rr", lb)

@@ -16,11 +16,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-
-	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 // The datapath specs send their traffic through the ToR, which spreads flows over the LB
@@ -33,11 +28,7 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 	BeforeAll(func() {
 		requireProtocol("bgp")
 		ensureNamespace(ctx, ns)
-		createPool(ctx, "e2e-datapath", []string{testCIDR(2)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		create(ctx, &metallbv1beta1.BGPAdvertisement{
-			ObjectMeta: metav1.ObjectMeta{Name: "e2e-datapath", Namespace: env.Namespace},
-			Spec:       metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-datapath"}},
-		})
+		createAdvertisedPool(ctx, "e2e-datapath", testCIDR(2))
 		svc := createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-datapath"}, nil)
 		vip = vipOf(ctx, svc)
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))

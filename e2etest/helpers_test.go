@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -56,6 +57,20 @@ func pool(addresses []string, shard string) maglbv1beta1.IPAddressPoolSpec {
 	var spec maglbv1beta1.IPAddressPoolSpec
 	spec.Addresses, spec.Shard = addresses, shard
 	return spec
+}
+
+// createAdvertisedPool creates a pool that assigns only on request (the address-pool
+// annotation) and an advertisement of it, BGP or L2 as the environment announces, both
+// named name.
+func createAdvertisedPool(ctx context.Context, name, cidr string) {
+	GinkgoHelper()
+	createPool(ctx, name, []string{cidr}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+	meta := metav1.ObjectMeta{Name: name, Namespace: env.Namespace}
+	if env.Protocol == "layer2" {
+		create(ctx, &metallbv1beta1.L2Advertisement{ObjectMeta: meta, Spec: metallbv1beta1.L2AdvertisementSpec{IPAddressPools: []string{name}}})
+		return
+	}
+	create(ctx, &metallbv1beta1.BGPAdvertisement{ObjectMeta: meta, Spec: metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{name}}})
 }
 
 func createPool(ctx context.Context, name string, addresses []string, mutate func(*maglbv1beta1.IPAddressPoolSpec)) *maglbv1beta1.IPAddressPool {
@@ -142,23 +157,8 @@ func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 	Expect(cs.Update(ctx, &existing)).To(Succeed())
 }
 
-func backendNames() []string {
-	var names []string
-	for n := range env.Backends {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
-
-func lbNames() []string {
-	var names []string
-	for n := range env.LBNodes {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
+func backendNames() []string { return slices.Sorted(maps.Keys(env.Backends)) }
+func lbNames() []string      { return slices.Sorted(maps.Keys(env.LBNodes)) }
 
 func lbAddresses(names ...string) []string {
 	var addrs []string

@@ -11,11 +11,7 @@ import (
 	. "github.com/onsi/gomega"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 var _ = Describe("L2", Label("layer2"), Ordered, func() {
@@ -27,11 +23,7 @@ var _ = Describe("L2", Label("layer2"), Ordered, func() {
 	BeforeAll(func() {
 		requireProtocol("layer2")
 		ensureNamespace(ctx, ns)
-		createPool(ctx, "e2e-l2", []string{testCIDR(0)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		create(ctx, &metallbv1beta1.L2Advertisement{
-			ObjectMeta: metav1.ObjectMeta{Name: "e2e-l2", Namespace: env.Namespace},
-			Spec:       metallbv1beta1.L2AdvertisementSpec{IPAddressPools: []string{"e2e-l2"}},
-		})
+		createAdvertisedPool(ctx, "e2e-l2", testCIDR(0))
 		svc = createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-l2"}, nil)
 		vip = vipOf(ctx, svc)
 	})

@@ -10,12 +10,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/maglb/maglb/internal/promtext"
-	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 var _ = Describe("Metrics", Label("metrics"), Ordered, func() {
@@ -25,13 +21,7 @@ var _ = Describe("Metrics", Label("metrics"), Ordered, func() {
 
 	BeforeAll(func() {
 		ensureNamespace(ctx, ns)
-		createPool(ctx, "e2e-metrics", []string{testCIDR(3)}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
-		meta := metav1.ObjectMeta{Name: "e2e-metrics", Namespace: env.Namespace}
-		if env.Protocol == "bgp" {
-			create(ctx, &metallbv1beta1.BGPAdvertisement{ObjectMeta: meta, Spec: metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"e2e-metrics"}}})
-		} else {
-			create(ctx, &metallbv1beta1.L2Advertisement{ObjectMeta: meta, Spec: metallbv1beta1.L2AdvertisementSpec{IPAddressPools: []string{"e2e-metrics"}}})
-		}
+		createAdvertisedPool(ctx, "e2e-metrics", testCIDR(3))
 		svc := createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-metrics"}, nil)
 		vip, service = vipOf(ctx, svc), ns+"/web"
 		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))

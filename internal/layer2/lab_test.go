@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/maglb/maglb/internal/nsexec"
 	"github.com/maglb/maglb/internal/testenv"
 )
 
@@ -68,24 +69,7 @@ func newNetns(t *testing.T) netns.NsHandle {
 // inNetns returns a function that runs fn on a thread switched into ns: sockets fn opens
 // belong to ns for good.
 func inNetns(ns netns.NsHandle) func(fn func() error) error {
-	return func(fn func() error) error {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			return err
-		}
-		defer func() {
-			if err := netns.Set(orig); err != nil {
-				panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
-			}
-		}()
-		return fn()
-	}
+	return func(fn func() error) error { return nsexec.DoIn(ns, fn) }
 }
 
 // connect adds a veth pair, announcerIf in the announcer's namespace and peerIf in the

@@ -19,6 +19,16 @@ import (
 // Do runs fn on an OS thread switched into the namespace name. Goroutines fn starts run
 // elsewhere, in the process's own namespace.
 func Do(name string, fn func() error) error {
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("network namespace %s: %w", name, err)
+	}
+	defer target.Close()
+	return DoIn(target, fn)
+}
+
+// DoIn is Do for a namespace known by its handle (one without a name, say).
+func DoIn(target netns.NsHandle, fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	host, err := netns.Get()
@@ -26,11 +36,6 @@ func Do(name string, fn func() error) error {
 		return err
 	}
 	defer host.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("network namespace %s: %w", name, err)
-	}
-	defer target.Close()
 	if err := netns.Set(target); err != nil {
 		return err
 	}
