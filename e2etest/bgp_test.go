@@ -22,12 +22,13 @@ import (
 var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 	const ns = "e2e-bgp"
 	ctx := context.Background()
-	adv := &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp", Namespace: env.Namespace}}
+	var adv *metallbv1beta1.BGPAdvertisement
 
 	BeforeAll(func() {
 		requireProtocol("bgp")
 		ensureNamespace(ctx, ns)
 		createAdvertisedPool(ctx, "e2e-bgp", testCIDR(0))
+		adv = &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "e2e-bgp", Namespace: env.Namespace}}
 	})
 	inPool := map[string]string{"metallb.io/address-pool": "e2e-bgp"}
 

@@ -32,7 +32,7 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 		svc := createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-datapath"}, nil)
 		vip = vipOf(ctx, svc)
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
-		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		everyNodeForwards(vip)
 	})
 
 	It("returns the answers straight from the backend to the client (DSR)", Label("smoke"), func() {

@@ -409,6 +409,22 @@ func reachable(vip string) func() (answer, error) {
 	}
 }
 
+// everyNodeForwards waits until flows, each from its own port, all get an answer through
+// vip: ECMP spreads them over the LB nodes, and each node programs its datapath (or its
+// kube-proxy syncs) on its own time.
+func everyNodeForwards(vip string) {
+	GinkgoHelper()
+	const flows = 30
+	Eventually(func() error {
+		for i := range flows {
+			if _, _, err := fetch(vip, env.HTTPPort, "/", 0); err != nil {
+				return fmt.Errorf("flow %d of %d: %w", i+1, flows, err)
+			}
+		}
+		return nil
+	}).Should(Succeed())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics and LB nodes
 

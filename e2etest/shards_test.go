@@ -47,7 +47,7 @@ var _ = Describe("Shards", Label("shards"), Ordered, func() {
 		for _, pool := range pools {
 			svc := createBackedService(ctx, ns, pool+"-web", map[string]string{"metallb.io/address-pool": pool}, nil, withFloodPort)
 			vips[pool] = vipOf(ctx, svc)
-			Eventually(reachable(vips[pool])).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+			everyNodeForwards(vips[pool])
 		}
 	})
 

@@ -648,6 +648,8 @@ metadata:
         return d.get("options")
 
     def up(self):
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root: it creates network namespaces, runs FRR and attaches BPF programs")
         running = self.procs.running()
         same = self.recorded_options() == self.options
         if same and set(running) >= set(self.expected_processes()) and self._api_ok():
