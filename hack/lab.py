@@ -14,7 +14,6 @@ suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`.
 """
 
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ HEALTH_PORT = 27473
 WEBHOOK_PORT = 29443
 
 # Started in this order, stopped in reverse; a process is ranked by its name's first match.
-PROCESS_ORDER = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", "be", "kube-proxy", "speaker"]
+PROCESS_ORDER = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", "nodes", "be", "kube-proxy", "speaker"]
 STOP_TIMEOUT = 10.0
 TAIL_LINES = 30
 
@@ -494,12 +493,15 @@ metadata:
     def register_nodes(self):
         t = self.topology
         step("nodes: " + ", ".join(f"{lb} ({'+'.join(t.shards(lb))})" for lb in t.lbs)
-             + f", {', '.join(labnet.BACKENDS)} (backends); Ready, with their rack addresses")
+             + f", {', '.join(labnet.BACKENDS)} (backends); kept Ready with their rack addresses by `labagent nodes`")
         self.kubectl("apply", "-f", "-", input=labnet.node_manifests(t), capture=True)
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for node in t.nodes:
-            self.kubectl("patch", "node", node, "--subresource=status", "--type=merge",
-                         "-p", labnet.node_status_patch(t, node, now), capture=True)
+        if self.procs.pid("nodes") is None:
+            argv = [binary("labagent"), "nodes", "--kubeconfig", self.kubeconfig]
+            for node in t.nodes:
+                argv += ["--node", f"{node}={t.address(node)}"]
+            self.procs.start("nodes", argv)
+        wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
+                                                          "--timeout=5s", capture=True), 30, "nodes", self.procs)
 
     def start_backends(self):
         step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic), HTTP :{labnet.HTTP_PORT} "
@@ -634,7 +636,7 @@ metadata:
                 self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
 
     def expected_processes(self):
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", *labnet.BACKENDS]
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *labnet.BACKENDS]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
         if self.options["datapath"] == "kubeproxy":
             names += [f"kube-proxy-{lb}" for lb in self.topology.lbs]
@@ -697,7 +699,7 @@ metadata:
         try:
             self.install_crds()
             for name, procs in (("controller", ["controller"]),
-                                ("labagent", ["relay", *labnet.BACKENDS]),
+                                ("labagent", ["relay", "nodes", *labnet.BACKENDS]),
                                 ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
@@ -705,7 +707,8 @@ metadata:
                 step(f"bin/{name} changed: restarting {', '.join(procs)}")
                 for p in procs:
                     self.procs.stop(p)
-                {"controller": self.start_controller, "labagent": lambda: (self.start_relay(), self.start_backends()),
+                {"controller": self.start_controller,
+                 "labagent": lambda: (self.start_relay(), self.register_nodes(), self.start_backends()),
                  "speaker": self._restart_speakers}[name]()
             self.register_nodes()
             self.apply_lab_config()

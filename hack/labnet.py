@@ -237,19 +237,6 @@ metadata:
     return "\n---\n".join(docs) + "\n"
 
 
-def node_status_patch(topology, node, now):
-    """A status that makes node Ready, with its rack address; nothing here marks it NotReady
-    (no node lifecycle controller runs), so writing it once keeps it Ready."""
-    import json
-    return json.dumps({"status": {
-        "addresses": [{"type": "InternalIP", "address": topology.address(node)},
-                      {"type": "Hostname", "address": node}],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "LabNodeReady",
-                        "message": "the dev-env lab keeps this node ready",
-                        "lastHeartbeatTime": now, "lastTransitionTime": now}],
-    }})
-
-
 # ---------------------------------------------------------------------------------------------
 # I/O
 

@@ -15,6 +15,11 @@
 //
 // is a backend node: it attaches the decapsulation program to DEV for packets tunnelled to
 // ADDR, and serves HTTP and UDP, both answering "<NAME> saw <client address:port>".
+//
+//	labagent nodes --kubeconfig K --node NAME=ADDR ...
+//
+// keeps the lab's Node objects Ready, as kubelets would: every few seconds it writes each
+// node's Ready condition and address, and renews its Lease in kube-node-lease.
 package main
 
 import (
@@ -43,7 +48,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent relay|backend [flags]")
+		fmt.Fprintln(os.Stderr, "usage: labagent relay|backend|nodes [flags]")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -69,8 +74,14 @@ func main() {
 		flags.IntVar(&b.httpPort, "http-port", 80, "TCP port of the HTTP server")
 		flags.IntVar(&b.udpPort, "udp-port", 5000, "UDP port of the echo server")
 		run = func(logger log.Logger) error { return b.run(ctx, logger) }
+	case "nodes":
+		var k nodeKeeper
+		flags.StringVar(&k.kubeconfig, "kubeconfig", "", "the cluster's kubeconfig")
+		flags.Var(&k.nodes, "node", "NAME=ADDR: a node to keep Ready, with its InternalIP (repeatable)")
+		flags.DurationVar(&k.interval, "interval", 10*time.Second, "how often the nodes' status and leases are renewed")
+		run = func(logger log.Logger) error { return k.run(ctx, logger) }
 	default:
-		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay or backend)\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, backend or nodes)\n", os.Args[1])
 		os.Exit(2)
 	}
 	_ = flags.Parse(os.Args[2:])
