@@ -102,7 +102,7 @@ func (k *nodeKeeper) renew(ctx context.Context, clients kubernetes.Interface, na
 	if apierrors.IsNotFound(err) {
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: nodeLeaseNamespace},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To(int32(40)), RenewTime: &micro},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), LeaseDurationSeconds: ptr.To(int32(40)), RenewTime: &micro},
 		}, metav1.CreateOptions{})
 		return err
 	}
