@@ -186,7 +186,7 @@ def generate(c):
 
 @task
 def build(c):
-    """Build bin/controller and bin/speaker."""
+    """Build bin/controller, bin/speaker and bin/labagent."""
     _build()
 
 
@@ -248,7 +248,7 @@ def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeprox
 
 @task
 def dev_env_cleanup(c):
-    """Stop the dev-env processes (by their pid files) and remove .dev-env/."""
+    """Stop the lab's processes (by their pid files), delete its namespaces and bpffs, remove .dev-env/."""
     _tool(lab.cleanup)()
 
 
