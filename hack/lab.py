@@ -181,13 +181,15 @@ def check_ports_free(ports):
 
 
 def wait_until(what, check, timeout, proc_name, procs, interval=0.25):
-    """Polls check() until it returns true; fails early when the process proc_name exits."""
+    """Polls check() until it returns something true, and returns that; fails early when the
+    process proc_name exits."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         try:
-            if check():
-                return
+            result = check()
+            if result:
+                return result
         except Exception as e:  # noqa: BLE001 - reported when the wait times out
             last = e
         if procs.pid(proc_name) is None:
@@ -572,12 +574,11 @@ metadata:
         client = self.topology.netns("client")
         for ip, port, name in self.demo_vips():
             started = time.monotonic()
-            answer = []
-            wait_until(f"http://{ip}:{port}/ ({name}) from {client}",
-                       lambda: answer.append(labnet.sh("ip", "netns", "exec", client, "curl", "-sSf",
-                                                       "--max-time", "2", f"http://{ip}:{port}/")) or True,
-                       120, f"speaker-{self.topology.lbs[0]}", self.procs, interval=0.5)
-            note(f"{name} {ip}:{port} answered after {time.monotonic() - started:.1f}s: {answer[-1].strip()}")
+            answer = wait_until(f"http://{ip}:{port}/ ({name}) from {client}",
+                                lambda: labnet.sh("ip", "netns", "exec", client, "curl", "-sSf", "--max-time", "2",
+                                                  f"http://{ip}:{port}/"),
+                                120, f"speaker-{self.topology.lbs[0]}", self.procs, interval=0.5)
+            note(f"{name} {ip}:{port} answered after {time.monotonic() - started:.1f}s: {answer.strip()}")
 
     def write_description(self):
         """lab.json: what the e2e suites need to drive this lab."""
@@ -748,6 +749,7 @@ Try:
   for i in $(seq 8); do ip netns exec {client} curl -s http://{first_vip}/; done   # flows spread over be1 and be2
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast'
+  vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR}
   ip netns exec {t.netns('tor')} ip route        # {routes}: the VIPs and their next hops (ECMP)
 
   export KUBECONFIG={self.kubeconfig}
