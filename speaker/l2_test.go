@@ -19,7 +19,9 @@ import (
 	"github.com/mdlayher/ethernet"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/announce"
@@ -34,7 +36,7 @@ import (
 func TestL2Failover(t *testing.T) {
 	nodes := map[string]string{"lb1": "172.30.0.2", "lb2": "172.30.0.3"}
 	lab := newL2Lab(t, nodes)
-	client := lab.plug(t, "p-client", "172.30.0.50")
+	clientNS := lab.plug(t, "p-client", "172.30.0.50")
 	ensureNamespace(t, metallbNamespace)
 	const service = "l2-web"
 	vip := netip.MustParseAddr("172.30.0.100")
@@ -54,13 +56,26 @@ func TestL2Failover(t *testing.T) {
 		}
 		macs[name], nodeOfMAC[mac.String()] = mac, name
 	}
-	peer := arpClient(t, client, "eth0")
+	peer := arpClient(t, clientNS, "eth0")
+
+	// A speaker that crashed a while ago left its lease and a status object claiming the VIP:
+	// the live speakers clean up after it.
+	ghostLease, ghostStatus := crashedSpeaker(t, "ghost", service)
 
 	stops := map[string]func(){}
 	for name := range nodes {
 		stops[name] = lab.startSpeaker(t, name)
 	}
 	waitForLeases(t, "lb1", "lb2")
+	testenv.Eventually(t, "the crashed speaker's lease and status object deleted", func() error {
+		c := testenv.Get(t).Client
+		for _, obj := range []client.Object{ghostLease, ghostStatus} {
+			if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("%T %s: %v", obj, obj.GetName(), err)
+			}
+		}
+		return nil
+	})
 
 	// Both speakers are live: the election is upstream's, over both nodes.
 	want := announce.ChooseNode(vip, []string{"lb1", "lb2"}, nil)
@@ -86,7 +101,6 @@ func TestL2Failover(t *testing.T) {
 	t.Logf("failover %s -> %s after SIGTERM: ARP answered by %s after %v, first gratuitous ARP after %v; the stopped speaker exited after %v",
 		owner, survivor, survivor, took.answer.Round(time.Millisecond), took.gratuitous.Round(time.Millisecond), exited.Round(time.Millisecond))
 
-	// The stopped speaker's own status may stay behind (nothing owns it out of a cluster).
 	waitForL2Status(t, service, survivor)
 	if nodes, err := l2StatusNodes(t, service); err == nil {
 		t.Logf("ServiceL2Status objects of %s after the failover: on %v", service, nodes)
@@ -210,6 +224,28 @@ func watchTakeover(t *testing.T, c *arp.Client, ip netip.Addr, mac net.HardwareA
 		}
 	}
 	return took
+}
+
+// crashedSpeaker creates what a speaker of node that crashed a minute ago leaves behind: its
+// expired lease and a ServiceL2Status claiming service.
+func crashedSpeaker(t testing.TB, node, service string) (*coordinationv1.Lease, *metallbv1beta1.ServiceL2Status) {
+	t.Helper()
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "maglb-speaker-" + node, Namespace: metallbNamespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), LeaseDurationSeconds: ptr.To(int32(4)),
+			RenewTime: &metav1.MicroTime{Time: time.Now().Add(-time.Minute)}},
+	}
+	create(t, lease)
+	status := &metallbv1beta1.ServiceL2Status{ObjectMeta: metav1.ObjectMeta{
+		Name: "l2-" + node, Namespace: metallbNamespace,
+		Labels: map[string]string{"metallb.io/node": node, "metallb.io/service-name": service, "metallb.io/service-namespace": "default"},
+	}}
+	create(t, status)
+	status.Status = metallbv1beta1.MetalLBServiceL2Status{Node: node, ServiceName: service, ServiceNamespace: "default"}
+	if err := testenv.Get(t).Client.Status().Update(context.Background(), status); err != nil {
+		t.Fatal(err)
+	}
+	return lease, status
 }
 
 // waitForLeases waits until every node's speaker holds its lease.

@@ -4,6 +4,8 @@ package speakercontroller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -74,13 +76,39 @@ func (h *heartbeat) Start(ctx context.Context) error {
 			release, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			_ = h.client.Delete(release, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: leaseName(h.node)}})
-			mine := []client.DeleteAllOfOption{client.InNamespace(h.namespace), client.MatchingLabels{labelNode: h.node}}
-			_ = h.client.DeleteAllOf(release, &metallbv1beta1.ServiceL2Status{}, mine...)
-			_ = h.client.DeleteAllOf(release, &metallbv1beta1.ServiceBGPStatus{}, mine...)
+			_ = deleteStatuses(release, h.client, h.namespace, h.node)
 			return nil
 		case <-ticker.C:
 		}
 	}
+}
+
+// deleteStatuses deletes the node's ServiceL2Status and ServiceBGPStatus objects.
+func deleteStatuses(ctx context.Context, c client.Client, namespace, node string) error {
+	of := []client.DeleteAllOfOption{client.InNamespace(namespace), client.MatchingLabels{labelNode: node}}
+	return errors.Join(
+		c.DeleteAllOf(ctx, &metallbv1beta1.ServiceL2Status{}, of...),
+		c.DeleteAllOf(ctx, &metallbv1beta1.ServiceBGPStatus{}, of...),
+	)
+}
+
+// forgetSpeaker cleans up after a speaker whose lease expired, one that crashed or whose
+// node went away: its status objects claim announcements nobody makes. The lease goes first,
+// on the condition that it is still the expired one: so the speaker that deletes it is the
+// one that cleans up, and a speaker that renewed meanwhile keeps its lease and its objects.
+func forgetSpeaker(ctx context.Context, c client.Client, expired *coordinationv1.Lease) error {
+	err := c.Delete(ctx, expired, client.Preconditions{UID: &expired.UID, ResourceVersion: &expired.ResourceVersion})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	node := nodeOfLease(expired)
+	if err := deleteStatuses(ctx, c, expired.Namespace, node); err != nil {
+		return fmt.Errorf("deleting the status objects of the stopped speaker of %s: %w", node, err)
+	}
+	return nil
 }
 
 // NeedLeaderElection: every speaker beats.

@@ -101,7 +101,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if cfg == nil {
 		return ctrl.Result{}, nil
 	}
-	in, byKey, recheck, err := r.input(ctx, cfg)
+	in, byKey, recheck, expired, err := r.input(ctx, cfg)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -126,6 +126,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	r.report(ctx, plan, byKey)
 	if err := r.status.sync(ctx, plan); err != nil {
 		errs = append(errs, err)
+	}
+	for i := range expired {
+		if err := forgetSpeaker(ctx, r.Client, &expired[i]); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// Renewals are filtered out of the watch and expiry makes no event: look again when the
 	// first live lease would expire.
@@ -210,7 +215,9 @@ func boolFloat(b bool) float64 {
 
 // input gathers the node's view from the cache, and when to look again for a lease that
 // expires (0: no live lease).
-func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, time.Duration, error) {
+// input reads what the decisions need. It also returns when to look again (the first live
+// lease's expiry) and the leases of other speakers that expired: crashed ones.
+func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, time.Duration, []coordinationv1.Lease, error) {
 	var (
 		nodes    corev1.NodeList
 		leases   coordinationv1.LeaseList
@@ -224,19 +231,25 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		{&nodes, nil}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, nil}, {&epSlices, nil},
 	} {
 		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
-			return announce.Input{}, nil, 0, err
+			return announce.Input{}, nil, 0, nil, err
 		}
 	}
 	live := map[string]bool{}
 	now := time.Now()
 	var recheck time.Duration
+	var expired []coordinationv1.Lease
 	for i := range leases.Items {
 		l := &leases.Items[i]
-		if node := nodeOfLease(l); node != "" && liveAt(l, now) {
+		node := nodeOfLease(l)
+		switch {
+		case node == "":
+		case liveAt(l, now):
 			live[node] = true
 			if left := expiry(l).Sub(now) + leaseRecheck; recheck == 0 || left < recheck {
 				recheck = left
 			}
+		case node != r.NodeName:
+			expired = append(expired, *l)
 		}
 	}
 	in := announce.Input{
@@ -269,7 +282,7 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
 		})
 	}
-	return in, byKey, recheck, nil
+	return in, byKey, recheck, expired, nil
 }
 
 func ports(svc *corev1.Service) []announce.Port {
