@@ -292,8 +292,9 @@ def go_test(packages, env, run_regex=None, verbose=False):
     go test runs with -json, so that the end of the output can say how many tests passed and
     name every one that skipped or failed: the proof that the privileged and API-server tests
     ran rather than skipped."""
-    step(f"go vet {' '.join(packages)}")
+    step(f"go vet {' '.join(packages)} (and the e2e suites, build tag e2e)")
     run(["go", "vet", *packages])
+    run(["go", "vet", "-tags", "e2e", "./e2etest/"])
     args = ["go", "test", "-count=1", "-json"]
     if run_regex:
         args += ["-run", run_regex]
