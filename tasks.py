@@ -52,6 +52,7 @@ from invoke import Collection, Exit, Program, task  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hack"))
 
+import e2e  # noqa: E402
 import lab  # noqa: E402
 import tooling  # noqa: E402
 from tooling import Generator, TaskError  # noqa: E402
@@ -206,7 +207,7 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
     if smoke and not run:
         _build()
-        _tool(lab.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
+        _tool(e2e.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
 
 
 @task
@@ -243,7 +244,7 @@ def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeprox
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(lab.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter)
+    _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter)
 
 
 @task

@@ -1,0 +1,94 @@
+"""The e2e suites (e2etest/) on the lab: `tasks.py e2etest` runs them once per lab variant and
+prints the figures the datapath and shard specs report; `tasks.py test` runs the smoke specs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import lab
+from tooling import REPO, step
+
+# Each pass brings the lab up with its options and runs the specs its label filter selects;
+# the default lab (ebpf, bgp) runs last, so that it is what stays up.
+E2E_PASSES = {
+    "layer2": ({"datapath": "ebpf", "protocol": "layer2"}, "layer2 || metrics"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp"}, "bgp || survival || metrics"),
+    "ebpf": ({"datapath": "ebpf", "protocol": "bgp"}, "!layer2"),
+}
+
+
+def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3):
+    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath and shard
+    specs reported. A label_filter replaces each pass's own."""
+    if os.geteuid() != 0:
+        raise lab.LabError("the e2e suites drive the lab's namespaces, routers and BPF programs: run as root")
+    reports = lab.STATE.parent / ".e2e-reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    failed = []
+    for name in passes:
+        options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else ({"datapath": "ebpf", "protocol": "bgp"}, name)
+        step(f"e2e pass {name}: lab with datapath {options['datapath']}, protocol {options['protocol']}; "
+             f"specs {label_filter or filter_}")
+        the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes)
+        the_lab.up()
+        args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
+                f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",
+                f"--ginkgo.label-filter={label_filter or filter_}", "--ginkgo.no-color"]
+        if focus:
+            args.append(f"--ginkgo.focus={focus}")
+        if skip:
+            args.append(f"--ginkgo.skip={skip}")
+        sys.stdout.flush()
+        if subprocess.run(args, cwd=REPO).returncode != 0:
+            failed.append(name)
+    print_figures(reports)
+    if failed:
+        raise lab.LabError(f"e2e failed in pass(es) {', '.join(failed)}")
+    step("e2e passed")
+
+
+def run_smoke(bin_dir, k8s_version):
+    """The e2e specs labelled smoke (BGP, curl through the ebpf datapath, DSR, consistency,
+    connection survival) on the default lab. A lab this brought up is removed afterwards; one
+    that was up stays up (with the default options)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true" or os.environ.get("MAGLB_REQUIRE_PRIVILEGED") == "1":
+            raise lab.LabError("the e2e smoke specs need root, and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires them")
+        step("e2e smoke: skipped (needs root)")
+        return
+    was_up = lab.Processes(lab.STATE).running() != {}
+    step("e2e smoke: the lab (ebpf, bgp) and the specs labelled smoke")
+    try:
+        run_e2e(bin_dir, k8s_version, ["ebpf"], label_filter="smoke")
+    finally:
+        if not was_up:
+            lab.cleanup()
+
+
+def print_figures(reports):
+    def load(name):
+        try:
+            return json.loads((reports / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    survival = {dp: load(f"survival-{dp}") for dp in ("ebpf", "kubeproxy")}
+    if any(survival.values()):
+        step("connection survival: 200 long-lived TCP connections, one of the LB nodes leaves ECMP")
+        print(f"    {'datapath':<10} {'survived':>9} {'of':>4} {'percent':>8}  node out", flush=True)
+        for dp, r in survival.items():
+            if r:
+                print(f"    {dp:<10} {r['survived']:>9} {r['established']:>4} {r['percent']:>7.1f}%  {r['lb_node_taken_out']}",
+                      flush=True)
+    shards = load("shards-ebpf")
+    if shards:
+        step(f"shard isolation: shard {shards['measured_shard']}'s HTTP requests/s while shard "
+             f"{shards['flooded_shard']}'s VIP is flooded")
+        print(f"    baseline {shards['baseline_requests_per_second']:.0f}/s; flood of "
+              f"{shards['flood_packets_per_second']:.0f} packets/s at {shards['flooded_shard']}: "
+              f"{shards['during_flood_requests_per_second']:.0f}/s ({shards['held_percent']:.0f}% of baseline); "
+              f"control flood of {shards['control_flood_packets_per_second']:.0f} packets/s dropped at the ToR: "
+              f"{shards['during_control_flood_requests_per_second']:.0f}/s "
+              f"(under the shard flood: {shards['held_of_control_percent']:.0f}% of that)", flush=True)
