@@ -50,12 +50,22 @@ const (
 type Node struct {
 	Name   string
 	Labels map[string]string
-	// Addr is the node's address backends are reached at (its InternalIP).
-	Addr netip.Addr
+	// Addrs are the node's InternalIPs, one per family on a dual-stack node: the datapath
+	// reaches a backend node at its address of the VIP's family.
+	Addrs []netip.Addr
 	// Live: the node's speaker is running (it renews its lease).
 	Live bool
 	// NetworkUnavailable is the NodeNetworkUnavailable condition.
 	NetworkUnavailable bool
+}
+
+// AddrOfFamily returns the node's first address of ip's family.
+func (n Node) AddrOfFamily(ip netip.Addr) (netip.Addr, bool) {
+	i := slices.IndexFunc(n.Addrs, func(a netip.Addr) bool { return a.Is4() == ip.Is4() })
+	if i < 0 {
+		return netip.Addr{}, false
+	}
+	return n.Addrs[i], true
 }
 
 // Endpoint is a ready-or-not endpoint of a service, from its EndpointSlices.
@@ -440,8 +450,10 @@ func datapathServices(in Input, svc Service) []datapath.Service {
 	for _, ip := range svc.IPs {
 		var backends []datapath.Backend
 		for _, n := range in.Nodes {
-			if w := weights[n.Name]; w > 0 && n.Addr.IsValid() && n.Addr.Is4() == ip.Is4() {
-				backends = append(backends, datapath.Backend{Addr: n.Addr, Weight: w})
+			if w := weights[n.Name]; w > 0 {
+				if addr, ok := n.AddrOfFamily(ip); ok {
+					backends = append(backends, datapath.Backend{Addr: addr, Weight: w})
+				}
 			}
 		}
 		if len(backends) == 0 {

@@ -4,6 +4,7 @@ package announce
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -24,9 +25,9 @@ var meta = func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: 
 
 // lab is three nodes: lb1 and lb2 in shard gold, lb3 in none; lb3 excluded when asked.
 var labNodes = []Node{
-	{Name: "lb1", Labels: map[string]string{"maglb.io/shard-gold": "", "rack": "a"}, Addr: netip.MustParseAddr("10.0.0.1"), Live: true},
-	{Name: "lb2", Labels: map[string]string{"maglb.io/shard-gold": "", "rack": "b"}, Addr: netip.MustParseAddr("10.0.0.2"), Live: true},
-	{Name: "lb3", Labels: map[string]string{"rack": "b"}, Addr: netip.MustParseAddr("10.0.0.3"), Live: true},
+	{Name: "lb1", Labels: map[string]string{"maglb.io/shard-gold": "", "rack": "a"}, Addrs: addrs("10.0.0.1"), Live: true},
+	{Name: "lb2", Labels: map[string]string{"maglb.io/shard-gold": "", "rack": "b"}, Addrs: addrs("10.0.0.2"), Live: true},
+	{Name: "lb3", Labels: map[string]string{"rack": "b"}, Addrs: addrs("10.0.0.3"), Live: true},
 }
 
 func k8sNodes(nodes []Node) []corev1.Node {
@@ -308,6 +309,27 @@ func TestDatapathServices(t *testing.T) {
 	plan = Decide(Input{NodeName: "lb3", Nodes: labNodes, Config: labConfig(t, nil), Services: services, Datapath: EBPF})
 	if len(plan.Datapath) != 0 {
 		t.Errorf("a node outside the shard programs %v", plan.Datapath)
+	}
+
+	// Dual stack: the backends of an IPv6 VIP are the nodes' IPv6 addresses, whatever the
+	// order of their InternalIPs; a node without one is no backend of it.
+	dual := slices.Clone(labNodes)
+	dual[0].Addrs = addrs("fd00::1", "10.0.0.1")
+	dual[2].Addrs = addrs("10.0.0.3")
+	dual[1].Addrs = addrs("10.0.0.2", "fd00::2")
+	dualServices := []Service{{
+		Key: "default/web", Pool: "gold", IPs: addrs("198.51.100.1", "2001:db8::1"), Ports: []Port{{datapath.TCP, 80}},
+		Endpoints: []Endpoint{ready("lb1"), ready("lb2"), ready("lb3")},
+	}}
+	want = []datapath.Service{
+		{VIP: netip.MustParseAddr("198.51.100.1"), Protocol: datapath.TCP, Port: 80, Backends: []datapath.Backend{
+			{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1}, {Addr: netip.MustParseAddr("10.0.0.2"), Weight: 1}, {Addr: netip.MustParseAddr("10.0.0.3"), Weight: 1}}},
+		{VIP: netip.MustParseAddr("2001:db8::1"), Protocol: datapath.TCP, Port: 80, Backends: []datapath.Backend{
+			{Addr: netip.MustParseAddr("fd00::1"), Weight: 1}, {Addr: netip.MustParseAddr("fd00::2"), Weight: 1}}},
+	}
+	plan = Decide(Input{NodeName: "lb1", Nodes: dual, Config: labConfig(t, nil), Services: dualServices, Datapath: EBPF})
+	if diff := cmp.Diff(want, plan.Datapath, equateAddrs); diff != "" {
+		t.Errorf("dual-stack datapath (-want +got):\n%s", diff)
 	}
 	plan = Decide(Input{NodeName: "lb1", Nodes: labNodes, Config: labConfig(t, nil), Services: services})
 	if len(plan.Datapath) != 0 {

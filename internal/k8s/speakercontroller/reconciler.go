@@ -258,7 +258,7 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 	}
 	for _, n := range nodes.Items {
 		in.Nodes = append(in.Nodes, announce.Node{
-			Name: n.Name, Labels: n.Labels, Addr: internalIP(&n), Live: live[n.Name],
+			Name: n.Name, Labels: n.Labels, Addrs: internalIPs(&n), Live: live[n.Name],
 			NetworkUnavailable: networkUnavailable(&n),
 		})
 	}
@@ -327,22 +327,29 @@ func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedN
 	return out
 }
 
-func internalIP(n *corev1.Node) netip.Addr {
+func internalIPs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
 			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				return ip
+				out = append(out, ip.Unmap())
 			}
 		}
 	}
-	return netip.Addr{}
+	return out
 }
 
+// nodeAddr returns the node's address that identifies it to its BGP peers: its first IPv4
+// InternalIP (a BGP router ID is four bytes), else its first.
 func nodeAddr(nodes []announce.Node, name string) netip.Addr {
-	if i := slices.IndexFunc(nodes, func(n announce.Node) bool { return n.Name == name }); i >= 0 {
-		return nodes[i].Addr
+	i := slices.IndexFunc(nodes, func(n announce.Node) bool { return n.Name == name })
+	if i < 0 || len(nodes[i].Addrs) == 0 {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	if v4, ok := nodes[i].AddrOfFamily(netip.IPv4Unspecified()); ok {
+		return v4
+	}
+	return nodes[i].Addrs[0]
 }
 
 func nodeLabels(nodes []announce.Node, name string) map[string]string {
@@ -379,7 +386,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b = b.Watches(&corev1.Node{}, one, builder.WithPredicates(predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			before, after := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-			return !maps.Equal(before.Labels, after.Labels) || internalIP(before) != internalIP(after) ||
+			return !maps.Equal(before.Labels, after.Labels) || !slices.Equal(internalIPs(before), internalIPs(after)) ||
 				networkUnavailable(before) != networkUnavailable(after)
 		},
 	}))
