@@ -6,12 +6,15 @@ package e2etest
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,6 +63,28 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		lb := lbNames()[0]
 		setEndpoints(ctx, svc, []string{lb})
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lb)))
+	})
+
+	It("announces a dual-stack service's IPv6 VIP over IPv6 sessions, and answers through it", func() {
+		if env.VIPRange6 == "" {
+			Skip("the environment has no IPv6 VIP range")
+		}
+		createAdvertisedPool(ctx, "e2e-bgp-dual", testCIDR(4), testCIDR6(0))
+		svc := createBackedService(ctx, ns, "dual", map[string]string{"metallb.io/address-pool": "e2e-bgp-dual"}, nil, func(s *corev1.Service) {
+			s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyPreferDualStack)
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+		})
+		Eventually(ingressOf(ctx, svc)).Should(HaveLen(2))
+		ips, _ := ingressOf(ctx, svc)()
+		vip6 := ips[slices.IndexFunc(ips, func(ip string) bool { return strings.Contains(ip, ":") })]
+		Eventually(nexthops("tor", vip6)).Should(Equal(lbAddressesOf(corev1.IPv6Protocol, lbNames()...)))
+		Eventually(reachable(vip6)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		Eventually(func() (answer, error) { return udpEcho(vip6, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		if env.Datapath == "ebpf" {
+			a, _, err := fetch(vip6, env.HTTPPort, "/", 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(a.Client).To(Equal(env.ClientAddress6), "direct server return keeps the client's address")
+		}
 	})
 
 	It("updates communities, local preference and aggregation at the routers", func() {

@@ -49,39 +49,44 @@ var (
 
 // environment is the description --lab names.
 type environment struct {
-	Datapath          string             `json:"datapath"` // ebpf or kubeproxy
-	Protocol          string             `json:"protocol"` // bgp or layer2
-	Kubeconfig        string             `json:"kubeconfig"`
-	Namespace         string             `json:"namespace"`
-	ClientNetns       string             `json:"client_netns"`
-	ClientAddress     string             `json:"client_address"`
-	Routers           map[string]router  `json:"routers"`
-	NodeASN           uint32             `json:"node_asn"`
-	LBNodes           map[string]lbNode  `json:"lb_nodes"`
-	Backends          map[string]backend `json:"backends"`
-	ControllerMetrics string             `json:"controller_metrics"`
-	Pools             map[string]string  `json:"pools"`
-	VIPRange          string             `json:"vip_range"`
-	HTTPPort          int32              `json:"http_port"`
-	UDPPort           int32              `json:"udp_port"`
-	NodeDown          []string           `json:"node_down"`
-	NodeUp            []string           `json:"node_up"`
+	Datapath          string              `json:"datapath"` // ebpf or kubeproxy
+	Protocol          string              `json:"protocol"` // bgp or layer2
+	Kubeconfig        string              `json:"kubeconfig"`
+	Namespace         string              `json:"namespace"`
+	ClientNetns       string              `json:"client_netns"`
+	ClientAddress     string              `json:"client_address"`
+	ClientAddress6    string              `json:"client_address6"`
+	Routers           map[string]router   `json:"routers"`
+	NodeASN           uint32              `json:"node_asn"`
+	LBNodes           map[string]lbNode   `json:"lb_nodes"`
+	Backends          map[string]backend  `json:"backends"`
+	ControllerMetrics string              `json:"controller_metrics"`
+	Pools             map[string][]string `json:"pools"`
+	VIPRange          string              `json:"vip_range"`
+	VIPRange6         string              `json:"vip_range6"` // none: no IPv6 VIPs here
+	HTTPPort          int32               `json:"http_port"`
+	UDPPort           int32               `json:"udp_port"`
+	NodeDown          []string            `json:"node_down"`
+	NodeUp            []string            `json:"node_up"`
 }
 
 type router struct {
-	Exec    []string `json:"exec"`
-	Address string   `json:"address"`
-	ASN     uint32   `json:"asn"`
+	Exec     []string `json:"exec"`
+	Address  string   `json:"address"`
+	Address6 string   `json:"address6"`
+	ASN      uint32   `json:"asn"`
 }
 
 type lbNode struct {
-	Address string   `json:"address"`
-	Shards  []string `json:"shards"`
-	Metrics string   `json:"metrics"`
+	Address  string   `json:"address"`
+	Address6 string   `json:"address6"`
+	Shards   []string `json:"shards"`
+	Metrics  string   `json:"metrics"`
 }
 
 type backend struct {
-	Address string `json:"address"`
+	Address  string `json:"address"`
+	Address6 string `json:"address6"`
 }
 
 func TestE2E(t *testing.T) {

@@ -6,10 +6,12 @@ package e2etest
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -62,9 +64,9 @@ func pool(addresses []string, shard string) maglbv1beta1.IPAddressPoolSpec {
 // createAdvertisedPool creates a pool that assigns only on request (the address-pool
 // annotation) and an advertisement of it, BGP or L2 as the environment announces, both
 // named name.
-func createAdvertisedPool(ctx context.Context, name, cidr string) {
+func createAdvertisedPool(ctx context.Context, name string, cidrs ...string) {
 	GinkgoHelper()
-	createPool(ctx, name, []string{cidr}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
+	createPool(ctx, name, cidrs, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(false) })
 	meta := metav1.ObjectMeta{Name: name, Namespace: env.Namespace}
 	if env.Protocol == "layer2" {
 		create(ctx, &metallbv1beta1.L2Advertisement{ObjectMeta: meta, Spec: metallbv1beta1.L2AdvertisementSpec{IPAddressPools: []string{name}}})
@@ -123,47 +125,60 @@ func createBackedService(ctx context.Context, namespace, name string, annotation
 	return svc
 }
 
-// setEndpoints makes the service's endpoints the backends of nodes; a node that is no
-// backend node (an LB node) gets an endpoint at its own address.
+// setEndpoints makes the service's endpoints the backends of nodes, one EndpointSlice per
+// family of the service; a node that is no backend node (an LB node) gets an endpoint at its
+// own address.
 func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 	GinkgoHelper()
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-e2e", Namespace: svc.Namespace, Labels: map[string]string{
-			discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "maglb-e2e",
-		}},
-		AddressType: discoveryv1.AddressTypeIPv4,
+	families := svc.Spec.IPFamilies
+	if len(families) == 0 {
+		families = []corev1.IPFamily{corev1.IPv4Protocol}
 	}
-	for _, p := range svc.Spec.Ports {
-		slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To(p.Port), Protocol: ptr.To(p.Protocol)})
-	}
-	for _, n := range nodes {
-		addr := env.Backends[n].Address
-		if addr == "" {
-			addr = env.LBNodes[n].Address
+	for _, family := range families {
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-e2e-" + strings.ToLower(string(family)), Namespace: svc.Namespace, Labels: map[string]string{
+				discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "maglb-e2e",
+			}},
+			AddressType: discoveryv1.AddressType(family),
 		}
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses: []string{addr}, NodeName: ptr.To(n),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-		})
+		for _, p := range svc.Spec.Ports {
+			slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To(p.Port), Protocol: ptr.To(p.Protocol)})
+		}
+		for _, n := range nodes {
+			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+				Addresses: []string{nodeAddress(n, family)}, NodeName: ptr.To(n),
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+			})
+		}
+		var existing discoveryv1.EndpointSlice
+		err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
+		if apierrors.IsNotFound(err) {
+			create(ctx, slice)
+			continue
+		}
+		Expect(err).NotTo(HaveOccurred())
+		existing.Endpoints, existing.Ports = slice.Endpoints, slice.Ports
+		Expect(cs.Update(ctx, &existing)).To(Succeed())
 	}
-	var existing discoveryv1.EndpointSlice
-	err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
-	if apierrors.IsNotFound(err) {
-		create(ctx, slice)
-		return
+}
+
+// nodeAddress is a backend or LB node's address of family.
+func nodeAddress(node string, family corev1.IPFamily) string {
+	if family == corev1.IPv6Protocol {
+		return cmp.Or(env.Backends[node].Address6, env.LBNodes[node].Address6)
 	}
-	Expect(err).NotTo(HaveOccurred())
-	existing.Endpoints, existing.Ports = slice.Endpoints, slice.Ports
-	Expect(cs.Update(ctx, &existing)).To(Succeed())
+	return cmp.Or(env.Backends[node].Address, env.LBNodes[node].Address)
 }
 
 func backendNames() []string { return slices.Sorted(maps.Keys(env.Backends)) }
 func lbNames() []string      { return slices.Sorted(maps.Keys(env.LBNodes)) }
 
-func lbAddresses(names ...string) []string {
+func lbAddresses(names ...string) []string { return lbAddressesOf(corev1.IPv4Protocol, names...) }
+
+func lbAddressesOf(family corev1.IPFamily, names ...string) []string {
 	var addrs []string
 	for _, n := range names {
-		addrs = append(addrs, env.LBNodes[n].Address)
+		addrs = append(addrs, nodeAddress(n, family))
 	}
 	slices.Sort(addrs)
 	return addrs
@@ -228,14 +243,20 @@ func controllerState(ctx context.Context) func() (metallbv1beta1.ConfigurationRe
 
 // testCIDR returns the i-th of 8 blocks of the upper half of the environment's VIP range:
 // the suites' own pools, apart from the lab's (lower half) and each other's.
-func testCIDR(i int) string {
-	r := netip.MustParsePrefix(env.VIPRange)
+func testCIDR(i int) string { return testBlock(env.VIPRange, i) }
+
+// testCIDR6 is testCIDR in the IPv6 VIP range.
+func testCIDR6(i int) string { return testBlock(env.VIPRange6, i) }
+
+func testBlock(vipRange string, i int) string {
+	r := netip.MustParsePrefix(vipRange)
 	bits := r.Bits() + 4
-	half := r.Addr().As4()
-	base := uint32(half[0])<<24 | uint32(half[1])<<16 | uint32(half[2])<<8 | uint32(half[3])
-	size := uint32(1) << (32 - bits)
-	base += size * uint32(8+i)
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(base >> 24), byte(base >> 16), byte(base >> 8), byte(base)}), bits).String()
+	// The block's offset, (8+i)·2^(hostbits-4), added to the range's address byte by byte.
+	addr := r.Addr().AsSlice()
+	offset := new(big.Int).Lsh(big.NewInt(int64(8+i)), uint(r.Addr().BitLen()-bits))
+	sum := new(big.Int).Add(new(big.Int).SetBytes(addr), offset).FillBytes(make([]byte, len(addr)))
+	block, _ := netip.AddrFromSlice(sum)
+	return netip.PrefixFrom(block, bits).String()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,7 +281,11 @@ func vtysh(name string, commands ...string) (string, error) {
 
 // paths returns the router's valid BGP paths for prefix.
 func paths(routerName, prefix string) ([]netlab.Path, error) {
-	out, err := vtysh(routerName, fmt.Sprintf("show bgp ipv4 unicast %s json", prefix))
+	family := "ipv4"
+	if strings.Contains(prefix, ":") {
+		family = "ipv6"
+	}
+	out, err := vtysh(routerName, fmt.Sprintf("show bgp %s unicast %s json", family, prefix))
 	if err != nil {
 		return nil, err
 	}
@@ -274,18 +299,21 @@ func paths(routerName, prefix string) ([]netlab.Path, error) {
 	return valid, err
 }
 
-// nexthops returns, for Eventually, the sorted next hops of the router's valid paths for
-// prefix (a host route when prefix has no length).
+// nexthops returns, for Eventually, the sorted global next hops of the router's valid paths
+// for prefix (a host route when prefix has no length).
 func nexthops(routerName, prefix string) func() ([]string, error) {
 	if !strings.Contains(prefix, "/") {
-		prefix += "/32"
+		prefix = netip.PrefixFrom(netip.MustParseAddr(prefix), netip.MustParseAddr(prefix).BitLen()).String()
 	}
 	return func() ([]string, error) {
 		ps, err := paths(routerName, prefix)
 		hops := []string{}
 		for _, p := range ps {
 			for _, h := range p.Nexthops {
-				hops = append(hops, h.IP)
+				// IPv6 paths carry the peer's link-local next hop besides its global one.
+				if !netip.MustParseAddr(h.IP).IsLinkLocalUnicast() {
+					hops = append(hops, h.IP)
+				}
 			}
 		}
 		slices.Sort(hops)

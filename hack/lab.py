@@ -384,7 +384,7 @@ class Lab:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
+            "--service-cluster-ip-range=10.96.0.0/16,fd00:96::/112",
             "--endpoint-reconciler-type=none",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
@@ -500,7 +500,7 @@ metadata:
         if self.procs.pid("nodes") is None:
             argv = [binary("labagent"), "nodes", "--kubeconfig", self.kubeconfig]
             for node in t.nodes:
-                argv += ["--node", f"{node}={t.address(node)}"]
+                argv += ["--node", f"{node}={t.address(node)},{t.address6(node)}"]
             self.procs.start("nodes", argv)
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
@@ -511,7 +511,8 @@ metadata:
         for be in labnet.BACKENDS:
             self.procs.start(be, [
                 binary("labagent"), "backend", "--netns", self.topology.netns(be), "--name", be,
-                "--interface", "eth0", "--address", self.topology.address(be), "--pin-path", self.bpffs / be,
+                "--interface", "eth0", "--address", f"{self.topology.address(be)},{self.topology.address6(be)}",
+                "--pin-path", self.bpffs / be,
                 "--http-port", labnet.HTTP_PORT, "--udp-port", labnet.UDP_PORT,
             ])
         for be in labnet.BACKENDS:
@@ -553,8 +554,9 @@ metadata:
 
     def apply_lab_config(self):
         pools = labnet.POOLS[self.options["protocol"]]
-        step(f"configuration: pools {', '.join(f'{n} ({c}, shard {n})' for n, c in pools.items())}, "
-             + ("BGPPeer tor, BGPAdvertisement demo" if self.options["protocol"] == "bgp" else "L2Advertisement demo")
+        described = ", ".join(f"{name} ({' '.join(cidrs)}, shard {name})" for name, cidrs in pools.items())
+        step(f"configuration: pools {described}, "
+             + ("BGPPeers tor and tor6, BGPAdvertisement demo" if self.options["protocol"] == "bgp" else "L2Advertisement demo")
              + "; Services demo/gold-web and demo/silver-web")
         self.kubectl("apply", "-f", "-", input=labnet.lab_manifests(self.topology, self.options["protocol"], NAMESPACE),
                      capture=True)
@@ -564,21 +566,23 @@ metadata:
         vips = []
         for svc in out["items"]:
             for ingress in svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []:
-                vips.append((ingress["ip"], labnet.HTTP_PORT, f"demo/{svc['metadata']['name']}"))
-        return sorted(vips, key=lambda v: v[2])
+                host = f"[{ingress['ip']}]" if ":" in ingress["ip"] else ingress["ip"]
+                vips.append((f"{host}:{labnet.HTTP_PORT}", f"demo/{svc['metadata']['name']}"))
+        return sorted(vips, key=lambda v: (v[1], ":" in v[0].rsplit(":", 1)[0]))
 
     def wait_for_vips(self):
         step("waiting for the demo VIPs to answer a curl from the client namespace")
-        wait_until("an IP for each demo Service", lambda: len(self.demo_vips()) == len(labnet.SHARDS), 60,
+        families = 2 if self.options["protocol"] == "bgp" else 1
+        wait_until("the IPs of each demo Service", lambda: len(self.demo_vips()) == families * len(labnet.SHARDS), 60,
                    "controller", self.procs)
         client = self.topology.netns("client")
-        for ip, port, name in self.demo_vips():
+        for hostport, name in self.demo_vips():
             started = time.monotonic()
-            answer = wait_until(f"http://{ip}:{port}/ ({name}) from {client}",
-                                lambda: labnet.sh("ip", "netns", "exec", client, "curl", "-sSf", "--max-time", "2",
-                                                  f"http://{ip}:{port}/"),
+            answer = wait_until(f"http://{hostport}/ ({name}) from {client}",
+                                lambda: labnet.sh("ip", "netns", "exec", client, "curl", "-gsSf", "--max-time", "2",
+                                                  f"http://{hostport}/"),
                                 120, f"speaker-{self.topology.lbs[0]}", self.procs, interval=0.5)
-            note(f"{name} {ip}:{port} answered after {time.monotonic() - started:.1f}s: {answer.strip()}")
+            note(f"{name} {hostport} answered after {time.monotonic() - started:.1f}s: {answer.strip()}")
 
     def write_description(self):
         """lab.json: what the e2e suites need to drive this lab."""
@@ -593,19 +597,22 @@ metadata:
             "namespace": NAMESPACE,
             "client_netns": t.netns("client"),
             "client_address": labnet.CLIENT_ADDR,
+            "client_address6": labnet.CLIENT_ADDR6,
             "routers": {
                 "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)], "address": labnet.TOR_RACK_ADDR,
-                        "asn": labnet.TOR_ASN},
+                        "address6": labnet.TOR_RACK_ADDR6, "asn": labnet.TOR_ASN},
                 "rr": {"exec": ["vtysh", "--vty_socket", str(self.rr_dir)], "address": labnet.RR_ADDR,
                        "asn": labnet.NODE_ASN},
             },
             "node_asn": labnet.NODE_ASN,
-            "lb_nodes": {lb: {"address": t.address(lb), "netns": t.netns(lb), "shards": t.shards(lb),
+            "lb_nodes": {lb: {"address": t.address(lb), "address6": t.address6(lb), "netns": t.netns(lb), "shards": t.shards(lb),
                               "metrics": f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"} for lb in t.lbs},
-            "backends": {be: {"address": t.address(be), "netns": t.netns(be)} for be in labnet.BACKENDS},
+            "backends": {be: {"address": t.address(be), "address6": t.address6(be), "netns": t.netns(be)}
+                         for be in labnet.BACKENDS},
             "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
             "pools": labnet.POOLS[self.options["protocol"]],
             "vip_range": labnet.BGP_VIPS if self.options["protocol"] == "bgp" else labnet.L2_VIPS,
+            "vip_range6": labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else "",
             "http_port": labnet.HTTP_PORT,
             "udp_port": labnet.UDP_PORT,
             "node_down": [sys.executable, str(Path(__file__).resolve()), "speaker", "stop"],
@@ -733,8 +740,10 @@ metadata:
         vips = self.demo_vips()
         pids = ", ".join(f"{n} {pid}" for n, pid in self.procs.running().items())
         state = "was already up" if already_up else "is up"
-        first_vip = vips[0][0] if vips else "VIP"
-        routes = ("show ip route bgp" if self.options["protocol"] == "bgp" else "show ip arp")
+        first_vip = vips[0][0].rsplit(":", 1)[0] if vips else "VIP"
+        v6 = [hp.rsplit(":", 1)[0] for hp, _ in vips if hp.startswith("[")]
+        v6_hint = (f"\n  ip netns exec {client} curl -gs http://{v6[0]}/          # the same over IPv6 (the VIP's "
+                   f"second family)") if v6 else ""
         router_cmd = f"vtysh --vty_socket {self.frr_dir}"
         metrics = "\n".join(f"  curl -s http://127.0.0.1:{speaker_metrics_port(lb)}/metrics | grep -E '^(metallb|maglb)_'"
                             f"   # speaker {lb}" for lb in t.lbs)
@@ -747,10 +756,10 @@ Processes: {pids}.
 Try:
   ip netns exec {client} curl -s http://{first_vip}/          # answered by a backend: "<backend> saw {labnet.CLIENT_ADDR}:<port>"
   for i in $(seq 8); do ip netns exec {client} curl -s http://{first_vip}/; done   # flows spread over be1 and be2
-  echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo
-  {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast'
+  echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
+  {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
   vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR}
-  ip netns exec {t.netns('tor')} ip route        # {routes}: the VIPs and their next hops (ECMP)
+  ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP)
 
   export KUBECONFIG={self.kubeconfig}
   alias kubectl={self.kubectl_path}
@@ -767,8 +776,8 @@ stop everything with `python3 tasks.py dev-env-cleanup`.
 
 kubeconfig: {self.kubeconfig}
 client-netns: {client}""", flush=True)
-        for ip, port, name in vips:
-            print(f"vip: {ip}:{port} {name}", flush=True)
+        for hostport, name in vips:
+            print(f"vip: {hostport} {name}", flush=True)
 
 
 MAX_LB_NODES = 8

@@ -35,13 +35,20 @@ RR_ADDR = "172.31.0.2"
 RACK_PREFIX = "172.31.0"
 BGP_VIPS = "198.51.100.0/24"
 L2_VIPS = "172.31.0.192/26"
+# IPv6: every link is dual-stack; with BGP the pools are too (the ToR peers over IPv6 as well).
+CLIENT_ADDR6 = "fd00:10::2"
+TOR_CLIENT_ADDR6 = "fd00:10::1"
+TOR_RACK_ADDR6 = "fd00:31::1"
+RACK_PREFIX6 = "fd00:31:"
+BGP_VIPS6 = "2001:db8:100::/112"
 BACKENDS = ("be1", "be2")
 
 # The demo pools: one per shard, in the VIP range of the protocol. The e2e suites use the
 # upper halves of both ranges for pools of their own.
 POOLS = {
-    "bgp": {"gold": "198.51.100.0/26", "silver": "198.51.100.64/26"},
-    "layer2": {"gold": "172.31.0.192/28", "silver": "172.31.0.208/28"},
+    "bgp": {"gold": ["198.51.100.0/26", "2001:db8:100::1-2001:db8:100::ff"],
+            "silver": ["198.51.100.64/26", "2001:db8:100::101-2001:db8:100::1ff"]},
+    "layer2": {"gold": ["172.31.0.192/28"], "silver": ["172.31.0.208/28"]},
 }
 SHARDS = ("gold", "silver")
 HTTP_PORT = 80
@@ -72,12 +79,22 @@ class Topology:
     def all_netns(self):
         return [self.netns(r) for r in ["client", "tor", "rr", *self.nodes]]
 
-    def address(self, node):
+    @staticmethod
+    def address(node):
         """A node's address on the rack: rr .2, lbN .10+N, beN .20+N."""
+        return f"{RACK_PREFIX}.{Topology._host(node)}"
+
+    @staticmethod
+    def address6(node):
+        """A node's IPv6 address on the rack, with the same host number as its IPv4 one."""
+        return f"{RACK_PREFIX6}:{Topology._host(node)}"
+
+    @staticmethod
+    def _host(node):
         if node == "rr":
-            return RR_ADDR
+            return 2
         kind, index = node[:2], int(node[2:])
-        return f"{RACK_PREFIX}.{(10 if kind == 'lb' else 20) + index}"
+        return (10 if kind == "lb" else 20) + index
 
     def shards(self, lb):
         """The shards an LB node serves: gold on odd nodes, silver on even ones, both when
@@ -89,13 +106,15 @@ class Topology:
 
 def frr_config(topology):
     """bgpd.conf of the ToR: eBGP with every LB node (one peer group), multipath over them."""
-    neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n" for lb in topology.lbs)
+    neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n"
+                        f" neighbor {topology.address6(lb)} peer-group NODES6\n" for lb in topology.lbs)
     return f"""frr defaults traditional
 hostname tor
 log timestamp precision 3
 !
 router bgp {TOR_ASN}
  bgp router-id {TOR_RACK_ADDR}
+ no bgp default ipv4-unicast
  no bgp ebgp-requires-policy
  no bgp network import-check
  bgp bestpath as-path multipath-relax
@@ -103,8 +122,17 @@ router bgp {TOR_ASN}
  neighbor NODES peer-group
  neighbor NODES remote-as {NODE_ASN}
  neighbor NODES timers connect 2
+ neighbor NODES6 peer-group
+ neighbor NODES6 remote-as {NODE_ASN}
+ neighbor NODES6 timers connect 2
 {neighbors} !
  address-family ipv4 unicast
+  neighbor NODES activate
+  maximum-paths 16
+ exit-address-family
+ !
+ address-family ipv6 unicast
+  neighbor NODES6 activate
   maximum-paths 16
  exit-address-family
 !
@@ -136,14 +164,14 @@ def lab_manifests(topology, protocol, namespace):
     Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
     pools = POOLS[protocol]
     docs = []
-    for shard, cidr in pools.items():
+    for shard, cidrs in pools.items():
         docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata:
   name: {shard}
   namespace: {namespace}
 spec:
-  addresses: [{cidr}]
+  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
   avoidBuggyIPs: true
   shard: {shard}""")
     if protocol == "bgp":
@@ -156,6 +184,18 @@ spec:
   myASN: {NODE_ASN}
   peerASN: {TOR_ASN}
   peerAddress: {TOR_RACK_ADDR}
+  holdTime: 9s
+  keepaliveTime: 3s
+  connectTime: 2s""")
+        docs.append(f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: tor6
+  namespace: {namespace}
+spec:
+  myASN: {NODE_ASN}
+  peerASN: {TOR_ASN}
+  peerAddress: "{TOR_RACK_ADDR6}"
   holdTime: 9s
   keepaliveTime: 3s
   connectTime: 2s""")
@@ -180,19 +220,17 @@ kind: Namespace
 metadata:
   name: demo""")
     for shard in pools:
-        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard})
+        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard},
+                                  dual_stack=protocol == "bgp")
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations):
+def service_manifests(namespace, name, annotations, dual_stack):
     """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
-    EndpointSlice that puts both backends behind it (no endpoint controller runs here)."""
+    EndpointSlices that put both backends behind it (no endpoint controller runs here)."""
     annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
-    endpoints = "".join(f"""
-- addresses: ["{RACK_PREFIX}.{20 + i}"]
-  nodeName: {be}
-  conditions: {{ready: true, serving: true, terminating: false}}""" for i, be in enumerate(BACKENDS, 1))
-    return [f"""apiVersion: v1
+    families = "\n  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]" if dual_stack else ""
+    docs = [f"""apiVersion: v1
 kind: Service
 metadata:
   name: {name}
@@ -200,22 +238,29 @@ metadata:
   annotations:{annotation_lines}
 spec:
   type: LoadBalancer
-  allocateLoadBalancerNodePorts: false
+  allocateLoadBalancerNodePorts: false{families}
   ports:
   - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
-  - {{name: udp, port: {UDP_PORT}, protocol: UDP}}""", f"""apiVersion: discovery.k8s.io/v1
+  - {{name: udp, port: {UDP_PORT}, protocol: UDP}}"""]
+    for family, address in (("IPv4", Topology.address), ("IPv6", Topology.address6))[:2 if dual_stack else 1]:
+        endpoints = "".join(f"""
+- addresses: ["{address(be)}"]
+  nodeName: {be}
+  conditions: {{ready: true, serving: true, terminating: false}}""" for be in BACKENDS)
+        docs.append(f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: {name}-lab
+  name: {name}-lab-{family.lower()}
   namespace: {namespace}
   labels:
     kubernetes.io/service-name: {name}
     endpointslice.kubernetes.io/managed-by: maglb-lab
-addressType: IPv4
+addressType: {family}
 ports:
 - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
 - {{name: udp, port: {UDP_PORT}, protocol: UDP}}
-endpoints:{endpoints}"""]
+endpoints:{endpoints}""")
+    return docs
 
 
 def node_manifests(topology):
@@ -263,45 +308,58 @@ def destroy():
 
 def build(topology):
     """Creates the namespaces, links, addresses, routes and sysctls. Fails if any exists."""
-    nss = topology.all_netns
-    for ns in nss:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-
     def ns_sysctl(ns, *settings):
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", *settings)
+
+    for ns in topology.all_netns:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        # No duplicate address detection: addresses are usable at once.
+        ns_sysctl(ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 
     tor, client = topology.netns("tor"), topology.netns("client")
     # client <-> tor
     sh("ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "client0", "netns", tor)
     sh("ip", "-n", client, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "eth0")
-    # Room for the outer IPv4 header the LB adds towards the backends.
-    sh("ip", "-n", client, "link", "set", "eth0", "mtu", "1480", "up")
+    sh("ip", "-n", client, "addr", "add", f"{CLIENT_ADDR6}/64", "dev", "eth0")
+    # Room for the outer IPv4 or IPv6 header the LB adds towards the backends.
+    sh("ip", "-n", client, "link", "set", "eth0", "mtu", "1460", "up")
     sh("ip", "-n", client, "route", "add", "default", "via", TOR_CLIENT_ADDR)
+    sh("ip", "-n", client, "-6", "route", "add", "default", "via", TOR_CLIENT_ADDR6)
     sh("ip", "-n", tor, "addr", "add", f"{TOR_CLIENT_ADDR}/24", "dev", "client0")
+    sh("ip", "-n", tor, "addr", "add", f"{TOR_CLIENT_ADDR6}/64", "dev", "client0")
     sh("ip", "-n", tor, "link", "set", "client0", "up")
     # The rack: a bridge in the ToR, its address the nodes' gateway.
     sh("ip", "-n", tor, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", tor, "addr", "add", f"{TOR_RACK_ADDR}/24", "dev", "br0")
+    sh("ip", "-n", tor, "addr", "add", f"{TOR_RACK_ADDR6}/64", "dev", "br0")
     sh("ip", "-n", tor, "link", "set", "br0", "up")
-    ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-              "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.fib_multipath_hash_policy=1")
+    ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
+              "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1",
+              "net.ipv6.fib_multipath_hash_policy=1")
     for node in ["rr", *topology.nodes]:
         ns = topology.netns(node)
         port = f"p-{node}"
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", tor)
         sh("ip", "-n", tor, "link", "set", port, "master", "br0", "up")
         sh("ip", "-n", ns, "addr", "add", f"{topology.address(node)}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "addr", "add", f"{topology.address6(node)}/64", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
         sh("ip", "-n", ns, "route", "add", "default", "via", TOR_RACK_ADDR)
+        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", TOR_RACK_ADDR6)
         if node == "rr":
             continue
         if node.startswith("lb"):
-            ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+            ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
                       "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
         else:
-            for vips in (BGP_VIPS, L2_VIPS):
-                sh("ip", "-n", ns, "addr", "add", vips, "dev", "lo")
+            # Every VIP is local to the backends (the kernel answers for a whole local route),
+            # which direct server return needs.
+            for vips in (BGP_VIPS, L2_VIPS, BGP_VIPS6):
+                sh("ip", "-n", ns, "route", "add", "local", vips, "dev", "lo")
+            # A UDP answer leaves from the VIP it was sent to (IPV6_PKTINFO), which IPv6 allows
+            # only from an address on an interface, or with non-local binds.
+            ns_sysctl(ns, "net.ipv6.ip_nonlocal_bind=1")
             ns_sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
                       "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
                       "net.ipv4.conf.eth0.rp_filter=0")

@@ -11,12 +11,13 @@
 // reached from the host). It is the lab's management network, without any address outside
 // the lab's namespaces.
 //
-//	labagent backend --netns NS --name NAME --interface DEV --address ADDR
+//	labagent backend --netns NS --name NAME --interface DEV --address ADDR[,ADDR6]
 //
 // is a backend node: it attaches the decapsulation program to DEV for packets tunnelled to
-// ADDR, and serves HTTP and UDP, both answering "<NAME> saw <client address:port>".
+// its addresses, and serves HTTP and UDP (IPv4 and IPv6), all answering
+// "<NAME> saw <client address:port>".
 //
-//	labagent nodes --kubeconfig K --node NAME=ADDR ...
+//	labagent nodes --kubeconfig K --node NAME=ADDR[,ADDR6] ...
 //
 // keeps the lab's Node objects Ready, as kubelets would: every few seconds it writes each
 // node's Ready condition and address, and renews its Lease in kube-node-lease.
@@ -40,6 +41,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/logging"
@@ -67,7 +69,7 @@ func main() {
 		flags.StringVar(&b.netns, "netns", "", "the backend node's network namespace")
 		flags.StringVar(&b.name, "name", "", "the backend's name, in every answer")
 		flags.StringVar(&b.iface, "interface", "eth0", "the interface tunnelled packets arrive on")
-		flags.StringVar(&b.address, "address", "", "the node address packets are tunnelled to")
+		flags.StringVar(&b.addresses, "address", "", "the node addresses packets are tunnelled to, comma-separated (one per family)")
 		flags.StringVar(&b.pinPath, "pin-path", "", "bpffs directory for the decapsulation program's pins")
 		flags.StringVar(&b.xdpMode, "xdp-mode", string(ebpf.XDPGeneric), "how the decapsulation program attaches: native or generic")
 		flags.UintVar(&b.gueport, "gue-port", ebpf.DefaultGUEPort, "UDP port of GUE encapsulation")
@@ -77,7 +79,7 @@ func main() {
 	case "nodes":
 		var k nodeKeeper
 		flags.StringVar(&k.kubeconfig, "kubeconfig", "", "the cluster's kubeconfig")
-		flags.Var(&k.nodes, "node", "NAME=ADDR: a node to keep Ready, with its InternalIP (repeatable)")
+		flags.Var(&k.nodes, "node", "NAME=ADDR[,ADDR]: a node to keep Ready, with its InternalIPs (repeatable)")
 		flags.DurationVar(&k.interval, "interval", 10*time.Second, "how often the nodes' status and leases are renewed")
 		run = func(logger log.Logger) error { return k.run(ctx, logger) }
 	default:
@@ -136,24 +138,28 @@ func relay(ctx context.Context, logger log.Logger, into, out relaySpecs) error {
 }
 
 type backend struct {
-	netns, name, iface, address, pinPath, xdpMode string
-	gueport                                       uint
-	httpPort, udpPort                             int
+	netns, name, iface, addresses, pinPath, xdpMode string
+	gueport                                         uint
+	httpPort, udpPort                               int
 }
 
 func (b *backend) run(ctx context.Context, logger log.Logger) error {
 	if b.netns == "" || b.name == "" || b.pinPath == "" {
 		return errors.New("--netns, --name and --pin-path are required")
 	}
-	addr, err := netip.ParseAddr(b.address)
-	if err != nil {
-		return fmt.Errorf("--address: %w", err)
+	var addrs []netip.Addr
+	for _, a := range strings.Split(b.addresses, ",") {
+		addr, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil {
+			return fmt.Errorf("--address: %w", err)
+		}
+		addrs = append(addrs, addr)
 	}
 	var decap *ebpf.Decap
 	if err := nsexec.Do(b.netns, func() (err error) {
 		decap, err = ebpf.NewDecap(ebpf.DecapOptions{
 			Interface: b.iface, XDPMode: ebpf.XDPMode(b.xdpMode), PinPath: b.pinPath,
-			GUEPort: uint16(b.gueport), Addresses: []netip.Addr{addr},
+			GUEPort: uint16(b.gueport), Addresses: addrs,
 		})
 		return err
 	}); err != nil {
@@ -164,7 +170,7 @@ func (b *backend) run(ctx context.Context, logger log.Logger) error {
 			level.Error(logger).Log("op", "shutdown", "msg", "detaching the decapsulation program", "error", err)
 		}
 	}()
-	level.Info(logger).Log("op", "startup", "msg", "decapsulating", "netns", b.netns, "interface", b.iface, "address", addr)
+	level.Info(logger).Log("op", "startup", "msg", "decapsulating", "netns", b.netns, "interface", b.iface, "addresses", fmt.Sprint(addrs))
 
 	httpListener, err := nsexec.Listen(b.netns, "tcp", ":"+strconv.Itoa(b.httpPort))
 	if err != nil {
@@ -174,12 +180,18 @@ func (b *backend) run(ctx context.Context, logger log.Logger) error {
 	go func() { _ = server.Serve(httpListener) }()
 	defer server.Close()
 
-	udp, err := nsexec.ListenPacket(b.netns, "udp4", ":"+strconv.Itoa(b.udpPort))
+	udp4, err := nsexec.ListenPacket(b.netns, "udp4", ":"+strconv.Itoa(b.udpPort))
 	if err != nil {
 		return err
 	}
-	defer udp.Close()
-	go b.serveUDP(ipv4.NewPacketConn(udp), logger)
+	defer udp4.Close()
+	go b.serveUDP(ipv4.NewPacketConn(udp4), logger)
+	udp6, err := nsexec.ListenPacket(b.netns, "udp6", ":"+strconv.Itoa(b.udpPort))
+	if err != nil {
+		return err
+	}
+	defer udp6.Close()
+	go b.serveUDP6(ipv6.NewPacketConn(udp6), logger)
 	level.Info(logger).Log("op", "startup", "msg", "serving", "name", b.name, "http", b.httpPort, "udp", b.udpPort)
 
 	<-ctx.Done()
@@ -211,6 +223,26 @@ func (b *backend) serveUDP(conn *ipv4.PacketConn, logger log.Logger) {
 		var reply *ipv4.ControlMessage
 		if cm != nil {
 			reply = &ipv4.ControlMessage{Src: cm.Dst}
+		}
+		_, _ = conn.WriteTo(fmt.Appendf(nil, "%s saw %s\n", b.name, src), reply, src)
+	}
+}
+
+// serveUDP6 is serveUDP for IPv6.
+func (b *backend) serveUDP6(conn *ipv6.PacketConn, logger log.Logger) {
+	if err := conn.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		level.Error(logger).Log("op", "udp6", "error", err)
+		return
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		_, cm, src, err := conn.ReadFrom(buf)
+		if err != nil {
+			return // closed
+		}
+		var reply *ipv6.ControlMessage
+		if cm != nil {
+			reply = &ipv6.ControlMessage{Src: cm.Dst}
 		}
 		_, _ = conn.WriteTo(fmt.Appendf(nil, "%s saw %s\n", b.name, src), reply, src)
 	}

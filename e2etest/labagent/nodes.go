@@ -32,19 +32,20 @@ type nodeKeeper struct {
 	interval   time.Duration
 }
 
-type nodeAddrs map[string]string
+// nodeAddrs are the InternalIPs of each node, one per family.
+type nodeAddrs map[string][]string
 
-func (n *nodeAddrs) String() string { return fmt.Sprint(map[string]string(*n)) }
+func (n *nodeAddrs) String() string { return fmt.Sprint(map[string][]string(*n)) }
 
 func (n *nodeAddrs) Set(v string) error {
-	name, addr, ok := strings.Cut(v, "=")
-	if !ok || name == "" || addr == "" {
-		return fmt.Errorf("%q is not NAME=ADDR", v)
+	name, addrs, ok := strings.Cut(v, "=")
+	if !ok || name == "" || addrs == "" {
+		return fmt.Errorf("%q is not NAME=ADDR[,ADDR]", v)
 	}
 	if *n == nil {
 		*n = nodeAddrs{}
 	}
-	(*n)[name] = addr
+	(*n)[name] = strings.Split(addrs, ",")
 	return nil
 }
 
@@ -62,8 +63,8 @@ func (k *nodeKeeper) run(ctx context.Context, logger log.Logger) error {
 	}
 	since := metav1.Now()
 	for {
-		for name, addr := range k.nodes {
-			if err := k.renew(ctx, clients, name, addr, since); err != nil && ctx.Err() == nil {
+		for name, addrs := range k.nodes {
+			if err := k.renew(ctx, clients, name, addrs, since); err != nil && ctx.Err() == nil {
 				level.Error(logger).Log("op", "renew", "node", name, "error", err)
 			}
 		}
@@ -75,12 +76,16 @@ func (k *nodeKeeper) run(ctx context.Context, logger log.Logger) error {
 	}
 }
 
-// renew writes the node's Ready condition (Ready since the keeper started) and its address,
+// renew writes the node's Ready condition (Ready since the keeper started) and its addresses,
 // and renews its lease. A node that does not exist (yet) is left alone.
-func (k *nodeKeeper) renew(ctx context.Context, clients kubernetes.Interface, name, addr string, since metav1.Time) error {
+func (k *nodeKeeper) renew(ctx context.Context, clients kubernetes.Interface, name string, addrs []string, since metav1.Time) error {
 	now := metav1.Now()
+	var addresses []corev1.NodeAddress
+	for _, a := range addrs {
+		addresses = append(addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+	}
 	patch, err := json.Marshal(map[string]any{"status": corev1.NodeStatus{
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}, {Type: corev1.NodeHostName, Address: name}},
+		Addresses: append(addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: name}),
 		Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "LabNodeReady",
 			Message: "the lab's node keeper holds this node Ready", LastHeartbeatTime: now, LastTransitionTime: since,
