@@ -13,6 +13,9 @@ answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service 
 local to them, the DSR arrangement) without answering ARP for them, and send answers
 straight back to the client via the ToR.
 
+Every link is dual-stack: IPv6 addresses carry the IPv4 host numbers (fd00:31::11 for lb1),
+and with BGP the pools and demo Services are dual-stack too.
+
 Everything is created in namespaces named maglb-<role>; nothing is configured in the host's
 own network namespace. Pure helpers here (names, addresses, configuration text) do no I/O;
 build() and destroy() run `ip`.
