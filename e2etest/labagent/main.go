@@ -185,13 +185,21 @@ func (b *backend) run(ctx context.Context, logger log.Logger) error {
 		return err
 	}
 	defer udp4.Close()
-	go b.serveUDP(ipv4.NewPacketConn(udp4), logger)
+	conn4 := ipv4.NewPacketConn(udp4)
+	if err := conn4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		return err
+	}
+	go b.serveUDP(udp4Conn{conn4})
 	udp6, err := nsexec.ListenPacket(b.netns, "udp6", ":"+strconv.Itoa(b.udpPort))
 	if err != nil {
 		return err
 	}
 	defer udp6.Close()
-	go b.serveUDP6(ipv6.NewPacketConn(udp6), logger)
+	conn6 := ipv6.NewPacketConn(udp6)
+	if err := conn6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		return err
+	}
+	go b.serveUDP(udp6Conn{conn6})
 	level.Info(logger).Log("op", "startup", "msg", "serving", "name", b.name, "http", b.httpPort, "udp", b.udpPort)
 
 	<-ctx.Done()
@@ -209,41 +217,50 @@ func (b *backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveUDP answers each datagram from the address it was sent to, whichever VIP that is:
 // an answer from the node's own address would not match the client's socket.
-func (b *backend) serveUDP(conn *ipv4.PacketConn, logger log.Logger) {
-	if err := conn.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		level.Error(logger).Log("op", "udp", "error", err)
-		return
-	}
+func (b *backend) serveUDP(conn datagramConn) {
 	buf := make([]byte, 64<<10)
 	for {
-		_, cm, src, err := conn.ReadFrom(buf)
+		dst, src, err := conn.readTo(buf)
 		if err != nil {
 			return // closed
 		}
-		var reply *ipv4.ControlMessage
-		if cm != nil {
-			reply = &ipv4.ControlMessage{Src: cm.Dst}
-		}
-		_, _ = conn.WriteTo(fmt.Appendf(nil, "%s saw %s\n", b.name, src), reply, src)
+		_ = conn.replyFrom(fmt.Appendf(nil, "%s saw %s\n", b.name, src), dst, src)
 	}
 }
 
-// serveUDP6 is serveUDP for IPv6.
-func (b *backend) serveUDP6(conn *ipv6.PacketConn, logger log.Logger) {
-	if err := conn.SetControlMessage(ipv6.FlagDst, true); err != nil {
-		level.Error(logger).Log("op", "udp6", "error", err)
-		return
+// datagramConn reads a datagram with the address it was sent to, and answers from an address
+// of choice: an ipv4 or ipv6 PacketConn with destination control messages on.
+type datagramConn interface {
+	readTo(buf []byte) (dst net.IP, src net.Addr, err error)
+	replyFrom(p []byte, from net.IP, to net.Addr) error
+}
+
+type udp4Conn struct{ *ipv4.PacketConn }
+
+func (c udp4Conn) readTo(buf []byte) (net.IP, net.Addr, error) {
+	_, cm, src, err := c.ReadFrom(buf)
+	if cm == nil {
+		return nil, src, err
 	}
-	buf := make([]byte, 64<<10)
-	for {
-		_, cm, src, err := conn.ReadFrom(buf)
-		if err != nil {
-			return // closed
-		}
-		var reply *ipv6.ControlMessage
-		if cm != nil {
-			reply = &ipv6.ControlMessage{Src: cm.Dst}
-		}
-		_, _ = conn.WriteTo(fmt.Appendf(nil, "%s saw %s\n", b.name, src), reply, src)
+	return cm.Dst, src, err
+}
+
+func (c udp4Conn) replyFrom(p []byte, from net.IP, to net.Addr) error {
+	_, err := c.WriteTo(p, &ipv4.ControlMessage{Src: from}, to)
+	return err
+}
+
+type udp6Conn struct{ *ipv6.PacketConn }
+
+func (c udp6Conn) readTo(buf []byte) (net.IP, net.Addr, error) {
+	_, cm, src, err := c.ReadFrom(buf)
+	if cm == nil {
+		return nil, src, err
 	}
+	return cm.Dst, src, err
+}
+
+func (c udp6Conn) replyFrom(p []byte, from net.IP, to net.Addr) error {
+	_, err := c.WriteTo(p, &ipv6.ControlMessage{Src: from}, to)
+	return err
 }
