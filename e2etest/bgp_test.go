@@ -70,10 +70,7 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 			Skip("the environment has no IPv6 VIP range")
 		}
 		createAdvertisedPool(ctx, "e2e-bgp-dual", testCIDR(4), testCIDR6(0))
-		svc := createBackedService(ctx, ns, "dual", map[string]string{"metallb.io/address-pool": "e2e-bgp-dual"}, nil, func(s *corev1.Service) {
-			s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyPreferDualStack)
-			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
-		})
+		svc := createBackedService(ctx, ns, "dual", map[string]string{"metallb.io/address-pool": "e2e-bgp-dual"}, nil, dualStack)
 		Eventually(ingressOf(ctx, svc)).Should(HaveLen(2))
 		ips, _ := ingressOf(ctx, svc)()
 		vip6 := ips[slices.IndexFunc(ips, func(ip string) bool { return strings.Contains(ip, ":") })]

@@ -108,6 +108,12 @@ func withUDP(svc *corev1.Service) {
 	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "udp", Protocol: corev1.ProtocolUDP, Port: env.UDPPort, TargetPort: intstr.FromInt32(env.UDPPort)})
 }
 
+// dualStack asks for an IP of each family.
+func dualStack(svc *corev1.Service) {
+	svc.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyPreferDualStack)
+	svc.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+}
+
 func withLocalTraffic(svc *corev1.Service) {
 	svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
 }

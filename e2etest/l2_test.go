@@ -18,20 +18,29 @@ var _ = Describe("L2", Label("layer2"), Ordered, func() {
 	const ns = "e2e-l2"
 	ctx := context.Background()
 	var svc *corev1.Service
-	var vip string
+	var vips []string
 
 	BeforeAll(func() {
 		requireProtocol("layer2")
 		ensureNamespace(ctx, ns)
-		createAdvertisedPool(ctx, "e2e-l2", testCIDR(0))
-		svc = createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-l2"}, nil)
-		vip = vipOf(ctx, svc)
+		cidrs := []string{testCIDR(0)}
+		var options []func(*corev1.Service)
+		if env.VIPRange6 != "" {
+			cidrs = append(cidrs, testCIDR6(0))
+			options = append(options, dualStack)
+		}
+		createAdvertisedPool(ctx, "e2e-l2", cidrs...)
+		svc = createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-l2"}, nil, options...)
+		Eventually(ingressOf(ctx, svc)).Should(HaveLen(len(cidrs)))
+		vips, _ = ingressOf(ctx, svc)()
 	})
 
-	It("answers through the VIP from the one node that announces it", func() {
+	It("answers through the VIPs (ARP, and NDP for IPv6) from the one node that announces them", func() {
 		Eventually(l2Nodes(ctx, svc)).Should(HaveLen(1))
-		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
-		Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		for _, vip := range vips {
+			Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())), vip)
+			Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())), vip)
+		}
 	})
 
 	It("fails over to another node when the announcing one leaves", func() {
@@ -41,7 +50,9 @@ var _ = Describe("L2", Label("layer2"), Ordered, func() {
 		nodeDown(owner)
 		DeferCleanup(func() { nodeUp(owner) })
 		Eventually(l2Nodes(ctx, svc)).Should(And(HaveLen(1), Not(ContainElement(owner))), "another node takes over from %s", owner)
-		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
+		for _, vip := range vips {
+			Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())), vip)
+		}
 	})
 })
 

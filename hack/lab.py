@@ -572,8 +572,7 @@ metadata:
 
     def wait_for_vips(self):
         step("waiting for the demo VIPs to answer a curl from the client namespace")
-        families = 2 if self.options["protocol"] == "bgp" else 1
-        wait_until("the IPs of each demo Service", lambda: len(self.demo_vips()) == families * len(labnet.SHARDS), 60,
+        wait_until("both IPs of each demo Service", lambda: len(self.demo_vips()) == 2 * len(labnet.SHARDS), 60,
                    "controller", self.procs)
         client = self.topology.netns("client")
         for hostport, name in self.demo_vips():
@@ -612,7 +611,7 @@ metadata:
             "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
             "pools": labnet.POOLS[self.options["protocol"]],
             "vip_range": labnet.BGP_VIPS if self.options["protocol"] == "bgp" else labnet.L2_VIPS,
-            "vip_range6": labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else "",
+            "vip_range6": labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else labnet.L2_VIPS6,
             "http_port": labnet.HTTP_PORT,
             "udp_port": labnet.UDP_PORT,
             "node_down": [sys.executable, str(Path(__file__).resolve()), "speaker", "stop"],

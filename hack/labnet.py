@@ -14,7 +14,8 @@ local to them, the DSR arrangement) without answering ARP for them, and send ans
 straight back to the client via the ToR.
 
 Every link is dual-stack: IPv6 addresses carry the IPv4 host numbers (fd00:31::11 for lb1),
-and with BGP the pools and demo Services are dual-stack too.
+and so are the pools and demo Services (layer 2 answers NDP for the IPv6 VIPs, on the rack's
+prefix).
 
 Everything is created in namespaces named maglb-<role>; nothing is configured in the host's
 own network namespace. Pure helpers here (names, addresses, configuration text) do no I/O;
@@ -44,6 +45,7 @@ TOR_CLIENT_ADDR6 = "fd00:10::1"
 TOR_RACK_ADDR6 = "fd00:31::1"
 RACK_PREFIX6 = "fd00:31:"
 BGP_VIPS6 = "2001:db8:100::/112"
+L2_VIPS6 = "fd00:31::1:0/112"
 BACKENDS = ("be1", "be2")
 
 # The demo pools: one per shard, in the VIP range of the protocol. The e2e suites use the
@@ -51,7 +53,8 @@ BACKENDS = ("be1", "be2")
 POOLS = {
     "bgp": {"gold": ["198.51.100.0/26", "2001:db8:100::1-2001:db8:100::ff"],
             "silver": ["198.51.100.64/26", "2001:db8:100::101-2001:db8:100::1ff"]},
-    "layer2": {"gold": ["172.31.0.192/28"], "silver": ["172.31.0.208/28"]},
+    "layer2": {"gold": ["172.31.0.192/28", "fd00:31::1:1-fd00:31::1:f"],
+               "silver": ["172.31.0.208/28", "fd00:31::1:11-fd00:31::1:1f"]},
 }
 SHARDS = ("gold", "silver")
 HTTP_PORT = 80
@@ -223,16 +226,14 @@ kind: Namespace
 metadata:
   name: demo""")
     for shard in pools:
-        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard},
-                                  dual_stack=protocol == "bgp")
+        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard})
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations, dual_stack):
+def service_manifests(namespace, name, annotations):
     """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
     EndpointSlices that put both backends behind it (no endpoint controller runs here)."""
     annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
-    families = "\n  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv4, IPv6]" if dual_stack else ""
     docs = [f"""apiVersion: v1
 kind: Service
 metadata:
@@ -241,11 +242,13 @@ metadata:
   annotations:{annotation_lines}
 spec:
   type: LoadBalancer
-  allocateLoadBalancerNodePorts: false{families}
+  allocateLoadBalancerNodePorts: false
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv4, IPv6]
   ports:
   - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
   - {{name: udp, port: {UDP_PORT}, protocol: UDP}}"""]
-    for family, address in (("IPv4", Topology.address), ("IPv6", Topology.address6))[:2 if dual_stack else 1]:
+    for family, address in (("IPv4", Topology.address), ("IPv6", Topology.address6)):
         endpoints = "".join(f"""
 - addresses: ["{address(be)}"]
   nodeName: {be}
@@ -358,7 +361,7 @@ def build(topology):
         else:
             # Every VIP is local to the backends (the kernel answers for a whole local route),
             # which direct server return needs.
-            for vips in (BGP_VIPS, L2_VIPS, BGP_VIPS6):
+            for vips in (BGP_VIPS, L2_VIPS, BGP_VIPS6, L2_VIPS6):
                 sh("ip", "-n", ns, "route", "add", "local", vips, "dev", "lo")
             # A UDP answer leaves from the VIP it was sent to (IPV6_PKTINFO), which IPv6 allows
             # only from an address on an interface, or with non-local binds.
