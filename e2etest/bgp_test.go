@@ -39,13 +39,7 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		svc := createBackedService(ctx, ns, "cluster", inPool, nil)
 		vip := vipOf(ctx, svc)
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
-		Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
-		Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
-		if env.Datapath == "ebpf" {
-			a, _, err := fetch(vip, env.HTTPPort, "/", 0)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(a.Client).To(Equal(env.ClientAddress), "direct server return keeps the client's address")
-		}
+		expectAnswersThrough(vip)
 	})
 
 	It("announces an ETP=Local service from the nodes that may forward it", func() {
@@ -75,13 +69,7 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		ips, _ := ingressOf(ctx, svc)()
 		vip6 := ips[slices.IndexFunc(ips, func(ip string) bool { return strings.Contains(ip, ":") })]
 		Eventually(nexthops("tor", vip6)).Should(Equal(lbAddressesOf(corev1.IPv6Protocol, lbNames()...)))
-		Eventually(reachable(vip6)).Should(WithTransform(backendOf, BeElementOf(backendNames())))
-		Eventually(func() (answer, error) { return udpEcho(vip6, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())))
-		if env.Datapath == "ebpf" {
-			a, _, err := fetch(vip6, env.HTTPPort, "/", 0)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(a.Client).To(Equal(env.ClientAddress6), "direct server return keeps the client's address")
-		}
+		expectAnswersThrough(vip6)
 	})
 
 	It("updates communities, local preference and aggregation at the routers", func() {
@@ -140,8 +128,6 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		Consistently(nexthops("tor", vip), 3*time.Second).Should(BeEmpty(), "the advertisement selects the rr peer only")
 	})
 })
-
-func backendOf(a answer) string { return a.Backend }
 
 func updateAdvertisement(ctx context.Context, adv *metallbv1beta1.BGPAdvertisement, mutate func(*metallbv1beta1.BGPAdvertisementSpec)) error {
 	var current metallbv1beta1.BGPAdvertisement

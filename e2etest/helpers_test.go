@@ -443,6 +443,26 @@ func reachable(vip string) func() (answer, error) {
 	}
 }
 
+// expectAnswersThrough waits until HTTP and UDP get a backend's answer through vip; with the
+// ebpf datapath (direct server return) the backend must have seen the client's own address.
+func expectAnswersThrough(vip string) {
+	GinkgoHelper()
+	Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())), "HTTP through %s", vip)
+	Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())), "UDP through %s", vip)
+	if env.Datapath != "ebpf" {
+		return
+	}
+	client := env.ClientAddress
+	if strings.Contains(vip, ":") {
+		client = env.ClientAddress6
+	}
+	a, _, err := fetch(vip, env.HTTPPort, "/", 0)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(a.Client).To(Equal(client), "direct server return keeps the client's address")
+}
+
+func backendOf(a answer) string { return a.Backend }
+
 // everyNodeForwards waits until flows, each from its own port, all get an answer through
 // vip: ECMP spreads them over the LB nodes, and each node programs its datapath (or its
 // kube-proxy syncs) on its own time.

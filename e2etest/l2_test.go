@@ -38,8 +38,7 @@ var _ = Describe("L2", Label("layer2"), Ordered, func() {
 	It("answers through the VIPs (ARP, and NDP for IPv6) from the one node that announces them", func() {
 		Eventually(l2Nodes(ctx, svc)).Should(HaveLen(1))
 		for _, vip := range vips {
-			Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())), vip)
-			Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())), vip)
+			expectAnswersThrough(vip)
 		}
 	})
 

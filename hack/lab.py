@@ -568,7 +568,7 @@ metadata:
             for ingress in svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []:
                 host = f"[{ingress['ip']}]" if ":" in ingress["ip"] else ingress["ip"]
                 vips.append((f"{host}:{labnet.HTTP_PORT}", f"demo/{svc['metadata']['name']}"))
-        return sorted(vips, key=lambda v: (v[1], ":" in v[0].rsplit(":", 1)[0]))
+        return sorted(vips, key=lambda v: (v[1], v[0].startswith("[")))  # per Service, IPv4 first
 
     def wait_for_vips(self):
         step("waiting for the demo VIPs to answer a curl from the client namespace")
