@@ -221,25 +221,26 @@ LAB_HELP = {
     "datapath": "ebpf (XDP Maglev, direct server return; the default) or kubeproxy (kube-proxy iptables, upstream's path)",
     "protocol": "bgp (the default: the ToR learns the VIPs over BGP, ECMP) or layer2 (ARP)",
     "lb_nodes": "how many LB nodes (default 3)",
+    "encap": "ipip (the default) or gue: how the ebpf datapath reaches the backends",
 }
 
 
 @task(help=LAB_HELP)
-def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3):
+def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip"):
     """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes).up())()
+    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap).up())()
 
 
 @task(help={
     "focus": "only the specs matching this regular expression (ginkgo --focus)",
     "skip": "not the specs matching this regular expression (ginkgo --skip)",
     "label_filter": "a Ginkgo label filter replacing each pass's own, e.g. 'datapath && !survival'",
-    "passes": "comma-separated passes, in order (default layer2,kubeproxy,ebpf; ebpf, the default lab, stays up)",
+    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,ebpf; ebpf, the default lab, stays up)",
 })
-def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,ebpf"):
+def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,ebpf"):
     """Run the e2e suites (e2etest/, Ginkgo) on the lab, once per lab variant; print the figures."""
     _deps()
     bin_dir = _k8s_bins()

@@ -39,7 +39,7 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		svc := createBackedService(ctx, ns, "cluster", inPool, nil)
 		vip := vipOf(ctx, svc)
 		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
-		expectAnswersThrough(vip)
+		expectAnswersThrough(svc, vip)
 	})
 
 	It("announces an ETP=Local service from the nodes that may forward it", func() {
@@ -68,8 +68,8 @@ var _ = Describe("BGP", Label("bgp"), Ordered, func() {
 		Eventually(ingressOf(ctx, svc)).Should(HaveLen(2))
 		ips, _ := ingressOf(ctx, svc)()
 		vip6 := ips[slices.IndexFunc(ips, func(ip string) bool { return strings.Contains(ip, ":") })]
-		Eventually(nexthops("tor", vip6)).Should(Equal(lbAddressesOf(corev1.IPv6Protocol, lbNames()...)))
-		expectAnswersThrough(vip6)
+		Eventually(nexthops("tor", vip6)).Should(Equal(nodeAddressesOf(corev1.IPv6Protocol, lbNames()...)))
+		expectAnswersThrough(svc, vip6)
 	})
 
 	It("updates communities, local preference and aggregation at the routers", func() {

@@ -50,6 +50,8 @@ var (
 // environment is the description --lab names.
 type environment struct {
 	Datapath          string              `json:"datapath"` // ebpf or kubeproxy
+	Encap             string              `json:"encap"`    // ipip or gue: how the ebpf datapath reaches backends
+	ClientMTU         int                 `json:"client_mtu"`
 	Protocol          string              `json:"protocol"` // bgp or layer2
 	Kubeconfig        string              `json:"kubeconfig"`
 	Namespace         string              `json:"namespace"`
@@ -60,6 +62,7 @@ type environment struct {
 	NodeASN           uint32              `json:"node_asn"`
 	LBNodes           map[string]lbNode   `json:"lb_nodes"`
 	Backends          map[string]backend  `json:"backends"`
+	Pods              map[string]pod      `json:"pods"` // the echo servers behind the nodes, when not on them
 	ControllerMetrics string              `json:"controller_metrics"`
 	Pools             map[string][]string `json:"pools"`
 	VIPRange          string              `json:"vip_range"`
@@ -85,6 +88,12 @@ type lbNode struct {
 }
 
 type backend struct {
+	Address  string `json:"address"`
+	Address6 string `json:"address6"`
+}
+
+type pod struct {
+	Node     string `json:"node"`
 	Address  string `json:"address"`
 	Address6 string `json:"address6"`
 }

@@ -131,9 +131,8 @@ func createBackedService(ctx context.Context, namespace, name string, annotation
 	return svc
 }
 
-// setEndpoints makes the service's endpoints the backends of nodes, one EndpointSlice per
-// family of the service; a node that is no backend node (an LB node) gets an endpoint at its
-// own address.
+// setEndpoints makes the service's endpoints the pods of nodes, one EndpointSlice per family of
+// the service; a node the environment lists no pods of gets an endpoint at its own address.
 func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 	GinkgoHelper()
 	families := svc.Spec.IPFamilies
@@ -151,10 +150,12 @@ func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 			slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{Name: ptr.To(p.Name), Port: ptr.To(p.Port), Protocol: ptr.To(p.Protocol)})
 		}
 		for _, n := range nodes {
-			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-				Addresses: []string{nodeAddress(n, family)}, NodeName: ptr.To(n),
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			})
+			for _, addr := range endpointAddresses(n, family) {
+				slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+					Addresses: []string{addr}, NodeName: ptr.To(n),
+					Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+				})
+			}
 		}
 		var existing discoveryv1.EndpointSlice
 		err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
@@ -168,6 +169,25 @@ func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 	}
 }
 
+// endpointAddresses are the addresses of family of the pods on node, or the node's own when
+// the environment lists none.
+func endpointAddresses(node string, family corev1.IPFamily) []string {
+	var addrs []string
+	for _, name := range slices.Sorted(maps.Keys(env.Pods)) {
+		if p := env.Pods[name]; p.Node == node {
+			addr := p.Address
+			if family == corev1.IPv6Protocol {
+				addr = p.Address6
+			}
+			addrs = append(addrs, addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return []string{nodeAddress(node, family)}
+	}
+	return addrs
+}
+
 // nodeAddress is a backend or LB node's address of family.
 func nodeAddress(node string, family corev1.IPFamily) string {
 	if family == corev1.IPv6Protocol {
@@ -179,9 +199,9 @@ func nodeAddress(node string, family corev1.IPFamily) string {
 func backendNames() []string { return slices.Sorted(maps.Keys(env.Backends)) }
 func lbNames() []string      { return slices.Sorted(maps.Keys(env.LBNodes)) }
 
-func lbAddresses(names ...string) []string { return lbAddressesOf(corev1.IPv4Protocol, names...) }
+func lbAddresses(names ...string) []string { return nodeAddressesOf(corev1.IPv4Protocol, names...) }
 
-func lbAddressesOf(family corev1.IPFamily, names ...string) []string {
+func nodeAddressesOf(family corev1.IPFamily, names ...string) []string {
 	var addrs []string
 	for _, n := range names {
 		addrs = append(addrs, nodeAddress(n, family))
@@ -348,9 +368,10 @@ func dial(network, address string, localPort int) (net.Conn, error) {
 	return nsexec.Dial(env.ClientNetns, d, network, address)
 }
 
-// answer is what a backend's echo server says: who it is and whom it saw.
+// answer is what an echo server says: "<pod> on <node> saw <client>", or "<node> saw <client>"
+// where it runs on the node itself. Backend is the node.
 type answer struct {
-	Backend, Client string
+	Backend, Pod, Client string
 }
 
 func parseAnswer(body string) (answer, error) {
@@ -359,8 +380,13 @@ func parseAnswer(body string) (answer, error) {
 	if !ok {
 		return answer{}, fmt.Errorf("not an echo answer: %q", first)
 	}
+	a := answer{Backend: name}
+	if pod, node, onNode := strings.Cut(name, " on "); onNode {
+		a.Pod, a.Backend = pod, node
+	}
 	host, _, err := net.SplitHostPort(seen)
-	return answer{Backend: name, Client: host}, err
+	a.Client = host
+	return a, err
 }
 
 // httpConn is a keep-alive HTTP/1.1 connection to a VIP.
@@ -443,22 +469,38 @@ func reachable(vip string) func() (answer, error) {
 	}
 }
 
-// expectAnswersThrough waits until HTTP and UDP get a backend's answer through vip; with the
-// ebpf datapath (direct server return) the backend must have seen the client's own address.
-func expectAnswersThrough(vip string) {
+// expectAnswersThrough waits until HTTP and UDP get a backend's answer through vip, and checks
+// whom the backend saw (clientsSeen).
+func expectAnswersThrough(svc *corev1.Service, vip string) {
 	GinkgoHelper()
 	Eventually(reachable(vip)).Should(WithTransform(backendOf, BeElementOf(backendNames())), "HTTP through %s", vip)
 	Eventually(func() (answer, error) { return udpEcho(vip, env.UDPPort) }).Should(WithTransform(backendOf, BeElementOf(backendNames())), "UDP through %s", vip)
-	if env.Datapath != "ebpf" {
-		return
-	}
-	client := env.ClientAddress
-	if strings.Contains(vip, ":") {
-		client = env.ClientAddress6
-	}
 	a, _, err := fetch(vip, env.HTTPPort, "/", 0)
 	Expect(err).NotTo(HaveOccurred())
-	Expect(a.Client).To(Equal(client), "direct server return keeps the client's address")
+	Expect(a.Client).To(BeElementOf(clientsSeen(svc, vip)), "the address the backend saw")
+}
+
+// clientsSeen returns the addresses a pod may see as the source of the client's request
+// through vip: the client's own with externalTrafficPolicy Local, where nothing masquerades
+// it; with Cluster, the addresses of the nodes whose kube-proxy masquerades it: the backend
+// nodes behind the ebpf datapath (direct server return to the node), the LB nodes with the
+// kubeproxy datapath.
+func clientsSeen(svc *corev1.Service, vip string) []string {
+	family := corev1.IPv4Protocol
+	client := env.ClientAddress
+	if strings.Contains(vip, ":") {
+		family, client = corev1.IPv6Protocol, env.ClientAddress6
+	}
+	if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+		return []string{client}
+	}
+	if env.Datapath == "ebpf" && len(env.Pods) > 0 {
+		return nodeAddressesOf(family, backendNames()...)
+	}
+	if env.Datapath == "ebpf" {
+		return []string{client} // backends without kube-proxy (no pods listed) see the client
+	}
+	return nodeAddressesOf(family, lbNames()...)
 }
 
 func backendOf(a answer) string { return a.Backend }

@@ -38,7 +38,7 @@ var _ = Describe("L2", Label("layer2"), Ordered, func() {
 	It("answers through the VIPs (ARP, and NDP for IPv6) from the one node that announces them", func() {
 		Eventually(l2Nodes(ctx, svc)).Should(HaveLen(1))
 		for _, vip := range vips {
-			expectAnswersThrough(vip)
+			expectAnswersThrough(svc, vip)
 		}
 	})
 

@@ -14,7 +14,8 @@ from tooling import REPO, step
 # the default lab (ebpf, bgp) runs last, so that it is what stays up.
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2"}, "layer2 || metrics"),
-    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp"}, "bgp || survival || metrics"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp"}, "bgp || survival || metrics || mtu"),
+    "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue"}, "mtu || (datapath && smoke)"),
     "ebpf": ({"datapath": "ebpf", "protocol": "bgp"}, "!layer2"),
 }
 
@@ -29,9 +30,10 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
     failed = []
     for name in passes:
         options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else ({"datapath": "ebpf", "protocol": "bgp"}, name)
-        step(f"e2e pass {name}: lab with datapath {options['datapath']}, protocol {options['protocol']}; "
+        encap = options.get("encap", "ipip")
+        step(f"e2e pass {name}: lab with datapath {options['datapath']} ({encap}), protocol {options['protocol']}; "
              f"specs {label_filter or filter_}")
-        the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes)
+        the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes, encap)
         the_lab.up()
         args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
                 f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",

@@ -1,7 +1,7 @@
 """The local development environment (`tasks.py dev-env`): etcd and kube-apiserver on loopback,
 the metallb.io CRDs, the controller, and the network lab of hack/labnet.py: a client, a ToR
-running FRR, LB nodes each running a speaker (and, for the kubeproxy datapath, kube-proxy),
-and two backend nodes; then a sample configuration and two demo Services.
+running FRR, LB nodes each running a speaker, and two backend nodes, every node with
+kube-proxy and pods behind it; then a sample configuration and two demo Services.
 
 State lives in <repo>/.dev-env/: pki/, etcd/, logs/<process>.log, pids/<process>.pid (pid and
 start time, so a recycled pid is never signalled), kubeconfig, frr/, bpf/ (a bpffs the LB
@@ -294,16 +294,18 @@ current-context: maglb-dev-env
 
 
 class Lab:
-    def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, state=STATE):
+    def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip", state=STATE):
         if datapath not in ("ebpf", "kubeproxy"):
             raise LabError(f"--datapath {datapath}: want ebpf or kubeproxy")
+        if encap not in ("ipip", "gue"):
+            raise LabError(f"--encap {encap}: want ipip or gue")
         if protocol not in ("bgp", "layer2"):
             raise LabError(f"--protocol {protocol}: want bgp or layer2")
         if not 1 <= int(lb_nodes) <= MAX_LB_NODES:
             raise LabError(f"--lb-nodes {lb_nodes}: want 1 to {MAX_LB_NODES}")
         self.bin_dir = Path(bin_dir)
         self.k8s_version = k8s_version
-        self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes)}
+        self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes), "encap": encap}
         self.topology = labnet.Topology(int(lb_nodes))
         self.state = state
         self.procs = Processes(state)
@@ -481,14 +483,14 @@ metadata:
 
     def start_relay(self):
         lbs = self.topology.lbs
-        step(f"management relay: the API server on 127.0.0.1:{APISERVER_PORT} inside every LB node; "
+        step(f"management relay: the API server on 127.0.0.1:{APISERVER_PORT} inside every node; "
              f"speaker metrics on 127.0.0.1:{speaker_metrics_port(lbs[0])}..")
         self._record_binary("labagent")
         argv = [binary("labagent"), "relay"]
+        for node in self.topology.nodes:
+            argv += ["--into", f"{self.topology.netns(node)}=127.0.0.1:{APISERVER_PORT},127.0.0.1:{APISERVER_PORT}"]
         for lb in lbs:
-            ns = self.topology.netns(lb)
-            argv += ["--into", f"{ns}=127.0.0.1:{APISERVER_PORT},127.0.0.1:{APISERVER_PORT}",
-                     "--out", f"{ns}=127.0.0.1:{speaker_metrics_port(lb)},127.0.0.1:{SPEAKER_METRICS_PORT}"]
+            argv += ["--out", f"{self.topology.netns(lb)}=127.0.0.1:{speaker_metrics_port(lb)},127.0.0.1:{SPEAKER_METRICS_PORT}"]
         self.procs.start("relay", argv)
         wait_until("the relay listening", lambda: port_open(speaker_metrics_port(lbs[-1])), 15, "relay", self.procs)
 
@@ -506,20 +508,39 @@ metadata:
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
 
     def start_backends(self):
-        step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic), HTTP :{labnet.HTTP_PORT} "
-             f"and UDP :{labnet.UDP_PORT} answering '<backend> saw <client>'")
+        step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic)")
         for be in labnet.BACKENDS:
             self.procs.start(be, [
-                binary("labagent"), "backend", "--netns", self.topology.netns(be), "--name", be,
+                binary("labagent"), "backend", "--netns", self.topology.netns(be),
                 "--interface", "eth0", "--address", f"{self.topology.address(be)},{self.topology.address6(be)}",
                 "--pin-path", self.bpffs / be,
+            ])
+
+    def start_pods(self):
+        t = self.topology
+        step(f"pods: {', '.join(t.pods)}: HTTP :{labnet.HTTP_PORT} and UDP :{labnet.UDP_PORT} answering "
+             "'<pod> on <node> saw <client>'")
+        for pod in t.pods:
+            self.procs.start(pod, [
+                binary("labagent"), "pod", "--netns", t.netns(pod), "--name", pod, "--node", pod.rsplit("-pod", 1)[0],
                 "--http-port", labnet.HTTP_PORT, "--udp-port", labnet.UDP_PORT,
             ])
-        for be in labnet.BACKENDS:
-            ns, addr = self.topology.netns(be), self.topology.address(be)
-            wait_until(f"{be} answering on {addr}:{labnet.HTTP_PORT}",
-                       lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
-                                         f"http://{addr}:{labnet.HTTP_PORT}/"), 15, be, self.procs)
+        for pod in t.pods:
+            node_ns, addr = t.netns(pod.rsplit("-pod", 1)[0]), t.pod_address(pod)
+            wait_until(f"{pod} answering its node on {addr}:{labnet.HTTP_PORT}",
+                       lambda: labnet.sh("ip", "netns", "exec", node_ns, "curl", "-sSf", "--max-time", "2",
+                                         f"http://{addr}:{labnet.HTTP_PORT}/"), 15, pod, self.procs)
+
+    def start_kube_proxies(self):
+        t = self.topology
+        step(f"kube-proxy (iptables) on every node: {', '.join(t.nodes)}")
+        for node in t.nodes:
+            self.procs.start(f"kube-proxy-{node}", [
+                "ip", "netns", "exec", t.netns(node), self.bin_dir / "kube-proxy",
+                "--kubeconfig", self.kubeconfig, "--hostname-override", node, "--proxy-mode", "iptables",
+                "--conntrack-max-per-core", "0", "--healthz-bind-address", "127.0.0.1:10256",
+                "--metrics-bind-address", "127.0.0.1:10249", "--v", "2",
+            ])
 
     def speaker_argv(self, lb):
         argv = ["ip", "netns", "exec", self.topology.netns(lb), binary("speaker"),
@@ -527,7 +548,8 @@ metadata:
                 "--port", SPEAKER_METRICS_PORT, "--log-level", "debug", "--datapath", self.options["datapath"]]
         if self.options["datapath"] == "ebpf":
             # Generic XDP: the ToR's end of each veth runs no XDP program, which native XDP_TX needs.
-            argv += ["--xdp-mode", "generic", "--datapath-interface", "eth0", "--datapath-pin-path", self.bpffs / lb]
+            argv += ["--xdp-mode", "generic", "--datapath-interface", "eth0", "--datapath-pin-path", self.bpffs / lb,
+                     "--datapath-encap", self.options["encap"]]
         return argv
 
     def start_speaker(self, lb):
@@ -535,17 +557,11 @@ metadata:
 
     def start_lb_nodes(self):
         dp = self.options["datapath"]
-        what = "XDP Maglev on eth0 (generic)" if dp == "ebpf" else "kube-proxy (iptables) forwarding"
+        what = f"XDP Maglev on eth0 (generic), {self.options['encap']} to the backends" if dp == "ebpf" \
+            else "kube-proxy (iptables) forwarding"
         step(f"LB nodes: a speaker on each of {', '.join(self.topology.lbs)}; datapath {dp}: {what}")
         self._record_binary("speaker")
         for lb in self.topology.lbs:
-            if dp == "kubeproxy":
-                self.procs.start(f"kube-proxy-{lb}", [
-                    "ip", "netns", "exec", self.topology.netns(lb), self.bin_dir / "kube-proxy",
-                    "--kubeconfig", self.kubeconfig, "--hostname-override", lb, "--proxy-mode", "iptables",
-                    "--conntrack-max-per-core", "0", "--healthz-bind-address", "127.0.0.1:10256",
-                    "--metrics-bind-address", "127.0.0.1:10249", "--v", "2",
-                ])
             self.start_speaker(lb)
         for lb in self.topology.lbs:
             wait_until(f"speaker {lb} serving metrics",
@@ -589,6 +605,8 @@ metadata:
         description = {
             "options": self.options,
             "datapath": self.options["datapath"],
+            "encap": self.options["encap"],
+            "client_mtu": labnet.CLIENT_MTU,
             "protocol": self.options["protocol"],
             "k8s_bin_dir": str(self.bin_dir),
             "k8s_version": self.k8s_version,
@@ -608,6 +626,8 @@ metadata:
                               "metrics": f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"} for lb in t.lbs},
             "backends": {be: {"address": t.address(be), "address6": t.address6(be), "netns": t.netns(be)}
                          for be in labnet.BACKENDS},
+            "pods": {pod: {"node": pod.rsplit("-pod", 1)[0], "address": t.pod_address(pod),
+                           "address6": t.pod_address6(pod), "netns": t.netns(pod)} for pod in t.pods},
             "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
             "pools": labnet.POOLS[self.options["protocol"]],
             "vip_range": labnet.BGP_VIPS if self.options["protocol"] == "bgp" else labnet.L2_VIPS,
@@ -640,13 +660,13 @@ metadata:
         """A fresh start, in order."""
         return [self.start_apiserver, self.install_crds, self.start_controller, self.build_network,
                 self.start_router, self.start_relay, self.register_nodes, self.start_backends,
-                self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
+                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
 
     def expected_processes(self):
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *labnet.BACKENDS]
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *labnet.BACKENDS,
+                 *self.topology.pods]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
-        if self.options["datapath"] == "kubeproxy":
-            names += [f"kube-proxy-{lb}" for lb in self.topology.lbs]
+        names += [f"kube-proxy-{node}" for node in self.topology.nodes]
         return names
 
     def recorded_options(self):
@@ -706,7 +726,7 @@ metadata:
         try:
             self.install_crds()
             for name, procs in (("controller", ["controller"]),
-                                ("labagent", ["relay", "nodes", *labnet.BACKENDS]),
+                                ("labagent", ["relay", "nodes", *labnet.BACKENDS, *self.topology.pods]),
                                 ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
@@ -715,7 +735,8 @@ metadata:
                 for p in procs:
                     self.procs.stop(p)
                 {"controller": self.start_controller,
-                 "labagent": lambda: (self.start_relay(), self.register_nodes(), self.start_backends()),
+                 "labagent": lambda: (self.start_relay(), self.register_nodes(), self.start_backends(),
+                                      self.start_pods()),
                  "speaker": self._restart_speakers}[name]()
             self.register_nodes()
             self.apply_lab_config()
@@ -749,12 +770,15 @@ metadata:
         print(f"""
 MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, the controller (webhooks on
 127.0.0.1:{WEBHOOK_PORT}), and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
-(speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends).
+(speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends,
+kube-proxy) -> pods {', '.join(t.pods)}.
 Processes: {pids}.
 
 Try:
-  ip netns exec {client} curl -s http://{first_vip}/          # answered by a backend: "<backend> saw {labnet.CLIENT_ADDR}:<port>"
-  for i in $(seq 8); do ip netns exec {client} curl -s http://{first_vip}/; done   # flows spread over be1 and be2
+  ip netns exec {client} curl -s http://{first_vip}/          # a pod answers: "<pod> on <node> saw {labnet.CLIENT_ADDR}:<port>"
+  for i in $(seq 8); do ip netns exec {client} curl -s http://{first_vip}/; done   # flows spread over the pods
+  # gold-web has externalTrafficPolicy Local: its pods see the client's address; silver-web has
+  # Cluster: the backend node's kube-proxy masquerades it, and its pods see the node's address.
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
   vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR}

@@ -2,8 +2,9 @@
 
     client (10.10.0.2) --- tor (FRR: bgpd + zebra, ECMP) --- br0 172.31.0.0/24
                                                               |- rr        .2    (FRR bgpd, iBGP)
-                                                              |- lb1..lbN  .11.. (speakers, datapath)
-                                                              |- be1, be2  .21.. (decap, echo servers)
+                                                              |- lb1..lbN  .11.. (speakers, datapath, kube-proxy)
+                                                              |- be1, be2  .21.. (backend agent, kube-proxy)
+                                                                   '- pods 10.244.<host>.<n> (echo servers)
 
 The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
@@ -12,6 +13,11 @@ iBGP carries (local preference) and for peer and node selectors; with layer2 the
 answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
 local to them, the DSR arrangement) without answering ARP for them, and send answers
 straight back to the client via the ToR.
+
+Nodes look like a real cluster's: each runs kube-proxy (iptables), which takes VIP:port to
+the Service's pods, and pods are namespaces behind their node, wired as many CNIs do (a /32
+per pod, routed by the node over the pod's veth; the pod's gateway is a link-local address the
+node answers by proxy ARP). The ToR routes each node's pod prefix to the node.
 
 Every link is dual-stack: IPv6 addresses carry the IPv4 host numbers (fd00:31::11 for lb1),
 and so are the pools and demo Services (layer 2 answers NDP for the IPv6 VIPs, on the rack's
@@ -27,7 +33,7 @@ import subprocess
 from dataclasses import dataclass
 
 NETNS_PREFIX = "maglb-"
-LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+)$")
+LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+)(-pod\d+)?$")
 
 TOR_ASN = 64500
 NODE_ASN = 64512
@@ -47,6 +53,11 @@ RACK_PREFIX6 = "fd00:31:"
 BGP_VIPS6 = "2001:db8:100::/112"
 L2_VIPS6 = "fd00:31::1:0/112"
 BACKENDS = ("be1", "be2")
+# Pods behind each node: two on each backend node; one on lb1, an LB node that is a backend
+# too when a Service's endpoints include that pod.
+PODS = {"be1": 2, "be2": 2, "lb1": 1}
+POD_GATEWAY = "169.254.1.1"
+POD_GATEWAY6 = "fe80::1"
 
 # The demo pools: one per shard, in the VIP range of the protocol. The e2e suites use the
 # upper halves of both ranges for pools of their own.
@@ -58,6 +69,7 @@ POOLS = {
 }
 SHARDS = ("gold", "silver")
 HTTP_PORT = 80
+CLIENT_MTU = 1500
 UDP_PORT = 5000
 
 
@@ -83,7 +95,33 @@ class Topology:
 
     @property
     def all_netns(self):
-        return [self.netns(r) for r in ["client", "tor", "rr", *self.nodes]]
+        return [self.netns(r) for r in ["client", "tor", "rr", *self.nodes, *self.pods]]
+
+    @property
+    def pods(self):
+        """Every pod's name, <node>-pod<n>, for the nodes of this topology."""
+        return [pod for node in self.nodes for pod in self.pods_of(node)]
+
+    @staticmethod
+    def pods_of(node):
+        return [f"{node}-pod{i}" for i in range(1, PODS.get(node, 0) + 1)]
+
+    @staticmethod
+    def pod_address(pod):
+        """A pod's address: 10.244.<its node's host number>.<n>."""
+        node, index = pod.rsplit("-pod", 1)
+        return f"10.244.{Topology._host(node)}.{index}"
+
+    @staticmethod
+    def pod_address6(pod):
+        node, index = pod.rsplit("-pod", 1)
+        return f"fd00:244:{Topology._host(node)}::{index}"
+
+    @staticmethod
+    def pod_prefixes(node):
+        """The prefixes of a node's pods, which the ToR routes to the node."""
+        host = Topology._host(node)
+        return f"10.244.{host}.0/24", f"fd00:244:{host}::/64"
 
     @staticmethod
     def address(node):
@@ -225,14 +263,17 @@ spec:
 kind: Namespace
 metadata:
   name: demo""")
-    for shard in pools:
-        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard})
+    # gold-web keeps the client's address (ETP=Local); silver-web lets kube-proxy on the
+    # backend node masquerade it (ETP=Cluster).
+    for shard, policy in zip(pools, ("Local", "Cluster")):
+        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard}, policy)
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations):
+def service_manifests(namespace, name, annotations, traffic_policy):
     """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
-    EndpointSlices that put both backends behind it (no endpoint controller runs here)."""
+    EndpointSlices that put the backend nodes' pods behind it (no endpoint controller runs
+    here)."""
     annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
     docs = [f"""apiVersion: v1
 kind: Service
@@ -242,17 +283,19 @@ metadata:
   annotations:{annotation_lines}
 spec:
   type: LoadBalancer
+  externalTrafficPolicy: {traffic_policy}
   allocateLoadBalancerNodePorts: false
   ipFamilyPolicy: PreferDualStack
   ipFamilies: [IPv4, IPv6]
   ports:
   - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
   - {{name: udp, port: {UDP_PORT}, protocol: UDP}}"""]
-    for family, address in (("IPv4", Topology.address), ("IPv6", Topology.address6)):
+    for family, address in (("IPv4", Topology.pod_address), ("IPv6", Topology.pod_address6)):
         endpoints = "".join(f"""
-- addresses: ["{address(be)}"]
+- addresses: ["{address(pod)}"]
   nodeName: {be}
-  conditions: {{ready: true, serving: true, terminating: false}}""" for be in BACKENDS)
+  targetRef: {{kind: Pod, namespace: {namespace}, name: {pod}}}
+  conditions: {{ready: true, serving: true, terminating: false}}""" for be in BACKENDS for pod in Topology.pods_of(be))
         docs.append(f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -328,8 +371,9 @@ def build(topology):
     sh("ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "client0", "netns", tor)
     sh("ip", "-n", client, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "eth0")
     sh("ip", "-n", client, "addr", "add", f"{CLIENT_ADDR6}/64", "dev", "eth0")
-    # Room for the outer IPv4 or IPv6 header the LB adds towards the backends.
-    sh("ip", "-n", client, "link", "set", "eth0", "mtu", "1460", "up")
+    # The usual MTU: the LB answers "fragmentation needed" / "packet too big" when its outer
+    # header would not fit, and the client's path MTU discovery follows.
+    sh("ip", "-n", client, "link", "set", "eth0", "mtu", CLIENT_MTU, "up")
     sh("ip", "-n", client, "route", "add", "default", "via", TOR_CLIENT_ADDR)
     sh("ip", "-n", client, "-6", "route", "add", "default", "via", TOR_CLIENT_ADDR6)
     sh("ip", "-n", tor, "addr", "add", f"{TOR_CLIENT_ADDR}/24", "dev", "client0")
@@ -355,17 +399,41 @@ def build(topology):
         sh("ip", "-n", ns, "-6", "route", "add", "default", "via", TOR_RACK_ADDR6)
         if node == "rr":
             continue
-        if node.startswith("lb"):
-            ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
-                      "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
-        else:
-            # Every VIP is local to the backends (the kernel answers for a whole local route),
-            # which direct server return needs.
+        # Every node forwards, to its pods and back.
+        ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
+                  "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
+        for prefix, via in zip(topology.pod_prefixes(node), (topology.address(node), topology.address6(node))):
+            if topology.pods_of(node):
+                sh("ip", "-n", tor, "route", "add", prefix, "via", via)
+        for pod in topology.pods_of(node):
+            build_pod(ns, pod, topology)
+        if not node.startswith("lb"):
+            # Every VIP is local to the backend nodes, as direct server return has it: kube-proxy
+            # takes VIP:port to a pod before routing, and the kernel answers anything else sent
+            # to a VIP itself (a reset, port unreachable) instead of routing it back to the ToR.
             for vips in (BGP_VIPS, L2_VIPS, BGP_VIPS6, L2_VIPS6):
                 sh("ip", "-n", ns, "route", "add", "local", vips, "dev", "lo")
-            # A UDP answer leaves from the VIP it was sent to (IPV6_PKTINFO), which IPv6 allows
-            # only from an address on an interface, or with non-local binds.
-            ns_sysctl(ns, "net.ipv6.ip_nonlocal_bind=1")
             ns_sysctl(ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
                       "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
                       "net.ipv4.conf.eth0.rp_filter=0")
+
+
+def build_pod(node_ns, pod, topology):
+    """A pod behind its node: a veth whose node end has no address of its own (the node routes
+    the pod's /32 and /128 over it and answers the pod's gateway by proxy ARP), as many CNIs
+    wire pods."""
+    ns, veth = Topology.netns(pod), "v" + pod.rsplit("-", 1)[1]
+    addr, addr6 = topology.pod_address(pod), topology.pod_address6(pod)
+    sh("ip", "-n", node_ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    sh("ip", "netns", "exec", node_ns, "sysctl", "-qw", f"net.ipv4.conf.{veth}.proxy_arp=1",
+       f"net.ipv4.conf.{veth}.rp_filter=0")
+    sh("ip", "-n", node_ns, "addr", "add", f"{POD_GATEWAY6}/64", "dev", veth)
+    sh("ip", "-n", node_ns, "link", "set", veth, "up")
+    sh("ip", "-n", node_ns, "route", "add", f"{addr}/32", "dev", veth)
+    sh("ip", "-n", node_ns, "-6", "route", "add", f"{addr6}/128", "dev", veth)
+    sh("ip", "-n", ns, "addr", "add", f"{addr}/32", "dev", "eth0")
+    sh("ip", "-n", ns, "addr", "add", f"{addr6}/128", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link")
+    sh("ip", "-n", ns, "route", "add", "default", "via", POD_GATEWAY, "dev", "eth0")
+    sh("ip", "-n", ns, "-6", "route", "add", "default", "via", POD_GATEWAY6, "dev", "eth0")

@@ -11,11 +11,15 @@
 // reached from the host). It is the lab's management network, without any address outside
 // the lab's namespaces.
 //
-//	labagent backend --netns NS --name NAME --interface DEV --address ADDR[,ADDR6]
+//	labagent backend --netns NS --interface DEV --address ADDR[,ADDR6]
 //
-// is a backend node: it attaches the decapsulation program to DEV for packets tunnelled to
-// its addresses, and serves HTTP and UDP (IPv4 and IPv6), all answering
-// "<NAME> saw <client address:port>".
+// attaches the decapsulation program to DEV of a backend node for packets tunnelled to its
+// addresses.
+//
+//	labagent pod --netns NS --name POD --node NODE
+//
+// is a pod's workload: HTTP and UDP echo servers (IPv4 and IPv6), all answering
+// "<POD> on <NODE> saw <client address:port>" (and, for an upload, how many bytes it read).
 //
 //	labagent nodes --kubeconfig K --node NAME=ADDR[,ADDR6] ...
 //
@@ -29,19 +33,15 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/logging"
@@ -50,7 +50,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent relay|backend|nodes [flags]")
+		fmt.Fprintln(os.Stderr, "usage: labagent relay|backend|pod|nodes [flags]")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -67,15 +67,20 @@ func main() {
 	case "backend":
 		var b backend
 		flags.StringVar(&b.netns, "netns", "", "the backend node's network namespace")
-		flags.StringVar(&b.name, "name", "", "the backend's name, in every answer")
 		flags.StringVar(&b.iface, "interface", "eth0", "the interface tunnelled packets arrive on")
 		flags.StringVar(&b.addresses, "address", "", "the node addresses packets are tunnelled to, comma-separated (one per family)")
 		flags.StringVar(&b.pinPath, "pin-path", "", "bpffs directory for the decapsulation program's pins")
 		flags.StringVar(&b.xdpMode, "xdp-mode", string(ebpf.XDPGeneric), "how the decapsulation program attaches: native or generic")
 		flags.UintVar(&b.gueport, "gue-port", ebpf.DefaultGUEPort, "UDP port of GUE encapsulation")
-		flags.IntVar(&b.httpPort, "http-port", 80, "TCP port of the HTTP server")
-		flags.IntVar(&b.udpPort, "udp-port", 5000, "UDP port of the echo server")
 		run = func(logger log.Logger) error { return b.run(ctx, logger) }
+	case "pod":
+		var p pod
+		flags.StringVar(&p.netns, "netns", "", "the pod's network namespace")
+		flags.StringVar(&p.name, "name", "", "the pod's name, in every answer")
+		flags.StringVar(&p.node, "node", "", "the pod's node, in every answer")
+		flags.IntVar(&p.httpPort, "http-port", 80, "TCP port of the HTTP server")
+		flags.IntVar(&p.udpPort, "udp-port", 5000, "UDP port of the echo server")
+		run = func(logger log.Logger) error { return p.run(ctx, logger) }
 	case "nodes":
 		var k nodeKeeper
 		flags.StringVar(&k.kubeconfig, "kubeconfig", "", "the cluster's kubeconfig")
@@ -83,7 +88,7 @@ func main() {
 		flags.DurationVar(&k.interval, "interval", 10*time.Second, "how often the nodes' status and leases are renewed")
 		run = func(logger log.Logger) error { return k.run(ctx, logger) }
 	default:
-		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, backend or nodes)\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, backend, pod or nodes)\n", os.Args[1])
 		os.Exit(2)
 	}
 	_ = flags.Parse(os.Args[2:])
@@ -138,14 +143,13 @@ func relay(ctx context.Context, logger log.Logger, into, out relaySpecs) error {
 }
 
 type backend struct {
-	netns, name, iface, addresses, pinPath, xdpMode string
-	gueport                                         uint
-	httpPort, udpPort                               int
+	netns, iface, addresses, pinPath, xdpMode string
+	gueport                                   uint
 }
 
 func (b *backend) run(ctx context.Context, logger log.Logger) error {
-	if b.netns == "" || b.name == "" || b.pinPath == "" {
-		return errors.New("--netns, --name and --pin-path are required")
+	if b.netns == "" || b.pinPath == "" {
+		return errors.New("--netns and --pin-path are required")
 	}
 	var addrs []netip.Addr
 	for _, a := range strings.Split(b.addresses, ",") {
@@ -171,96 +175,6 @@ func (b *backend) run(ctx context.Context, logger log.Logger) error {
 		}
 	}()
 	level.Info(logger).Log("op", "startup", "msg", "decapsulating", "netns", b.netns, "interface", b.iface, "addresses", fmt.Sprint(addrs))
-
-	httpListener, err := nsexec.Listen(b.netns, "tcp", ":"+strconv.Itoa(b.httpPort))
-	if err != nil {
-		return err
-	}
-	server := &http.Server{Handler: http.HandlerFunc(b.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = server.Serve(httpListener) }()
-	defer server.Close()
-
-	udp4, err := nsexec.ListenPacket(b.netns, "udp4", ":"+strconv.Itoa(b.udpPort))
-	if err != nil {
-		return err
-	}
-	defer udp4.Close()
-	conn4 := ipv4.NewPacketConn(udp4)
-	if err := conn4.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		return err
-	}
-	go b.serveUDP(udp4Conn{conn4})
-	udp6, err := nsexec.ListenPacket(b.netns, "udp6", ":"+strconv.Itoa(b.udpPort))
-	if err != nil {
-		return err
-	}
-	defer udp6.Close()
-	conn6 := ipv6.NewPacketConn(udp6)
-	if err := conn6.SetControlMessage(ipv6.FlagDst, true); err != nil {
-		return err
-	}
-	go b.serveUDP(udp6Conn{conn6})
-	level.Info(logger).Log("op", "startup", "msg", "serving", "name", b.name, "http", b.httpPort, "udp", b.udpPort)
-
 	<-ctx.Done()
 	return nil
-}
-
-// serveHTTP answers "<name> saw <client>", then ?size= bytes of padding: big answers show
-// in byte counters which way the answers went.
-func (b *backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	fmt.Fprintf(w, "%s saw %s\n", b.name, r.RemoteAddr)
-	if size, err := strconv.Atoi(r.URL.Query().Get("size")); err == nil && size > 0 {
-		_, _ = w.Write([]byte(strings.Repeat("x", min(size, 16<<20))))
-	}
-}
-
-// serveUDP answers each datagram from the address it was sent to, whichever VIP that is:
-// an answer from the node's own address would not match the client's socket.
-func (b *backend) serveUDP(conn datagramConn) {
-	buf := make([]byte, 64<<10)
-	for {
-		dst, src, err := conn.readTo(buf)
-		if err != nil {
-			return // closed
-		}
-		_ = conn.replyFrom(fmt.Appendf(nil, "%s saw %s\n", b.name, src), dst, src)
-	}
-}
-
-// datagramConn reads a datagram with the address it was sent to, and answers from an address
-// of choice: an ipv4 or ipv6 PacketConn with destination control messages on.
-type datagramConn interface {
-	readTo(buf []byte) (dst net.IP, src net.Addr, err error)
-	replyFrom(p []byte, from net.IP, to net.Addr) error
-}
-
-type udp4Conn struct{ *ipv4.PacketConn }
-
-func (c udp4Conn) readTo(buf []byte) (net.IP, net.Addr, error) {
-	_, cm, src, err := c.ReadFrom(buf)
-	if cm == nil {
-		return nil, src, err
-	}
-	return cm.Dst, src, err
-}
-
-func (c udp4Conn) replyFrom(p []byte, from net.IP, to net.Addr) error {
-	_, err := c.WriteTo(p, &ipv4.ControlMessage{Src: from}, to)
-	return err
-}
-
-type udp6Conn struct{ *ipv6.PacketConn }
-
-func (c udp6Conn) readTo(buf []byte) (net.IP, net.Addr, error) {
-	_, cm, src, err := c.ReadFrom(buf)
-	if cm == nil {
-		return nil, src, err
-	}
-	return cm.Dst, src, err
-}
-
-func (c udp6Conn) replyFrom(p []byte, from net.IP, to net.Addr) error {
-	_, err := c.WriteTo(p, &ipv6.ControlMessage{Src: from}, to)
-	return err
 }
