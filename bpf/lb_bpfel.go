@@ -21,7 +21,8 @@ type LBBackend struct {
 	SourceMac  [6]uint8
 	NextHopMac [6]uint8
 	Family     uint8
-	Pad        [3]uint8
+	Local      uint8
+	Mtu        uint16
 }
 
 type LBConfig struct {
@@ -38,11 +39,16 @@ type LBConfig struct {
 type LBDropReason uint32
 
 const (
-	LBDropReasonDROP_NO_BACKEND LBDropReason = 0
-	LBDropReasonDROP_NO_ROUTE   LBDropReason = 1
-	LBDropReasonDROP_ENCAP      LBDropReason = 2
-	LBDropReasonDROP_TTL        LBDropReason = 3
-	LBDropReasonDROP_REASONS    LBDropReason = 4
+	LBDropReasonDROP_NO_BACKEND           LBDropReason = 0
+	LBDropReasonDROP_NO_ROUTE             LBDropReason = 1
+	LBDropReasonDROP_ENCAP                LBDropReason = 2
+	LBDropReasonDROP_TTL                  LBDropReason = 3
+	LBDropReasonDROP_FRAGMENTATION_NEEDED LBDropReason = 4
+	LBDropReasonDROP_TOO_BIG              LBDropReason = 5
+	LBDropReasonDROP_PROTOCOL             LBDropReason = 6
+	LBDropReasonDROP_IPV6HEADERS          LBDropReason = 7
+	LBDropReasonDROP_ICMP                 LBDropReason = 8
+	LBDropReasonDROP_REASONS              LBDropReason = 9
 )
 
 type LBFlow struct {
@@ -67,7 +73,14 @@ type LBStats struct {
 	Bytes     uint64
 	NewFlows  uint64
 	LruMisses uint64
-	Drops     [4]uint64
+	Drops     [9]uint64
+}
+
+type LBVipAddress struct {
+	_      structs.HostLayout
+	Addr   [4]uint32
+	Family uint8
+	Pad    [3]uint8
 }
 
 type LBVipFlags uint32
@@ -98,14 +111,15 @@ type LBVipMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LBMapBackends    = "backends"
-	LBMapFlows       = "flows"
-	LBMapGlobalStats = "global_stats"
-	LBMapRings       = "rings"
-	LBMapVipStats    = "vip_stats"
-	LBMapVips        = "vips"
-	LBProgXdpBalance = "xdp_balance"
-	LBVarSettings    = "settings"
+	LBMapBackends     = "backends"
+	LBMapFlows        = "flows"
+	LBMapGlobalStats  = "global_stats"
+	LBMapRings        = "rings"
+	LBMapVipAddresses = "vip_addresses"
+	LBMapVipStats     = "vip_stats"
+	LBMapVips         = "vips"
+	LBProgXdpBalance  = "xdp_balance"
+	LBVarSettings     = "settings"
 )
 
 // LoadLB returns the embedded CollectionSpec for LB.
@@ -157,12 +171,13 @@ type LBProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LBMapSpecs struct {
-	Backends    *ebpf.MapSpec `ebpf:"backends"`
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	GlobalStats *ebpf.MapSpec `ebpf:"global_stats"`
-	Rings       *ebpf.MapSpec `ebpf:"rings"`
-	VipStats    *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips        *ebpf.MapSpec `ebpf:"vips"`
+	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
+	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	VipAddresses *ebpf.MapSpec `ebpf:"vip_addresses"`
+	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LBVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,12 +207,13 @@ func (o *LBObjects) Close() error {
 //
 // It can be passed to LoadLBObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LBMaps struct {
-	Backends    *ebpf.Map `ebpf:"backends"`
-	Flows       *ebpf.Map `ebpf:"flows"`
-	GlobalStats *ebpf.Map `ebpf:"global_stats"`
-	Rings       *ebpf.Map `ebpf:"rings"`
-	VipStats    *ebpf.Map `ebpf:"vip_stats"`
-	Vips        *ebpf.Map `ebpf:"vips"`
+	Backends     *ebpf.Map `ebpf:"backends"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
+	Rings        *ebpf.Map `ebpf:"rings"`
+	VipAddresses *ebpf.Map `ebpf:"vip_addresses"`
+	VipStats     *ebpf.Map `ebpf:"vip_stats"`
+	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LBMaps) Close() error {
@@ -206,6 +222,7 @@ func (m *LBMaps) Close() error {
 		m.Flows,
 		m.GlobalStats,
 		m.Rings,
+		m.VipAddresses,
 		m.VipStats,
 		m.Vips,
 	)

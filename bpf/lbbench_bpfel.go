@@ -20,6 +20,7 @@ const (
 	LBBenchMapFlows               = "flows"
 	LBBenchMapGlobalStats         = "global_stats"
 	LBBenchMapRings               = "rings"
+	LBBenchMapVipAddresses        = "vip_addresses"
 	LBBenchMapVipStats            = "vip_stats"
 	LBBenchMapVips                = "vips"
 	LBBenchProgXdpBalance         = "xdp_balance"
@@ -79,12 +80,13 @@ type LBBenchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LBBenchMapSpecs struct {
-	Backends    *ebpf.MapSpec `ebpf:"backends"`
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	GlobalStats *ebpf.MapSpec `ebpf:"global_stats"`
-	Rings       *ebpf.MapSpec `ebpf:"rings"`
-	VipStats    *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips        *ebpf.MapSpec `ebpf:"vips"`
+	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
+	Rings        *ebpf.MapSpec `ebpf:"rings"`
+	VipAddresses *ebpf.MapSpec `ebpf:"vip_addresses"`
+	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips         *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LBBenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -114,12 +116,13 @@ func (o *LBBenchObjects) Close() error {
 //
 // It can be passed to LoadLBBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LBBenchMaps struct {
-	Backends    *ebpf.Map `ebpf:"backends"`
-	Flows       *ebpf.Map `ebpf:"flows"`
-	GlobalStats *ebpf.Map `ebpf:"global_stats"`
-	Rings       *ebpf.Map `ebpf:"rings"`
-	VipStats    *ebpf.Map `ebpf:"vip_stats"`
-	Vips        *ebpf.Map `ebpf:"vips"`
+	Backends     *ebpf.Map `ebpf:"backends"`
+	Flows        *ebpf.Map `ebpf:"flows"`
+	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
+	Rings        *ebpf.Map `ebpf:"rings"`
+	VipAddresses *ebpf.Map `ebpf:"vip_addresses"`
+	VipStats     *ebpf.Map `ebpf:"vip_stats"`
+	Vips         *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LBBenchMaps) Close() error {
@@ -128,6 +131,7 @@ func (m *LBBenchMaps) Close() error {
 		m.Flows,
 		m.GlobalStats,
 		m.Rings,
+		m.VipAddresses,
 		m.VipStats,
 		m.Vips,
 	)

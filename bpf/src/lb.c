@@ -2,8 +2,16 @@
 /*
  * XDP load balancer: a packet to a VIP is steered to a backend, chosen by the connection table
  * (5-tuple → backend) or, for a new flow, by the VIP's Maglev ring, then encapsulated (IPIP or
- * GUE) and sent to the backend's next hop. Everything else passes unchanged.
+ * GUE) and sent to the backend's next hop, or, when the backend is this node, handed to the
+ * local stack as it is. A packet the tunnel would make too big for the next hop is answered
+ * with ICMP "fragmentation needed" / "packet too big" from the VIP. Addresses of VIPs are never
+ * left to the stack, which has no route for them and would send them back where they came
+ * from: ICMP errors follow the flow they quote to its backend, echo requests are answered, and
+ * other protocols are dropped and counted. Everything else passes unchanged.
  */
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+
 #include "common.h"
 
 /* Capacities; the loader sets the real ones. */
@@ -12,6 +20,7 @@
 #define MAX_FLOWS 131072
 
 #define ENCAP_TTL 64
+#define REPLY_TTL 64
 #define GUE_SOURCE_PORT_BASE 0xc000 /* flows vary the GUE source port within 49152..65535 */
 
 struct vip_key {
@@ -41,7 +50,8 @@ struct backend {
 	__u8 source_mac[ETH_ALEN];
 	__u8 next_hop_mac[ETH_ALEN];
 	__u8 family; /* of addr, for the loader */
-	__u8 pad[3];
+	__u8 local;  /* the backend is this node: its packets go to the local stack unencapsulated */
+	__u16 mtu;   /* of the cached next hop; 0: not checked */
 };
 
 struct flow_key {
@@ -58,11 +68,23 @@ struct flow {
 	__u32 generation;
 };
 
+/* An address some service uses, whatever its protocol and port. */
+struct vip_address {
+	__u32 addr[4];
+	__u8 family;
+	__u8 pad[3];
+};
+
 enum drop_reason {
 	DROP_NO_BACKEND, /* the VIP has no backend, or the backend vanished */
 	DROP_NO_ROUTE,   /* no cached next hop and the FIB has none */
 	DROP_ENCAP,      /* no room to add the outer headers */
 	DROP_TTL,        /* TTL or hop limit would expire: handed to the stack, which answers ICMP */
+	DROP_FRAGMENTATION_NEEDED, /* too big once encapsulated: answered with ICMP frag-needed / packet too big */
+	DROP_TOO_BIG,              /* too big once encapsulated, not answered: IPv4 without DF, ICMP, too short to quote */
+	DROP_PROTOCOL,             /* neither TCP, UDP nor ICMP, to a VIP address */
+	DROP_IPV6_HEADERS,         /* more or other IPv6 extension headers than walked, to a VIP address */
+	DROP_ICMP,                 /* ICMP to a VIP address that is neither echo nor an error quoting a service's flow */
 	DROP_REASONS,
 };
 
@@ -111,6 +133,15 @@ struct {
 } vips SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct vip_address);
+	__type(value, __u8); /* unused */
+} vip_addresses SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2 * MAX_SERVICES); /* two per service: active and spare */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -155,13 +186,33 @@ struct packet {
 	struct l2 l2;
 	struct flow_key flow;
 	__u32 l3_len; /* the IP packet's own length, without link-layer padding */
+	__u16 l4_off; /* from the start of the frame */
 	__u8 family;
 	__u8 ttl;
 	__u8 tos;    /* IPv4 TOS or IPv6 traffic class */
 	__u8 df;     /* IPv4 don't-fragment */
 	__u8 fragment;
 	__u8 tcp_syn; /* TCP SYN without ACK: a flow starts */
+	__u8 quoted;  /* flow is the one an ICMP error quotes: looked up, never recorded */
 };
+
+/* What parse found. */
+enum parsed {
+	PARSED_FLOW,          /* TCP or UDP, or a fragment of them: balanced when a service matches */
+	PARSED_ICMP,          /* unfragmented ICMP or ICMPv6 */
+	PARSED_ICMP_FRAGMENT, /* a fragment of ICMP: neither answered nor forwarded */
+	PARSED_PROTOCOL,      /* any other protocol */
+	PARSED_IPV6_HEADERS,  /* IPv6 extension headers beyond the walked ones */
+	PARSED_OTHER,         /* not IP, truncated, IPv4 with options: left to the stack */
+};
+
+/* Extension headers walked before the upper-layer header; a fragment header ends the walk. */
+#define IPV6_MAX_EXTENSION_HEADERS 4
+#define IPV6_NEXTHDR_HOP 0
+#define IPV6_NEXTHDR_ROUTING 43
+#define IPV6_NEXTHDR_DEST 60
+#define L4_OFFSET_MASK 0x3fff /* above any walked chain; bounds offsets for the verifier */
+#define IPV4_FRAGMENT_OFFSET 0x1fff
 
 /* A 32-bit murmur3-style hash over 32-bit words read in network order, so nodes of any
  * endianness agree. */
@@ -224,70 +275,102 @@ static __always_inline int is_tcp_or_udp(__u8 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-/* parse returns 0 for a packet the balancer may take, -1 for one it leaves to the stack:
- * not IP, not TCP/UDP, truncated, IPv4 with options, IPv6 with extension headers other
- * than a fragment header. */
+static __always_inline int is_ipv6_extension(__u8 next)
+{
+	return next == IPV6_NEXTHDR_HOP || next == IPV6_NEXTHDR_ROUTING || next == IPV6_NEXTHDR_DEST ||
+	       next == IPV6_NEXTHDR_FRAGMENT;
+}
+
+/* classify sorts a packet by its upper-layer protocol and reads the ports of unfragmented
+ * TCP and UDP. */
+static __always_inline int classify(void *data, void *data_end, struct packet *pkt)
+{
+	__u8 icmp = pkt->family == FAMILY_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+
+	if (is_tcp_or_udp(pkt->flow.proto)) {
+		if (pkt->fragment)
+			return PARSED_FLOW;
+		return parse_l4(data + (pkt->l4_off & L4_OFFSET_MASK), data_end, pkt) ? PARSED_OTHER : PARSED_FLOW;
+	}
+	if (pkt->flow.proto == icmp)
+		return pkt->fragment ? PARSED_ICMP_FRAGMENT : PARSED_ICMP;
+	return PARSED_PROTOCOL;
+}
+
+/* parse reads the headers up to the ports and returns what it found (enum parsed). IPv6
+ * hop-by-hop, routing and destination options headers are walked, at most
+ * IPV6_MAX_EXTENSION_HEADERS of them; after a fragment header its next header is the
+ * protocol, in every fragment alike. */
 static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
 	if (parse_l2(data, data_end, &pkt->l2))
-		return -1;
+		return PARSED_OTHER;
 	void *l3 = data + pkt->l2.len;
 
 	if (pkt->l2.proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = l3;
 
 		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl != 5)
-			return -1;
-		if (!is_tcp_or_udp(iph->protocol))
-			return -1;
+			return PARSED_OTHER;
 		pkt->family = FAMILY_IPV4;
 		pkt->flow.src[0] = iph->saddr;
 		pkt->flow.dst[0] = iph->daddr;
 		pkt->flow.proto = iph->protocol;
 		pkt->l3_len = bpf_ntohs(iph->tot_len);
+		pkt->l4_off = pkt->l2.len + sizeof(*iph);
 		pkt->ttl = iph->ttl;
 		pkt->tos = iph->tos;
 		pkt->df = !!(iph->frag_off & bpf_htons(IPV4_DONT_FRAGMENT));
-		if (iph->frag_off & bpf_htons(IPV4_FRAGMENT_MASK)) {
-			pkt->fragment = 1;
-			return 0;
-		}
-		return parse_l4(iph + 1, data_end, pkt);
+		pkt->fragment = !!(iph->frag_off & bpf_htons(IPV4_FRAGMENT_MASK));
+		return classify(data, data_end, pkt);
 	}
-	if (pkt->l2.proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = l3;
+	if (pkt->l2.proto != bpf_htons(ETH_P_IPV6))
+		return PARSED_OTHER;
+	struct ipv6hdr *ip6 = l3;
 
-		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
-			return -1;
-		pkt->family = FAMILY_IPV6;
-		__builtin_memcpy(pkt->flow.src, &ip6->saddr, 16);
-		__builtin_memcpy(pkt->flow.dst, &ip6->daddr, 16);
-		pkt->l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		pkt->ttl = ip6->hop_limit;
-		pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-		if (ip6->nexthdr == IPV6_NEXTHDR_FRAGMENT) {
+	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		return PARSED_OTHER;
+	pkt->family = FAMILY_IPV6;
+	__builtin_memcpy(pkt->flow.src, &ip6->saddr, 16);
+	__builtin_memcpy(pkt->flow.dst, &ip6->daddr, 16);
+	pkt->l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	pkt->ttl = ip6->hop_limit;
+	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+
+	__u8 next = ip6->nexthdr;
+	__u32 off = pkt->l2.len + sizeof(*ip6);
+
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXTENSION_HEADERS && is_ipv6_extension(next) && !pkt->fragment; i++) {
+		struct ipv6_opt_hdr *ext = data + (off & L4_OFFSET_MASK);
+
+		if ((void *)(ext + 1) > data_end)
+			return PARSED_OTHER;
+		if (next == IPV6_NEXTHDR_FRAGMENT) {
 			struct frag_hdr {
 				__u8 nexthdr;
 				__u8 reserved;
 				__be16 frag_off;
 				__be32 identification;
-			} *frag = (void *)(ip6 + 1);
+			} *frag = (void *)ext;
 
-			if ((void *)(frag + 1) > data_end || !is_tcp_or_udp(frag->nexthdr))
-				return -1;
-			pkt->flow.proto = frag->nexthdr;
+			if ((void *)(frag + 1) > data_end)
+				return PARSED_OTHER;
 			pkt->fragment = 1;
-			return 0;
+			off += sizeof(*frag);
+		} else {
+			off += (ext->hdrlen + 1) * 8;
 		}
-		if (!is_tcp_or_udp(ip6->nexthdr))
-			return -1;
-		pkt->flow.proto = ip6->nexthdr;
-		return parse_l4(ip6 + 1, data_end, pkt);
+		next = ext->nexthdr;
 	}
-	return -1;
+	if (is_ipv6_extension(next))
+		return PARSED_IPV6_HEADERS;
+	pkt->flow.proto = next;
+	pkt->l4_off = off;
+	return classify(data, data_end, pkt);
 }
 
 /* lookup_vip finds the VIP: the exact port first, then the all-ports entry. Fragments carry
@@ -331,16 +414,24 @@ static __always_inline __s32 ring_entry(const struct vip_meta *meta, __u32 hash)
 	return block[index % RING_IDS_PER_BLOCK];
 }
 
-/* Out of line: drops are the rare path, and so the reasons reach BTF and the Go bindings. */
+/* Out of line: drops are the rare path, and so the reasons reach BTF and the Go bindings.
+ * vip is NULL for packets to a VIP address that match no service. */
 static __noinline void count_drop(struct stats *vip, struct stats *global, enum drop_reason reason)
 {
-	vip->drops[reason]++;
+	if (vip)
+		vip->drops[reason]++;
 	global->drops[reason]++;
+}
+
+static __always_inline void count_packet(struct stats *stats, struct xdp_md *ctx)
+{
+	stats->packets++;
+	stats->bytes += ctx->data_end - ctx->data;
 }
 
 /* pick_backend returns the backend of the packet's flow: the connection table's if it still
  * holds, else the ring's, remembered for the flow's next packets. Fragments use the ring on
- * an L3-only hash and bypass the table. */
+ * an L3-only hash and bypass the table; an ICMP error's quoted flow is not remembered. */
 static __always_inline struct backend *pick_backend(struct packet *pkt, const struct vip_meta *meta, __u32 hash,
 						    struct stats *vip, struct stats *global)
 {
@@ -366,7 +457,7 @@ static __always_inline struct backend *pick_backend(struct packet *pkt, const st
 	be = bpf_map_lookup_elem(&backends, &id);
 	if (!be || !be->generation)
 		return NULL;
-	if (pkt->fragment)
+	if (pkt->fragment || pkt->quoted)
 		return be;
 
 	struct flow remembered = { .backend = id, .generation = be->generation };
@@ -384,23 +475,40 @@ static __always_inline struct backend *pick_backend(struct packet *pkt, const st
 
 struct next_hop {
 	__u32 ifindex;
+	__u32 mtu; /* 0: unknown */
 	__u8 source_mac[ETH_ALEN];
 	__u8 mac[ETH_ALEN];
 };
 
-/* resolve_next_hop takes the next hop the loader cached for the backend, or asks the FIB. */
+/* encap_overhead is what encapsulate adds in front of the IP packet. */
+static __always_inline __u32 encap_overhead(const struct packet *pkt, int gue)
+{
+	__u32 ip = pkt->family == FAMILY_IPV4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+
+	return ip + (gue ? sizeof(struct udphdr) + sizeof(struct gue_hdr) : 0);
+}
+
+enum next_hop_result {
+	NEXT_HOP_FOUND,
+	NEXT_HOP_NONE,
+	NEXT_HOP_TOO_BIG, /* the FIB's MTU is in nh->mtu */
+};
+
+/* resolve_next_hop takes the next hop the loader cached for the backend, or asks the FIB,
+ * which also checks the encapsulated length against the route's MTU. */
 static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct packet *pkt, const struct backend *be,
-					    struct next_hop *nh)
+					    __u32 overhead, struct next_hop *nh)
 {
 	if (be->ifindex) {
 		nh->ifindex = be->ifindex;
+		nh->mtu = be->mtu;
 		__builtin_memcpy(nh->source_mac, be->source_mac, ETH_ALEN);
 		__builtin_memcpy(nh->mac, be->next_hop_mac, ETH_ALEN);
-		return 0;
+		return NEXT_HOP_FOUND;
 	}
 	struct bpf_fib_lookup fib = {
 		.ifindex = ctx->ingress_ifindex,
-		.tot_len = pkt->l3_len,
+		.tot_len = pkt->l3_len + overhead,
 	};
 
 	if (pkt->family == FAMILY_IPV4) {
@@ -410,12 +518,19 @@ static __always_inline int resolve_next_hop(struct xdp_md *ctx, const struct pac
 		fib.family = 10; /* AF_INET6 */
 		__builtin_memcpy(fib.ipv6_dst, be->addr, 16);
 	}
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return -1;
+	long ret = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+
+	if (ret == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		nh->mtu = fib.mtu_result;
+		return NEXT_HOP_TOO_BIG;
+	}
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS)
+		return NEXT_HOP_NONE;
 	nh->ifindex = fib.ifindex;
+	nh->mtu = 0; /* checked by the FIB */
 	__builtin_memcpy(nh->source_mac, fib.smac, ETH_ALEN);
 	__builtin_memcpy(nh->mac, fib.dmac, ETH_ALEN);
-	return 0;
+	return NEXT_HOP_FOUND;
 }
 
 /* decrement_ttl lowers the inner TTL or hop limit: the balancer is a routing hop. */
@@ -453,7 +568,7 @@ static __always_inline int encapsulate(struct xdp_md *ctx, struct packet *pkt, c
 	int udp_len = gue ? sizeof(struct udphdr) + sizeof(struct gue_hdr) : 0;
 	__u8 inner_proto = pkt->family == FAMILY_IPV4 ? IPPROTO_IPIP : IPPROTO_IPV6;
 
-	if (bpf_xdp_adjust_head(ctx, -(outer_ip_len + udp_len)))
+	if (bpf_xdp_adjust_head(ctx, -(int)encap_overhead(pkt, gue)))
 		return -1;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -519,52 +634,347 @@ static __always_inline int encapsulate(struct xdp_md *ctx, struct packet *pkt, c
 	return 0;
 }
 
-static __always_inline int balance(struct xdp_md *ctx)
+/* ICMP answers quote the start of the packet they are about: as much as fits in 576 bytes
+ * for IPv4 (RFC 1812) and in the IPv6 minimum MTU, 1280 bytes (RFC 4443). Fixed sizes, in
+ * multiples of 4 bytes, keep the checksums to a few bpf_csum_diff calls. */
+#define ICMP4_QUOTE (576 - sizeof(struct iphdr) - sizeof(struct icmphdr))
+#define ICMP6_QUOTE (1280 - sizeof(struct ipv6hdr) - sizeof(struct icmp6hdr))
+#define CSUM_CHUNK 512 /* the most bpf_csum_diff sums at once */
+
+/* csum_quote adds the checksum of the quote of len bytes at q, which the caller checked. */
+#define csum_quote(q, len, sum)                                                                   \
+	({                                                                                        \
+		__s64 s_ = (sum);                                                                 \
+		_Pragma("unroll") for (int i_ = 0; i_ + CSUM_CHUNK <= (len); i_ += CSUM_CHUNK)     \
+			s_ = bpf_csum_diff(NULL, 0, (void *)(q) + i_, CSUM_CHUNK, s_);            \
+		if ((len) % CSUM_CHUNK)                                                           \
+			s_ = bpf_csum_diff(NULL, 0, (void *)(q) + (len) / CSUM_CHUNK * CSUM_CHUNK,  \
+					   (len) % CSUM_CHUNK, s_);                               \
+		s_;                                                                               \
+	})
+
+/* reply_l2 writes the received link layer back with the MACs swapped. */
+static __always_inline int reply_l2(void *data, void *data_end, struct packet *pkt, __be16 proto)
 {
-	struct packet pkt = {};
+	struct l2 back = pkt->l2;
+
+	__builtin_memcpy(back.eth.h_dest, pkt->l2.eth.h_source, ETH_ALEN);
+	__builtin_memcpy(back.eth.h_source, pkt->l2.eth.h_dest, ETH_ALEN);
+	return write_l2(data, data_end, &back, proto);
+}
+
+/* shape_reply trims the frame to the quote and makes room for the IP and ICMP headers of the
+ * answer in front of it. */
+static __always_inline int shape_reply(struct xdp_md *ctx, const struct packet *pkt, __u32 quote, __u32 headers)
+{
+	int frame = ctx->data_end - ctx->data;
+	int keep = pkt->l2.len + quote;
+
+	if (pkt->l3_len < quote || frame < keep)
+		return -1;
+	if (frame > keep && bpf_xdp_adjust_tail(ctx, keep - frame))
+		return -1;
+	return bpf_xdp_adjust_head(ctx, -(int)headers);
+}
+
+/* send_too_big turns the packet into ICMP "fragmentation needed" (IPv4) or "packet too big"
+ * (IPv6) from the VIP to the client, announcing mtu. */
+static __always_inline int send_too_big(struct xdp_md *ctx, struct packet *pkt, __u32 mtu)
+{
+	void *data, *data_end;
+
+	if (pkt->family == FAMILY_IPV4) {
+		if (shape_reply(ctx, pkt, ICMP4_QUOTE, sizeof(struct iphdr) + sizeof(struct icmphdr)))
+			return -1;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		struct iphdr *iph = data + pkt->l2.len;
+		struct icmphdr *icmp = (void *)(iph + 1);
+		void *quote = icmp + 1;
+
+		if (reply_l2(data, data_end, pkt, bpf_htons(ETH_P_IP)) || quote + ICMP4_QUOTE > data_end)
+			return -1;
+		struct iphdr h = {
+			.version = 4,
+			.ihl = 5,
+			.tot_len = bpf_htons(sizeof(h) + sizeof(*icmp) + ICMP4_QUOTE),
+			.ttl = REPLY_TTL,
+			.protocol = IPPROTO_ICMP,
+			.saddr = pkt->flow.dst[0],
+			.daddr = pkt->flow.src[0],
+		};
+		h.check = ipv4_header_csum(&h);
+		*iph = h;
+		struct icmphdr answer = { .type = ICMP_DEST_UNREACH, .code = ICMP_FRAG_NEEDED };
+
+		answer.un.frag.mtu = bpf_htons(mtu);
+		*icmp = answer;
+		icmp->checksum = csum_fold(csum_quote(quote, ICMP4_QUOTE, bpf_csum_diff(NULL, 0, (void *)icmp, sizeof(*icmp), 0)));
+		return 0;
+	}
+	if (shape_reply(ctx, pkt, ICMP6_QUOTE, sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + pkt->l2.len;
+	struct icmp6hdr *icmp6 = (void *)(ip6 + 1);
+	void *quote = icmp6 + 1;
+
+	if (reply_l2(data, data_end, pkt, bpf_htons(ETH_P_IPV6)) || quote + ICMP6_QUOTE > data_end)
+		return -1;
+	struct ipv6hdr h = {
+		.version = 6,
+		.payload_len = bpf_htons(sizeof(*icmp6) + ICMP6_QUOTE),
+		.nexthdr = IPPROTO_ICMPV6,
+		.hop_limit = REPLY_TTL,
+	};
+	__builtin_memcpy(&h.saddr, pkt->flow.dst, 16);
+	__builtin_memcpy(&h.daddr, pkt->flow.src, 16);
+	*ip6 = h;
+	struct icmp6hdr answer = { .icmp6_type = ICMPV6_PKT_TOOBIG };
+
+	answer.icmp6_mtu = bpf_htonl(mtu);
+	*icmp6 = answer;
+	struct {
+		__u32 src[4];
+		__u32 dst[4];
+		__be32 len;
+		__u8 zero[3];
+		__u8 next;
+	} pseudo = { .len = bpf_htonl(sizeof(*icmp6) + ICMP6_QUOTE), .next = IPPROTO_ICMPV6 };
+
+	__builtin_memcpy(pseudo.src, pkt->flow.dst, 16);
+	__builtin_memcpy(pseudo.dst, pkt->flow.src, 16);
+	__s64 sum = bpf_csum_diff(NULL, 0, (void *)&pseudo, sizeof(pseudo), 0);
+
+	sum = bpf_csum_diff(NULL, 0, (void *)icmp6, sizeof(*icmp6), sum);
+	icmp6->icmp6_cksum = csum_fold(csum_quote(quote, ICMP6_QUOTE, sum));
+	return 0;
+}
+
+/* too_big answers a packet that the tunnel would make bigger than the next hop's MTU, so that
+ * the client's path MTU discovery converges; IPv4 without DF and ICMP errors are dropped. */
+static __always_inline int too_big(struct xdp_md *ctx, struct packet *pkt, __u32 mtu, __u32 overhead,
+				   struct stats *vip, struct stats *global)
+{
+	if (pkt->quoted || (pkt->family == FAMILY_IPV4 && !pkt->df) || mtu <= overhead ||
+	    send_too_big(ctx, pkt, mtu - overhead)) {
+		count_drop(vip, global, DROP_TOO_BIG);
+		return XDP_DROP;
+	}
+	count_drop(vip, global, DROP_FRAGMENTATION_NEEDED);
+	return XDP_TX;
+}
+
+/* steer sends the packet to the backend of pkt->flow, a flow of the service meta. */
+static __always_inline int steer(struct xdp_md *ctx, struct packet *pkt, const struct vip_meta *meta)
+{
 	__u32 zero = 0;
-
-	if (parse(ctx, &pkt))
-		return XDP_PASS;
-	struct vip_meta *meta = lookup_vip(&pkt);
-
-	if (!meta)
-		return XDP_PASS;
 	struct stats *vip = bpf_map_lookup_elem(&vip_stats, &meta->id);
 	struct stats *global = bpf_map_lookup_elem(&global_stats, &zero);
 
 	if (!vip || !global)
 		return XDP_PASS;
-	vip->packets++;
-	vip->bytes += ctx->data_end - ctx->data;
-	global->packets++;
-	global->bytes += ctx->data_end - ctx->data;
+	count_packet(vip, ctx);
+	count_packet(global, ctx);
 
-	if (pkt.ttl <= 1) {
+	if (pkt->ttl <= 1) {
 		count_drop(vip, global, DROP_TTL);
 		return XDP_PASS;
 	}
-	__u32 hash = flow_hash(&pkt.flow);
-	struct backend *be = pick_backend(&pkt, meta, hash, vip, global);
+	__u32 hash = flow_hash(&pkt->flow);
+	struct backend *be = pick_backend(pkt, meta, hash, vip, global);
 
 	if (!be) {
 		count_drop(vip, global, DROP_NO_BACKEND);
 		return XDP_DROP;
 	}
-	struct next_hop nh;
+	if (be->local)
+		return XDP_PASS; /* the node's own stack delivers VIP:port to a local endpoint */
 
-	if (resolve_next_hop(ctx, &pkt, be, &nh)) {
+	int gue = meta->flags & VIP_GUE;
+	__u32 overhead = encap_overhead(pkt, gue);
+	struct next_hop nh = {};
+	int found = resolve_next_hop(ctx, pkt, be, overhead, &nh);
+
+	if (found == NEXT_HOP_NONE) {
 		count_drop(vip, global, DROP_NO_ROUTE);
 		return XDP_DROP;
 	}
-	decrement_ttl(ctx, &pkt);
-	if (encapsulate(ctx, &pkt, be, &nh, hash, meta->flags & VIP_GUE)) {
+	if (found == NEXT_HOP_TOO_BIG || (nh.mtu && pkt->l3_len + overhead > nh.mtu))
+		return too_big(ctx, pkt, nh.mtu, overhead, vip, global);
+	decrement_ttl(ctx, pkt);
+	if (encapsulate(ctx, pkt, be, &nh, hash, gue)) {
 		count_drop(vip, global, DROP_ENCAP);
 		return XDP_DROP;
 	}
 	if (nh.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(nh.ifindex, 0);
+}
+
+/* quoted_flow replaces the packet's flow with the client's flow to the VIP that an ICMP error
+ * is about: the error quotes a packet the VIP sent to the client. */
+static __always_inline int quoted_flow(void *quote, void *data_end, struct packet *pkt)
+{
+	struct flow_key flow = {};
+	__be16 *ports;
+
+	if (pkt->family == FAMILY_IPV4) {
+		struct iphdr *iph = quote;
+
+		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl != 5 ||
+		    (iph->frag_off & bpf_htons(IPV4_FRAGMENT_OFFSET)) || iph->saddr != pkt->flow.dst[0])
+			return -1;
+		flow.src[0] = iph->daddr;
+		flow.dst[0] = iph->saddr;
+		flow.proto = iph->protocol;
+		ports = (void *)(iph + 1);
+	} else {
+		struct ipv6hdr *ip6 = quote;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return -1;
+		__builtin_memcpy(flow.src, &ip6->daddr, 16);
+		__builtin_memcpy(flow.dst, &ip6->saddr, 16);
+		if (flow.dst[0] != pkt->flow.dst[0] || flow.dst[1] != pkt->flow.dst[1] ||
+		    flow.dst[2] != pkt->flow.dst[2] || flow.dst[3] != pkt->flow.dst[3])
+			return -1;
+		flow.proto = ip6->nexthdr;
+		ports = (void *)(ip6 + 1);
+	}
+	if (!is_tcp_or_udp(flow.proto) || (void *)(ports + 2) > data_end)
+		return -1;
+	flow.sport = ports[1];
+	flow.dport = ports[0];
+	pkt->flow = flow;
+	pkt->quoted = 1;
+	return 0;
+}
+
+/* csum_replace updates an Internet checksum for one 16-bit word changed (RFC 1624). */
+static __always_inline __u16 csum_replace(__u16 check, __u16 old, __u16 new)
+{
+	return csum_fold((__u16)~check + (__u16)~old + new);
+}
+
+/* echo_reply turns an echo request in place into the reply from the VIP. */
+static __always_inline int echo_reply(struct xdp_md *ctx, struct packet *pkt, __u8 *type, __u8 reply_type)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u16 *word = (__u16 *)type; /* type and code */
+	__u16 *check = word + 1;
+
+	if ((void *)(check + 1) > data_end || reply_l2(data, data_end, pkt, pkt->l2.proto))
+		return XDP_DROP;
+	__u16 old = *word;
+
+	*type = reply_type;
+	*check = csum_replace(*check, old, *word);
+	if (pkt->family == FAMILY_IPV4) {
+		struct iphdr *iph = data + pkt->l2.len;
+
+		if ((void *)(iph + 1) > data_end)
+			return XDP_DROP;
+		iph->daddr = pkt->flow.src[0];
+		iph->saddr = pkt->flow.dst[0];
+		iph->ttl = REPLY_TTL;
+		iph->check = 0;
+		iph->check = ipv4_header_csum(iph);
+		return XDP_TX;
+	}
+	struct ipv6hdr *ip6 = data + pkt->l2.len;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(&ip6->daddr, pkt->flow.src, 16);
+	__builtin_memcpy(&ip6->saddr, pkt->flow.dst, 16);
+	ip6->hop_limit = REPLY_TTL;
+	return XDP_TX; /* the pseudo-header's sum does not change when the addresses swap */
+}
+
+/* icmp_to_vip answers echo requests to a VIP address, forwards errors to the backend of the
+ * flow they quote, leaves neighbour discovery to the stack and drops the rest. */
+static __always_inline int icmp_to_vip(struct xdp_md *ctx, struct packet *pkt, struct stats *global)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *icmp = data + (pkt->l4_off & L4_OFFSET_MASK);
+	void *quote = icmp + sizeof(struct icmphdr); /* both families' headers are 8 bytes */
+
+	if (quote > data_end)
+		goto drop;
+	__u8 type = icmp[0];
+	int error;
+
+	if (pkt->family == FAMILY_IPV4) {
+		if (type == ICMP_ECHO) {
+			count_packet(global, ctx);
+			return echo_reply(ctx, pkt, icmp, ICMP_ECHOREPLY);
+		}
+		error = type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+	} else {
+		if (type == ICMPV6_ECHO_REQUEST) {
+			count_packet(global, ctx);
+			return echo_reply(ctx, pkt, icmp, ICMPV6_ECHO_REPLY);
+		}
+		if (type >= 133 && type <= 137) /* router and neighbour discovery, redirect */
+			return XDP_PASS;
+		error = type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAMPROB;
+	}
+	if (error && !quoted_flow(quote, data_end, pkt)) {
+		struct vip_meta *meta = lookup_vip(pkt);
+
+		if (meta)
+			return steer(ctx, pkt, meta);
+	}
+drop:
+	count_packet(global, ctx);
+	count_drop(NULL, global, DROP_ICMP);
+	return XDP_DROP;
+}
+
+/* to_vip_address handles what is not TCP or UDP: to a VIP address it is answered, forwarded
+ * or dropped; to any other address it passes. */
+static __always_inline int to_vip_address(struct xdp_md *ctx, struct packet *pkt, int parsed)
+{
+	struct vip_address addr = { .family = pkt->family };
+	__u32 zero = 0;
+
+	__builtin_memcpy(addr.addr, pkt->flow.dst, sizeof(addr.addr));
+	if (!bpf_map_lookup_elem(&vip_addresses, &addr))
+		return XDP_PASS;
+	struct stats *global = bpf_map_lookup_elem(&global_stats, &zero);
+
+	if (!global)
+		return XDP_PASS;
+	if (parsed == PARSED_ICMP)
+		return icmp_to_vip(ctx, pkt, global);
+	count_packet(global, ctx);
+	if (parsed == PARSED_IPV6_HEADERS)
+		count_drop(NULL, global, DROP_IPV6_HEADERS);
+	else if (parsed == PARSED_ICMP_FRAGMENT)
+		count_drop(NULL, global, DROP_ICMP);
+	else
+		count_drop(NULL, global, DROP_PROTOCOL);
+	return XDP_DROP;
+}
+
+static __always_inline int balance(struct xdp_md *ctx)
+{
+	struct packet pkt = {};
+	int parsed = parse(ctx, &pkt);
+
+	if (parsed == PARSED_OTHER)
+		return XDP_PASS;
+	if (parsed != PARSED_FLOW)
+		return to_vip_address(ctx, &pkt, parsed);
+	struct vip_meta *meta = lookup_vip(&pkt);
+
+	if (!meta)
+		return XDP_PASS;
+	return steer(ctx, &pkt, meta);
 }
 
 SEC("xdp")

@@ -42,7 +42,7 @@ func loadBench(t testing.TB, dp *Datapath) *bpf.LBBenchPrograms {
 	}
 	var progs bpf.LBBenchPrograms
 	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		bpf.LBMapVips: dp.objs.Vips, bpf.LBMapRings: dp.objs.Rings, bpf.LBMapBackends: dp.objs.Backends,
+		bpf.LBMapVips: dp.objs.Vips, bpf.LBMapVipAddresses: dp.objs.VipAddresses, bpf.LBMapRings: dp.objs.Rings, bpf.LBMapBackends: dp.objs.Backends,
 		bpf.LBMapFlows: dp.objs.Flows, bpf.LBMapVipStats: dp.objs.VipStats, bpf.LBMapGlobalStats: dp.objs.GlobalStats,
 	}})
 	if err != nil {

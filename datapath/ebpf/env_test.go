@@ -32,6 +32,8 @@ var (
 	backend4MAC = mac{0x02, 0, 0, 0, 0, 0x04}
 	lb1PeerMAC  = mac{0x02, 0, 0, 0, 1, 0x02}
 
+	lb0Addr   = netip.MustParseAddr("10.0.0.1")
+	lb0Addr6  = netip.MustParseAddr("fd00::1")
 	backend2  = netip.MustParseAddr("10.0.0.2")
 	backend3  = netip.MustParseAddr("10.0.0.3")
 	backend4  = netip.MustParseAddr("10.0.0.4") // resolved only after Sync: the FIB path

@@ -24,8 +24,15 @@ var (
 	vipFIB        = netip.MustParseAddr("10.10.0.6") // backend resolved after Sync
 	vip6          = netip.MustParseAddr("fd10::1")   // TCP 443 and UDP 443 (GUE)
 	vip6AllPorts  = netip.MustParseAddr("fd10::2")   // TCP, every port
+	vipRouteMTU   = netip.MustParseAddr("10.10.0.7") // backend behind a route with MTU 1400
+	vipLocal      = netip.MustParseAddr("10.10.0.8") // the backend is the node itself
+	vipLocal6     = netip.MustParseAddr("fd10::8")
 	notVIP        = netip.MustParseAddr("10.10.0.99")
 	notVIP6       = netip.MustParseAddr("fd10::99")
+
+	backendRouted = netip.MustParseAddr("10.2.0.7") // via backend2, route MTU 1400
+	router4       = netip.MustParseAddr("198.51.100.1")
+	router6       = netip.MustParseAddr("2001:db8:ff::1")
 )
 
 func one(addr netip.Addr) []datapath.Backend { return []datapath.Backend{{Addr: addr, Weight: 1}} }
@@ -42,6 +49,9 @@ var fixtureServices = []datapath.Service{
 	{VIP: vip6, Protocol: datapath.TCP, Port: 443, Backends: one(backendV2)},
 	{VIP: vip6, Protocol: datapath.UDP, Port: 443, Backends: one(backendV3), Encap: datapath.EncapGUE},
 	{VIP: vip6AllPorts, Protocol: datapath.TCP, Backends: one(backendV2)},
+	{VIP: vipRouteMTU, Protocol: datapath.TCP, Port: 80, Backends: one(backendRouted)},
+	{VIP: vipLocal, Protocol: datapath.TCP, Port: 80, Backends: one(lb0Addr)},
+	{VIP: vipLocal6, Protocol: datapath.TCP, Port: 80, Backends: one(lb0Addr6)},
 }
 
 // newFixtureEnv programs fixtureServices, then resolves backend4, so that only the FIB knows it.
@@ -49,6 +59,7 @@ func newFixtureEnv(t testing.TB) *lbEnv {
 	env := newLBEnv(t, Options{})
 	env.ns.Sysctl(t, "net.ipv4.conf.all.forwarding", "1")
 	env.ns.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
+	env.ns.Run(t, "ip", "route", "add", "10.2.0.0/24", "via", backend2.String(), "dev", "lb0", "mtu", "1400")
 	env.sync(t, fixtureServices)
 	env.ns.Run(t, "ip", "neigh", "replace", backend4.String(), "lladdr", backend4MAC.String(), "dev", "lb0", "nud", "permanent")
 	return env
@@ -121,6 +132,83 @@ func fragment6(dst netip.Addr, proto uint8, offset uint16, more bool, part []byt
 	return concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1), ipv6(h, concat(ipv6Fragment(proto, offset, more, 99), part)))
 }
 
+// sized sets the payload of l so that its IP packet is l3Len bytes long (IPv4 without
+// options, IPv6 without extension headers).
+func sized(l l4, family uint8, l3Len int) l4 {
+	header := 20
+	if family == familyIPv6 {
+		header = 40
+	}
+	if l.proto == protoUDP {
+		header += 8
+	} else {
+		header += 20
+	}
+	l.payload = make([]byte, l3Len-header)
+	for i := range l.payload {
+		l.payload[i] = byte(i % 251)
+	}
+	return l
+}
+
+func withDF(h *ipv4Header) { h.flags = 0x4000 }
+
+// icmpError4 returns an ICMP error from a router to vip about the answer the VIP sent to the
+// client of flow l, and that flow.
+func icmpError4(vip netip.Addr, l l4, typ, code uint8, rest uint32) ([]byte, frameInfo) {
+	answer := l4{proto: l.proto, sport: l.dport, dport: l.sport, flags: tcpACK, payload: make([]byte, 100)}
+	quote := ipv4(ipv4Header{src: vip, dst: client4, proto: l.proto, ttl: 60, id: 3, flags: 0x4000}, answer.bytes())
+	frame := concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1),
+		ipv4(ipv4Header{src: router4, dst: vip, proto: protoICMP, ttl: 64}, icmp4(typ, code, rest, quote)))
+	return frame, frameInfo{src: client4, dst: vip, proto: l.proto, sport: l.sport, dport: l.dport}
+}
+
+func icmpError6(vip netip.Addr, l l4, typ, code uint8, rest uint32) ([]byte, frameInfo) {
+	answer := l4{proto: l.proto, sport: l.dport, dport: l.sport, flags: tcpACK, payload: make([]byte, 100)}
+	quote := ipv6(ipv6Header{src: vip, dst: client6, next: l.proto, hopLimit: 60}, answer.bytes())
+	frame := concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1),
+		ipv6(ipv6Header{src: router6, dst: vip, next: protoICMPv6, hopLimit: 64}, icmp6(router6, vip, typ, code, rest, quote)))
+	return frame, frameInfo{src: client6, dst: vip, proto: l.proto, sport: l.sport, dport: l.dport}
+}
+
+var pingPayload = []byte("0123456789abcdefghijklmnopqrstuv")
+
+func echo4(dst netip.Addr) []byte {
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1),
+		ipv4(ipv4Header{src: client4, dst: dst, proto: protoICMP, ttl: 64, id: 9}, icmp4(8, 0, 0x12340001, pingPayload)))
+}
+
+// frame6Ext returns a frame to dst whose IPv6 header is followed by the extension headers of
+// chain, then by l.
+func frame6Ext(dst netip.Addr, chain []uint8, l []byte, upper uint8) []byte {
+	var headers []byte
+	for i := range chain {
+		next := upper
+		if i+1 < len(chain) {
+			next = chain[i+1]
+		}
+		headers = append(headers, ipv6Extension(next)...)
+	}
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1),
+		ipv6(ipv6Header{src: client6, dst: dst, next: chain[0], hopLimit: 64}, concat(headers, l)))
+}
+
+func echo6(dst netip.Addr, chain ...uint8) []byte {
+	msg := icmp6(client6, dst, 128, 0, 0x12340001, pingPayload)
+	if len(chain) > 0 {
+		return frame6Ext(dst, chain, msg, protoICMPv6)
+	}
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1), ipv6(ipv6Header{src: client6, dst: dst, next: protoICMPv6, hopLimit: 64}, msg))
+}
+
+func ipPacket4(dst netip.Addr, proto uint8, payload []byte) []byte {
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1), ipv4(ipv4Header{src: client4, dst: dst, proto: proto, ttl: 64}, payload))
+}
+
+func ipPacket6(dst netip.Addr, proto uint8, payload []byte) []byte {
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1), ipv6(ipv6Header{src: client6, dst: dst, next: proto, hopLimit: 64}, payload))
+}
+
 type fixture struct {
 	name    string
 	in      []byte
@@ -130,6 +218,14 @@ type fixture struct {
 
 func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 	via := func(backendMAC mac) nextHop { return nextHop{ifindex: uint32(lb0), sourceMAC: lb0MAC, mac: backendMAC} }
+	drop := func(name string, in []byte) fixture { return fixture{name, in, xdpDrop, nil} }
+	tooBig := func(name string, in []byte, mtu int) fixture { return fixture{name, in, xdpTX, modelTooBig(in, mtu)} }
+	echo := func(name string, in []byte) fixture { return fixture{name, in, xdpTX, modelEchoReply(in)} }
+	// follows expects an ICMP error forwarded like the packets of the flow it quotes.
+	follows := func(name string, in []byte, flow frameInfo, backend netip.Addr, m mac, gue bool) fixture {
+		hash := modelFlowHash(opts.FlowHashSeed, flow.flowKeyBytes())
+		return fixture{name, in, xdpTX, modelForwardHashed(opts, in, hash, backend, via(m), gue)}
+	}
 	ipip := func(name string, in []byte, backend netip.Addr, m mac) fixture {
 		return fixture{name, in, xdpTX, modelForward(opts, in, backend, via(m), false)}
 	}
@@ -153,7 +249,6 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		pass("v4 TCP wrong port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 81, flags: tcpSYN}, nil)),
 		pass("v4 UDP to the TCP port", frame4(vipTCP80, l4{proto: protoUDP, sport: 40000, dport: 80}, nil)),
 		pass("v4 TCP to the UDP port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 53, flags: tcpSYN}, nil)),
-		pass("v4 ICMP to a VIP", concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1), ipv4(ipv4Header{src: client4, dst: vipTCP80, proto: protoICMP, ttl: 64}, []byte{8, 0, 0, 0, 0, 0, 0, 0}))),
 		pass("v4 non-VIP TCP", frame4(notVIP, syn80, nil)),
 		pass("v4 non-VIP UDP", frame4(notVIP, dns53, nil)),
 		pass("v4 backend address", frame4(backend2, syn80, nil)),
@@ -186,7 +281,6 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		gue("v4 UDP fragment", fragment4(vipTCP80, protoUDP, 3, false, make([]byte, 16)), backend3, backend3MAC),
 		ipip("v4 fragment to all-ports VIP", fragment4(vipAllPorts, protoTCP, 1, false, make([]byte, 8)), backend2, backend2MAC),
 		pass("v4 fragment to non-VIP", fragment4(notVIP, protoTCP, 1, false, make([]byte, 8))),
-		pass("v4 ICMP fragment to a VIP", fragment4(vipTCP80, protoICMP, 1, false, make([]byte, 8))),
 		ipip("v6 first fragment", fragment6(vip6, protoTCP, 0, true, tcp(40031, 443, tcpACK, make([]byte, 12))), backendV2, backend2MAC),
 		ipip("v6 later fragment", fragment6(vip6, protoTCP, 4, false, make([]byte, 8)), backendV2, backend2MAC),
 		gue("v6 UDP fragment", fragment6(vip6, protoUDP, 4, false, make([]byte, 8)), backendV3, backend3MAC),
@@ -198,8 +292,6 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		ipip("v6 traffic class copied", frame6(vip6, l4{proto: protoTCP, sport: 40041, dport: 443, flags: tcpSYN}, func(h *ipv6Header) { h.trafficClass = 0xb9; h.flowLabel = 0x12345 }), backendV2, backend2MAC),
 		pass("v6 TCP wrong port", frame6(vip6, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}, nil)),
 		pass("v6 non-VIP", frame6(notVIP6, syn443, nil)),
-		pass("v6 ICMPv6 to a VIP", concat(ethernet(lb0MAC, clientMAC, etherIPv6, -1), ipv6(ipv6Header{src: client6, dst: vip6, next: protoICMPv6, hopLimit: 64}, []byte{128, 0, 0, 0, 0, 0, 0, 0}))),
-		pass("v6 hop-by-hop header", frame6(vip6, l4{proto: protoHopByHop}, func(h *ipv6Header) { h.next = protoHopByHop })),
 		pass("v6 ethertype with version 4", func() []byte { f := frame6(vip6, syn443, nil); f[14] = 0x45; return f }()),
 		// VLAN.
 		ipip("802.1Q v4 TCP SYN", tagged(syn, 100, false), backend2, backend2MAC),
@@ -218,7 +310,90 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 			modelForward(opts, frame4(vipRedirect, syn80, nil), backendL1, nextHop{ifindex: uint32(lb1), sourceMAC: lb1MAC, mac: lb1PeerMAC}, false)},
 		{"unresolved backend drops", frame4(vipNoRoute, syn80, nil), xdpDrop, nil},
 		ipip("uncached next hop from the FIB", frame4(vipFIB, syn80, nil), backend4, backend4MAC),
+		// The backend is this node: its own stack (kube-proxy) delivers VIP:port.
+		pass("v4 backend that is this node passes unchanged", frame4(vipLocal, syn80, nil)),
+		pass("v6 backend that is this node passes unchanged", frame6(vipLocal6, l4{proto: protoTCP, sport: 40060, dport: 80, flags: tcpSYN}, nil)),
+		pass("v4 full-size packet to this node passes", frame4(vipLocal, sized(ack80, familyIPv4, 1500), withDF)),
 	}
+
+	// Full-size packets: the encapsulated packet must fit the next hop's MTU (1500 on lb0,
+	// 1400 on the route to backendRouted), else the client hears the MTU it can use.
+	big4 := func(dst netip.Addr, l l4, l3Len int) []byte { return frame4(dst, sized(l, familyIPv4, l3Len), withDF) }
+	big6 := func(dst netip.Addr, l l4, l3Len int) []byte { return frame6(dst, sized(l, familyIPv6, l3Len), nil) }
+	bigError4, _ := icmpError4(vipTCP80, syn80, 3, 4, 1400)
+	bigError4 = concat(bigError4, make([]byte, 14+1500-len(bigError4))) // zeros keep the ICMP checksum
+	binary.BigEndian.PutUint16(bigError4[16:], 1500)
+	binary.BigEndian.PutUint16(bigError4[24:], 0)
+	binary.BigEndian.PutUint16(bigError4[24:], checksum(bigError4[14:34]))
+	fixtures = append(fixtures,
+		tooBig("v4 TCP too big with DF answers fragmentation needed", big4(vipTCP80, ack80, 1500), 1480),
+		tooBig("v4 TCP one byte too big", big4(vipTCP80, ack80, 1481), 1480),
+		ipip("v4 TCP that fits once encapsulated", big4(vipTCP80, ack80, 1480), backend2, backend2MAC),
+		drop("v4 too big without DF drops", frame4(vipTCP80, sized(ack80, familyIPv4, 1500), nil)),
+		tooBig("v4 UDP too big over GUE", big4(vipTCP80, dns53, 1500), 1468),
+		gue("v4 UDP that fits over GUE", big4(vipTCP80, dns53, 1468), backend3, backend3MAC),
+		tooBig("802.1Q v4 too big", tagged(big4(vipTCP80, ack80, 1500), 100, false), 1480),
+		tooBig("v4 too big on the FIB path", big4(vipFIB, ack80, 1500), 1480),
+		tooBig("v4 too big for the route MTU", big4(vipRouteMTU, ack80, 1381), 1380),
+		ipip("v4 that fits the route MTU", big4(vipRouteMTU, ack80, 1380), backendRouted, backend2MAC),
+		tooBig("v6 TCP too big answers packet too big", big6(vip6, syn443, 1500), 1460),
+		ipip("v6 TCP that fits once encapsulated", big6(vip6, syn443, 1460), backendV2, backend2MAC),
+		tooBig("v6 UDP too big over GUE", big6(vip6, udp443, 1500), 1448),
+		drop("v4 ICMP error too big to forward drops", bigError4),
+	)
+
+	// ICMP to VIP addresses: errors follow the flow they quote, echo is answered, the rest
+	// is dropped; never passed to a stack without a route for the VIP.
+	fragNeeded, fragNeededFlow := icmpError4(vipTCP80, syn80, 3, 4, 1400)
+	portUnreachable, portUnreachableFlow := icmpError4(vipTCP80, dns53, 3, 3, 0)
+	timeExceeded, timeExceededFlow := icmpError4(vipAllPorts, l4{proto: protoTCP, sport: 40070, dport: 8080}, 11, 0, 0)
+	packetTooBig, packetTooBigFlow := icmpError6(vip6, syn443, 2, 0, 1280)
+	unreachable6, unreachable6Flow := icmpError6(vip6, udp443, 1, 4, 0)
+	unservedPort, _ := icmpError4(vipTCP80, l4{proto: protoTCP, sport: 40071, dport: 81}, 3, 4, 1400)
+	otherSource, _ := icmpError4(vipTCP80, syn80, 3, 4, 1400)
+	copy(otherSource[14+20+8+12:], vipAllPorts.AsSlice()) // the quoted packet came from another VIP
+	truncated6, _ := icmpError6(vip6, syn443, 2, 0, 1280)
+	truncated6 = truncated6[:14+40+8+40+2]
+	binary.BigEndian.PutUint16(truncated6[18:], 8+40+2)
+	neighbourSolicitation := ipPacket6(vip6, protoICMPv6, icmp6(client6, vip6, 135, 0, 0, vip6.AsSlice()))
+	fixtures = append(fixtures,
+		follows("v4 fragmentation needed follows its TCP flow", fragNeeded, fragNeededFlow, backend2, backend2MAC, false),
+		follows("v4 port unreachable follows its UDP flow over GUE", portUnreachable, portUnreachableFlow, backend3, backend3MAC, true),
+		follows("v4 time exceeded follows its flow to an all-ports VIP", timeExceeded, timeExceededFlow, backend2, backend2MAC, false),
+		follows("v6 packet too big follows its TCP flow", packetTooBig, packetTooBigFlow, backendV2, backend2MAC, false),
+		follows("v6 unreachable follows its UDP flow over GUE", unreachable6, unreachable6Flow, backendV3, backend3MAC, true),
+		follows("802.1Q v4 fragmentation needed", tagged(fragNeeded, 100, false), fragNeededFlow, backend2, backend2MAC, false),
+		drop("v4 ICMP error quoting an unserved port drops", unservedPort),
+		drop("v4 ICMP error quoting another address drops", otherSource),
+		drop("v6 ICMP error quoting a truncated header drops", truncated6),
+		pass("v4 ICMP error to a non-VIP passes", func() []byte { f, _ := icmpError4(notVIP, syn80, 3, 4, 1400); return f }()),
+		echo("v4 echo to a VIP is answered", echo4(vipTCP80)),
+		echo("v4 echo to a VIP without backends is answered", echo4(vipNoBackends)),
+		echo("802.1Q v4 echo is answered", tagged(echo4(vipTCP80), 100, false)),
+		echo("v6 echo to a VIP is answered", echo6(vip6)),
+		echo("v6 echo after a hop-by-hop header is answered", echo6(vip6, protoHopByHop)),
+		pass("v4 echo to a non-VIP passes", echo4(notVIP)),
+		pass("v6 echo to a non-VIP passes", echo6(notVIP6)),
+		pass("v6 neighbour solicitation to a VIP passes", neighbourSolicitation),
+		drop("v4 echo reply to a VIP drops", ipPacket4(vipTCP80, protoICMP, icmp4(0, 0, 1, nil))),
+		drop("v4 ICMP fragment to a VIP drops", fragment4(vipTCP80, protoICMP, 1, false, make([]byte, 8))),
+		// Other protocols.
+		drop("v4 GRE to a VIP drops", ipPacket4(vipTCP80, protoGRE, make([]byte, 8))),
+		drop("v4 GRE to a VIP without backends drops", ipPacket4(vipNoBackends, protoGRE, make([]byte, 8))),
+		drop("v6 SCTP to a VIP drops", ipPacket6(vip6, 132, make([]byte, 12))),
+		drop("v6 no next header to a VIP drops", ipPacket6(vip6, protoNoNext, nil)),
+		pass("v4 GRE to a non-VIP passes", ipPacket4(notVIP, protoGRE, make([]byte, 8))),
+		pass("v6 SCTP to a non-VIP passes", ipPacket6(notVIP6, 132, make([]byte, 12))),
+		// IPv6 extension headers.
+		ipip("v6 hop-by-hop and destination options before TCP", frame6Ext(vip6, []uint8{protoHopByHop, protoDestOptions}, syn443.bytes(), protoTCP), backendV2, backend2MAC),
+		gue("v6 routing header before UDP", frame6Ext(vip6, []uint8{protoRouting}, udp443.bytes(), protoUDP), backendV3, backend3MAC),
+		ipip("v6 four extension headers before TCP", frame6Ext(vip6, []uint8{protoHopByHop, protoDestOptions, protoRouting, protoDestOptions}, syn443.bytes(), protoTCP), backendV2, backend2MAC),
+		ipip("v6 hop-by-hop before a fragment", frame6Ext(vip6, []uint8{protoHopByHop, protoFrag}, make([]byte, 16), protoTCP), backendV2, backend2MAC),
+		drop("v6 five extension headers drop", frame6Ext(vip6, []uint8{protoHopByHop, protoDestOptions, protoRouting, protoDestOptions, protoDestOptions}, syn443.bytes(), protoTCP)),
+		drop("v6 fragment before destination options drops", frame6Ext(vip6, []uint8{protoFrag, protoDestOptions}, syn443.bytes(), protoTCP)),
+		pass("v6 five extension headers to a non-VIP pass", frame6Ext(notVIP6, []uint8{protoHopByHop, protoDestOptions, protoRouting, protoDestOptions, protoDestOptions}, syn443.bytes(), protoTCP)),
+		pass("v6 extension headers before TCP to an unserved port pass", frame6Ext(vip6, []uint8{protoHopByHop}, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}.bytes(), protoTCP)),
+	)
 
 	// Truncation at and inside every header: all pass unchanged.
 	truncations := []struct {
@@ -251,7 +426,10 @@ func TestFixtures(t *testing.T) {
 	t.Run("balancer", func(t *testing.T) { runFixtures(t, env, env.dp.objs.XdpBalance, fixtures) })
 
 	stats := env.stats(t)
-	wantDrops := map[string]uint64{"ttl_exceeded": 4, "no_backend": 1, "no_route": 1, "encap": 0}
+	wantDrops := map[string]uint64{
+		"ttl_exceeded": 4, "no_backend": 1, "no_route": 1, "encap": 0,
+		"fragmentation_needed": 8, "too_big": 2, "protocol": 4, "ipv6_extension_headers": 2, "icmp": 5,
+	}
 	for reason, want := range wantDrops {
 		if got := stats.Global.Drops[reason]; got != want {
 			t.Errorf("global %s drops = %d, want %d", reason, got, want)

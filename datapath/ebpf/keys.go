@@ -53,6 +53,13 @@ func networkOrder16(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(b[:])
 }
 
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func vipKey(k datapath.ServiceKey) bpf.LBVipKey {
 	return bpf.LBVipKey{
 		Addr:   addrWords(k.VIP),

@@ -105,11 +105,12 @@ func New(opts Options) (*Datapath, error) {
 // configureSpec sizes the maps and sets the constants of the load balancer's spec.
 func configureSpec(spec *ebpf.CollectionSpec, opts Options) error {
 	sizes := map[string]int{
-		bpf.LBMapVips:     2 * opts.MaxServices,
-		bpf.LBMapRings:    2 * opts.MaxServices,
-		bpf.LBMapVipStats: opts.MaxServices,
-		bpf.LBMapBackends: opts.MaxBackends,
-		bpf.LBMapFlows:    opts.MaxFlows,
+		bpf.LBMapVips:         2 * opts.MaxServices,
+		bpf.LBMapVipAddresses: opts.MaxServices,
+		bpf.LBMapRings:        2 * opts.MaxServices,
+		bpf.LBMapVipStats:     opts.MaxServices,
+		bpf.LBMapBackends:     opts.MaxBackends,
+		bpf.LBMapFlows:        opts.MaxFlows,
 	}
 	for name, size := range sizes {
 		spec.Maps[name].MaxEntries = uint32(size)
@@ -185,7 +186,7 @@ func (d *Datapath) Close() error {
 }
 
 func (d *Datapath) release(keep bool) error {
-	pinned := []*ebpf.Map{d.objs.Vips, d.objs.Rings, d.objs.Backends, d.objs.Flows, d.objs.VipStats, d.objs.GlobalStats}
+	pinned := []*ebpf.Map{d.objs.Vips, d.objs.VipAddresses, d.objs.Rings, d.objs.Backends, d.objs.Flows, d.objs.VipStats, d.objs.GlobalStats}
 	closers := []interface{ Close() error }{&d.objs, d.emptyRing}
 	if d.nextHops != nil {
 		closers = append(closers, d.nextHops)

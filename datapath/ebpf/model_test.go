@@ -21,6 +21,7 @@ type frameInfo struct {
 	dport    uint16
 	fragment bool
 	l3Len    int
+	l4Off    int // from the start of the IP header, past the walked extension headers
 }
 
 // readFrame parses a well-formed IP frame; ok is false for anything else.
@@ -55,13 +56,27 @@ func readFrame(frame []byte) (info frameInfo, ok bool) {
 		info.proto = l3[6]
 		info.l3Len = 40 + int(binary.BigEndian.Uint16(l3[4:]))
 		ports = 40
-		if info.proto == protoFrag && len(l3) >= 48 {
-			info.proto = l3[40]
-			info.fragment = true
+	walk:
+		for range 4 { // the extension headers the program walks
+			if len(l3) < ports+8 {
+				break
+			}
+			switch info.proto {
+			case protoHopByHop, protoRouting, protoDestOptions:
+				info.proto = l3[ports]
+				ports += 8 * (int(l3[ports+1]) + 1)
+			case protoFrag:
+				info.proto = l3[ports]
+				info.fragment = true
+				break walk
+			default:
+				break walk
+			}
 		}
 	default:
 		return info, false
 	}
+	info.l4Off = ports
 	if !info.fragment && len(l3) >= ports+4 {
 		info.sport = binary.BigEndian.Uint16(l3[ports:])
 		info.dport = binary.BigEndian.Uint16(l3[ports+2:])
@@ -109,7 +124,13 @@ func modelForward(opts Options, frame []byte, backend netip.Addr, nh nextHop, gu
 	if !ok {
 		panic("modelForward: not a balanced frame")
 	}
-	hash := modelFlowHash(opts.FlowHashSeed, info.flowKeyBytes())
+	return modelForwardHashed(opts, frame, modelFlowHash(opts.FlowHashSeed, info.flowKeyBytes()), backend, nh, gue)
+}
+
+// modelForwardHashed is modelForward for a frame whose flow hash is another flow's: an ICMP
+// error travels with the flow it quotes.
+func modelForwardHashed(opts Options, frame []byte, hash uint32, backend netip.Addr, nh nextHop, gue bool) []byte {
+	info, _ := readFrame(frame)
 
 	inner := append([]byte(nil), frame[info.l2Len:]...)
 	var tos uint8
@@ -178,4 +199,68 @@ func sourceFor(prefix netip.Prefix, hash uint32) netip.Addr {
 	binary.BigEndian.PutUint32(b[len(b)-4:], last|hash&mask)
 	addr, _ := netip.AddrFromSlice(b)
 	return addr
+}
+
+// swappedL2 is the frame's link layer with the MACs exchanged: the way back.
+func swappedL2(frame []byte, l2Len int) []byte {
+	l2 := append([]byte(nil), frame[:l2Len]...)
+	copy(l2[0:6], frame[6:12])
+	copy(l2[6:12], frame[0:6])
+	return l2
+}
+
+// icmp6Checksum is the ICMPv6 checksum of msg, pseudo-header included.
+func icmp6Checksum(src, dst netip.Addr, msg []byte) uint16 {
+	pseudo := concat(src.AsSlice(), dst.AsSlice(), binary.BigEndian.AppendUint32(nil, uint32(len(msg))), []byte{0, 0, 0, protoICMPv6})
+	return checksum(concat(pseudo, msg))
+}
+
+// Quoted lengths of ICMP answers: up to 576 bytes in all for IPv4 (RFC 1812), up to the
+// IPv6 minimum MTU of 1280 (RFC 4443).
+const (
+	icmp4Quote = 576 - 20 - 8
+	icmp6Quote = 1280 - 40 - 8
+)
+
+// modelTooBig returns the answer to an oversized frame: ICMP fragmentation needed or ICMPv6
+// packet too big from the VIP to the client, announcing mtu and quoting the packet's start.
+func modelTooBig(frame []byte, mtu int) []byte {
+	info, _ := readFrame(frame)
+	l3 := frame[info.l2Len:]
+	l2 := swappedL2(frame, info.l2Len)
+	if info.family == familyIPv4 {
+		msg := concat([]byte{3, 4, 0, 0, 0, 0}, binary.BigEndian.AppendUint16(nil, uint16(mtu)), l3[:icmp4Quote])
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		return concat(l2, ipv4(ipv4Header{src: info.dst, dst: info.src, proto: protoICMP, ttl: 64}, msg))
+	}
+	msg := concat([]byte{2, 0, 0, 0}, binary.BigEndian.AppendUint32(nil, uint32(mtu)), l3[:icmp6Quote])
+	binary.BigEndian.PutUint16(msg[2:], icmp6Checksum(info.dst, info.src, msg))
+	return concat(l2, ipv6(ipv6Header{src: info.dst, dst: info.src, next: protoICMPv6, hopLimit: 64}, msg))
+}
+
+// modelEchoReply returns the reply to an echo request frame, checksums computed afresh.
+func modelEchoReply(frame []byte) []byte {
+	info, _ := readFrame(frame)
+	out := concat(swappedL2(frame, info.l2Len), frame[info.l2Len:])
+	l3 := out[info.l2Len:]
+	if info.family == familyIPv4 {
+		copy(l3[12:], info.dst.AsSlice())
+		copy(l3[16:], info.src.AsSlice())
+		l3[8] = 64
+		binary.BigEndian.PutUint16(l3[10:], 0)
+		binary.BigEndian.PutUint16(l3[10:], checksum(l3[:20]))
+		msg := l3[20:info.l3Len]
+		msg[0] = 0
+		binary.BigEndian.PutUint16(msg[2:], 0)
+		binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+		return out
+	}
+	copy(l3[8:], info.dst.AsSlice())
+	copy(l3[24:], info.src.AsSlice())
+	l3[7] = 64
+	msg := l3[info.l4Off:info.l3Len]
+	msg[0] = 129
+	binary.BigEndian.PutUint16(msg[2:], 0)
+	binary.BigEndian.PutUint16(msg[2:], icmp6Checksum(info.dst, info.src, msg))
+	return out
 }

@@ -3,6 +3,7 @@
 package ebpf
 
 import (
+	"math"
 	"net"
 	"net/netip"
 
@@ -11,11 +12,14 @@ import (
 )
 
 // nextHop is where the program sends a backend's packets without asking the FIB: the output
-// interface and the MACs of the frame. The zero value means "ask the FIB".
+// interface, the MACs of the frame and the MTU packets must fit once encapsulated. The zero
+// value means "ask the FIB"; local means the backend is this node.
 type nextHop struct {
 	ifindex   uint32
 	sourceMAC [6]byte
 	mac       [6]byte
+	mtu       uint16
+	local     bool
 }
 
 // nextHopResolver reads next hops from the routing and neighbour tables of the namespace it
@@ -64,13 +68,20 @@ func (r *nextHopResolver) neighbours() (neighbours, error) {
 
 // resolve returns the backend's next hop. When the neighbour is not resolved yet it asks the
 // kernel to resolve it and keep it resolved (a managed entry) and returns the zero next hop:
-// the program uses the FIB until a later Sync caches the result.
+// the program uses the FIB until a later Sync caches the result. A backend that is one of the
+// namespace's own addresses (a local route) is this node.
 func (r *nextHopResolver) resolve(backend netip.Addr, known neighbours) nextHop {
 	routes, err := r.handle.RouteGet(backend.AsSlice())
-	if err != nil || len(routes) == 0 || routes[0].LinkIndex == 0 {
+	if err != nil || len(routes) == 0 {
 		return nextHop{}
 	}
 	route := routes[0]
+	if route.Type == unix.RTN_LOCAL {
+		return nextHop{local: true}
+	}
+	if route.LinkIndex == 0 {
+		return nextHop{}
+	}
 	gateway := backend
 	if addr, ok := netip.AddrFromSlice(route.Gw); ok && !addr.IsUnspecified() {
 		gateway = addr.Unmap()
@@ -88,7 +99,17 @@ func (r *nextHopResolver) resolve(backend netip.Addr, known neighbours) nextHop 
 		ifindex:   uint32(route.LinkIndex),
 		sourceMAC: [6]byte(iface.Attrs().HardwareAddr),
 		mac:       [6]byte(mac),
+		mtu:       pathMTU(route.MTU, iface.Attrs().MTU),
 	}
+}
+
+// pathMTU is the route's MTU where it sets one below the interface's.
+func pathMTU(route, link int) uint16 {
+	mtu := link
+	if route > 0 && route < link {
+		mtu = route
+	}
+	return uint16(min(mtu, math.MaxUint16))
 }
 
 func (r *nextHopResolver) requestResolution(ifindex int, addr netip.Addr) {

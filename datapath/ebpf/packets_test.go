@@ -19,14 +19,18 @@ const (
 	ether8021Q  = 0x8100
 	ether8021AD = 0x88a8
 
-	protoICMP     = 1
-	protoIPIP     = 4
-	protoTCP      = 6
-	protoUDP      = 17
-	protoIPv6     = 41
-	protoFrag     = 44
-	protoICMPv6   = 58
-	protoHopByHop = 0
+	protoICMP        = 1
+	protoIPIP        = 4
+	protoTCP         = 6
+	protoUDP         = 17
+	protoIPv6        = 41
+	protoFrag        = 44
+	protoICMPv6      = 58
+	protoHopByHop    = 0
+	protoRouting     = 43
+	protoNoNext      = 59
+	protoDestOptions = 60
+	protoGRE         = 47
 
 	tcpFIN = 0x01
 	tcpSYN = 0x02
@@ -147,4 +151,24 @@ func checksum(b []byte) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// icmp4 returns an ICMP message: type, code, the 4 bytes after the checksum, and a body.
+func icmp4(typ, code uint8, rest uint32, body []byte) []byte {
+	b := concat([]byte{typ, code, 0, 0}, binary.BigEndian.AppendUint32(nil, rest), body)
+	binary.BigEndian.PutUint16(b[2:], checksum(b))
+	return b
+}
+
+// icmp6 returns an ICMPv6 message from src to dst, checksummed with the pseudo-header.
+func icmp6(src, dst netip.Addr, typ, code uint8, rest uint32, body []byte) []byte {
+	b := concat([]byte{typ, code, 0, 0}, binary.BigEndian.AppendUint32(nil, rest), body)
+	binary.BigEndian.PutUint16(b[2:], icmp6Checksum(src, dst, b))
+	return b
+}
+
+// ipv6Extension returns a hop-by-hop, routing or destination options header of 8 bytes
+// (padded with PadN) before next.
+func ipv6Extension(next uint8) []byte {
+	return []byte{next, 0, 1, 4, 0, 0, 0, 0}
 }

@@ -17,6 +17,16 @@ var dropReasons = [bpf.LBDropReasonDROP_REASONS]string{
 	bpf.LBDropReasonDROP_NO_ROUTE:   "no_route",
 	bpf.LBDropReasonDROP_ENCAP:      "encap",
 	bpf.LBDropReasonDROP_TTL:        "ttl_exceeded",
+	// Too big once encapsulated: answered with ICMP fragmentation needed / packet too big.
+	bpf.LBDropReasonDROP_FRAGMENTATION_NEEDED: "fragmentation_needed",
+	// Too big and not answered: IPv4 without DF, ICMP errors, too short to quote.
+	bpf.LBDropReasonDROP_TOO_BIG: "too_big",
+	// To a VIP address, neither TCP, UDP nor ICMP.
+	bpf.LBDropReasonDROP_PROTOCOL: "protocol",
+	// To a VIP address, with more IPv6 extension headers than the program walks.
+	bpf.LBDropReasonDROP_IPV6HEADERS: "ipv6_extension_headers",
+	// ICMP to a VIP address that is neither echo nor an error about a service's flow.
+	bpf.LBDropReasonDROP_ICMP: "icmp",
 }
 
 // Stats sums the per-CPU counters of every programmed service and the global ones.

@@ -51,7 +51,7 @@ func (d *Datapath) apply(ctx context.Context, wanted map[bpf.LBVipKey]wantedServ
 	if err := errors.Join(err, d.clearRings(retired)); err != nil {
 		return err
 	}
-	return d.removeBackends(backends)
+	return errors.Join(d.removeBackends(backends), d.writeVIPAddresses(wanted))
 }
 
 // writeBackends gives each wanted backend an id and writes its entry with a fresh next hop.
@@ -68,6 +68,8 @@ func (d *Datapath) writeBackends(addrs []netip.Addr) error {
 			SourceMac:  nh.sourceMAC,
 			NextHopMac: nh.mac,
 			Family:     familyOf(addr),
+			Local:      boolByte(nh.local),
+			Mtu:        nh.mtu,
 		}
 		programmed, ok := d.backends[addr]
 		if ok {
