@@ -48,7 +48,8 @@ const (
 	LBDropReasonDROP_PROTOCOL             LBDropReason = 6
 	LBDropReasonDROP_IPV6HEADERS          LBDropReason = 7
 	LBDropReasonDROP_ICMP                 LBDropReason = 8
-	LBDropReasonDROP_REASONS              LBDropReason = 9
+	LBDropReasonDROP_PORT                 LBDropReason = 9
+	LBDropReasonDROP_REASONS              LBDropReason = 10
 )
 
 type LBFlow struct {
@@ -73,7 +74,7 @@ type LBStats struct {
 	Bytes     uint64
 	NewFlows  uint64
 	LruMisses uint64
-	Drops     [9]uint64
+	Drops     [10]uint64
 }
 
 type LBVipAddress struct {

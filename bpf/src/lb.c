@@ -85,6 +85,7 @@ enum drop_reason {
 	DROP_PROTOCOL,             /* neither TCP, UDP nor ICMP, to a VIP address */
 	DROP_IPV6_HEADERS,         /* more or other IPv6 extension headers than walked, to a VIP address */
 	DROP_ICMP,                 /* ICMP to a VIP address that is neither echo nor an error quoting a service's flow */
+	DROP_PORT,                 /* TCP or UDP to a VIP address on a port none of its services has */
 	DROP_REASONS,
 };
 
@@ -935,16 +936,20 @@ drop:
 	return XDP_DROP;
 }
 
-/* to_vip_address handles what is not TCP or UDP: to a VIP address it is answered, forwarded
- * or dropped; to any other address it passes. */
-static __always_inline int to_vip_address(struct xdp_md *ctx, struct packet *pkt, int parsed)
+static __always_inline int is_vip_address(const struct packet *pkt)
 {
 	struct vip_address addr = { .family = pkt->family };
-	__u32 zero = 0;
 
 	__builtin_memcpy(addr.addr, pkt->flow.dst, sizeof(addr.addr));
-	if (!bpf_map_lookup_elem(&vip_addresses, &addr))
-		return XDP_PASS;
+	return bpf_map_lookup_elem(&vip_addresses, &addr) != NULL;
+}
+
+/* to_vip_address handles what no service takes, sent to a VIP address: it is answered,
+ * forwarded or dropped, never handed to the stack, which has no route for the VIP and would
+ * send it back to the router it came from. */
+static __always_inline int to_vip_address(struct xdp_md *ctx, struct packet *pkt, int parsed)
+{
+	__u32 zero = 0;
 	struct stats *global = bpf_map_lookup_elem(&global_stats, &zero);
 
 	if (!global)
@@ -952,7 +957,9 @@ static __always_inline int to_vip_address(struct xdp_md *ctx, struct packet *pkt
 	if (parsed == PARSED_ICMP)
 		return icmp_to_vip(ctx, pkt, global);
 	count_packet(global, ctx);
-	if (parsed == PARSED_IPV6_HEADERS)
+	if (parsed == PARSED_FLOW)
+		count_drop(NULL, global, DROP_PORT);
+	else if (parsed == PARSED_IPV6_HEADERS)
 		count_drop(NULL, global, DROP_IPV6_HEADERS);
 	else if (parsed == PARSED_ICMP_FRAGMENT)
 		count_drop(NULL, global, DROP_ICMP);
@@ -966,14 +973,13 @@ static __always_inline int balance(struct xdp_md *ctx)
 	struct packet pkt = {};
 	int parsed = parse(ctx, &pkt);
 
-	if (parsed == PARSED_OTHER)
+	/* One lookup settles everything not sent to a VIP, the common case. */
+	if (parsed == PARSED_OTHER || !is_vip_address(&pkt))
 		return XDP_PASS;
-	if (parsed != PARSED_FLOW)
-		return to_vip_address(ctx, &pkt, parsed);
-	struct vip_meta *meta = lookup_vip(&pkt);
+	struct vip_meta *meta = parsed == PARSED_FLOW ? lookup_vip(&pkt) : NULL;
 
 	if (!meta)
-		return XDP_PASS;
+		return to_vip_address(ctx, &pkt, parsed);
 	return steer(ctx, &pkt, meta);
 }
 

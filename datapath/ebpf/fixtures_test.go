@@ -246,9 +246,9 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		ipip("v4 TCP SYN-ACK", frame4(vipTCP80, l4{proto: protoTCP, sport: 40012, dport: 80, flags: tcpSYN | tcpACK}, nil), backend2, backend2MAC),
 		gue("v4 UDP over GUE", frame4(vipTCP80, dns53, nil), backend3, backend3MAC),
 		gue("v4 UDP empty payload over GUE", frame4(vipTCP80, l4{proto: protoUDP, sport: 1, dport: 53}, nil), backend3, backend3MAC),
-		pass("v4 TCP wrong port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 81, flags: tcpSYN}, nil)),
-		pass("v4 UDP to the TCP port", frame4(vipTCP80, l4{proto: protoUDP, sport: 40000, dport: 80}, nil)),
-		pass("v4 TCP to the UDP port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 53, flags: tcpSYN}, nil)),
+		drop("v4 TCP to an unserved port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 81, flags: tcpSYN}, nil)),
+		drop("v4 UDP to the TCP port", frame4(vipTCP80, l4{proto: protoUDP, sport: 40000, dport: 80}, nil)),
+		drop("v4 TCP to the UDP port", frame4(vipTCP80, l4{proto: protoTCP, sport: 40000, dport: 53, flags: tcpSYN}, nil)),
 		pass("v4 non-VIP TCP", frame4(notVIP, syn80, nil)),
 		pass("v4 non-VIP UDP", frame4(notVIP, dns53, nil)),
 		pass("v4 backend address", frame4(backend2, syn80, nil)),
@@ -257,7 +257,7 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		ipip("v4 all-ports TCP port 0", frame4(vipAllPorts, l4{proto: protoTCP, sport: 5, dport: 0, flags: tcpSYN}, nil), backend2, backend2MAC),
 		gue("v4 all-ports UDP", frame4(vipAllPorts, l4{proto: protoUDP, sport: 5, dport: 4789, payload: []byte{1}}, nil), backend3, backend3MAC),
 		ipip("v6 all-ports TCP", frame6(vip6AllPorts, l4{proto: protoTCP, sport: 5, dport: 8443, flags: tcpSYN}, nil), backendV2, backend2MAC),
-		pass("v6 all-ports VIP, UDP not served", frame6(vip6AllPorts, udp443, nil)),
+		drop("v6 all-ports VIP, UDP not served", frame6(vip6AllPorts, udp443, nil)),
 		// IPv4 header variants.
 		pass("v4 with options", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{1, 1, 1, 0} })),
 		pass("v4 with record-route option", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{7, 7, 4, 0, 0, 0, 0, 0} })),
@@ -290,7 +290,7 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		ipip("v6 TCP non-SYN", frame6(vip6, l4{proto: protoTCP, sport: 40040, dport: 443, flags: tcpACK, payload: []byte("data")}, nil), backendV2, backend2MAC),
 		gue("v6 UDP over GUE", frame6(vip6, udp443, nil), backendV3, backend3MAC),
 		ipip("v6 traffic class copied", frame6(vip6, l4{proto: protoTCP, sport: 40041, dport: 443, flags: tcpSYN}, func(h *ipv6Header) { h.trafficClass = 0xb9; h.flowLabel = 0x12345 }), backendV2, backend2MAC),
-		pass("v6 TCP wrong port", frame6(vip6, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}, nil)),
+		drop("v6 TCP to an unserved port", frame6(vip6, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}, nil)),
 		pass("v6 non-VIP", frame6(notVIP6, syn443, nil)),
 		pass("v6 ethertype with version 4", func() []byte { f := frame6(vip6, syn443, nil); f[14] = 0x45; return f }()),
 		// VLAN.
@@ -392,7 +392,7 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		drop("v6 five extension headers drop", frame6Ext(vip6, []uint8{protoHopByHop, protoDestOptions, protoRouting, protoDestOptions, protoDestOptions}, syn443.bytes(), protoTCP)),
 		drop("v6 fragment before destination options drops", frame6Ext(vip6, []uint8{protoFrag, protoDestOptions}, syn443.bytes(), protoTCP)),
 		pass("v6 five extension headers to a non-VIP pass", frame6Ext(notVIP6, []uint8{protoHopByHop, protoDestOptions, protoRouting, protoDestOptions, protoDestOptions}, syn443.bytes(), protoTCP)),
-		pass("v6 extension headers before TCP to an unserved port pass", frame6Ext(vip6, []uint8{protoHopByHop}, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}.bytes(), protoTCP)),
+		drop("v6 extension headers before TCP to an unserved port", frame6Ext(vip6, []uint8{protoHopByHop}, l4{proto: protoTCP, sport: 1, dport: 444, flags: tcpSYN}.bytes(), protoTCP)),
 	)
 
 	// Truncation at and inside every header: all pass unchanged.
@@ -428,7 +428,7 @@ func TestFixtures(t *testing.T) {
 	stats := env.stats(t)
 	wantDrops := map[string]uint64{
 		"ttl_exceeded": 4, "no_backend": 1, "no_route": 1, "encap": 0,
-		"fragmentation_needed": 8, "too_big": 2, "protocol": 4, "ipv6_extension_headers": 2, "icmp": 5,
+		"fragmentation_needed": 8, "too_big": 2, "protocol": 4, "ipv6_extension_headers": 2, "icmp": 5, "port": 6,
 	}
 	for reason, want := range wantDrops {
 		if got := stats.Global.Drops[reason]; got != want {

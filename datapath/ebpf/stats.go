@@ -27,6 +27,8 @@ var dropReasons = [bpf.LBDropReasonDROP_REASONS]string{
 	bpf.LBDropReasonDROP_IPV6HEADERS: "ipv6_extension_headers",
 	// ICMP to a VIP address that is neither echo nor an error about a service's flow.
 	bpf.LBDropReasonDROP_ICMP: "icmp",
+	// TCP or UDP to a VIP address on a port none of its services has.
+	bpf.LBDropReasonDROP_PORT: "port",
 }
 
 // Stats sums the per-CPU counters of every programmed service and the global ones.
