@@ -69,6 +69,7 @@ APT_PACKAGES = [
     "libbpf-dev",
     "gcc-multilib",
     "iproute2",
+    "ethtool",
     "iptables",
     # BGP tests against a real router
     "frr",

@@ -374,6 +374,9 @@ def build(topology):
     # The usual MTU: the LB answers "fragmentation needed" / "packet too big" when its outer
     # header would not fit, and the client's path MTU discovery follows.
     sh("ip", "-n", client, "link", "set", "eth0", "mtu", CLIENT_MTU, "up")
+    # A veth hands its peer whole TCP segmentation batches (up to 64 KiB in one packet); on a
+    # wire every packet is at most the MTU, which is what the load balancer checks against.
+    sh("ip", "netns", "exec", client, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
     sh("ip", "-n", client, "route", "add", "default", "via", TOR_CLIENT_ADDR)
     sh("ip", "-n", client, "-6", "route", "add", "default", "via", TOR_CLIENT_ADDR6)
     sh("ip", "-n", tor, "addr", "add", f"{TOR_CLIENT_ADDR}/24", "dev", "client0")

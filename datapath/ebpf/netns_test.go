@@ -5,6 +5,7 @@ package ebpf
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -45,8 +46,10 @@ func TestEndToEnd(t *testing.T) {
 
 	client := netnstest.New(t, "client")
 	attach(client, "sw-client", clientAddr)
-	client.Run(t, "ip", "link", "set", "eth0", "mtu", "1400") // room for the outer header
 	client.Run(t, "ip", "route", "add", vip.String()+"/32", "via", lbAddr.String())
+	// A veth hands its peer whole TCP segmentation batches (up to 64 KiB in one packet); on a
+	// wire every packet is at most the MTU, which is what the load balancer checks against.
+	client.Run(t, "ethtool", "-K", "eth0", "tso", "off", "gso", "off")
 
 	lb := netnstest.New(t, "lb")
 	attach(lb, "sw-lb", lbAddr)
@@ -106,6 +109,15 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The client's link has the usual MTU of 1500: an upload fills its segments, the load
+	// balancer answers those that no longer fit with the outer header with "fragmentation
+	// needed", and the client's TCP sends smaller ones.
+	const uploadSize = 1 << 20
+	upload := client.Run(t, "sh", "-c", fmt.Sprintf("head -c %d /dev/zero | curl -sS --max-time 10 --data-binary @- http://%s/", uploadSize, vip))
+	if want := fmt.Sprintf("read %d bytes", uploadSize); !strings.Contains(upload, want) {
+		t.Errorf("upload answered %q, want %q", upload, want)
+	}
+
 	lbReceived := func() int { return counter(t, lb, "eth0", "rx_bytes") }
 	lbBefore := lbReceived()
 
@@ -139,8 +151,12 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	web, dns := stats.Services[services[0].Key()], stats.Services[services[1].Key()]
-	if web.NewFlows != requests || dns.NewFlows != requests || dns.Packets != requests {
-		t.Errorf("load balancer counted %d TCP and %d UDP new flows, %d UDP packets; want %d each", web.NewFlows, dns.NewFlows, dns.Packets, requests)
+	if web.NewFlows != requests+1 || dns.NewFlows != requests || dns.Packets != requests {
+		t.Errorf("load balancer counted %d TCP and %d UDP new flows, %d UDP packets; want %d, %d and %d", web.NewFlows, dns.NewFlows, dns.Packets, requests+1, requests, requests)
+	}
+	answered := web.Drops["fragmentation_needed"]
+	if answered == 0 {
+		t.Error("no full-size segment of the upload was answered with fragmentation needed")
 	}
 	var ipip, gue uint64
 	for i, d := range decaps {
@@ -152,8 +168,8 @@ func TestEndToEnd(t *testing.T) {
 		ipip += c.IPIP
 		gue += c.GUE
 	}
-	if ipip != web.Packets || gue != dns.Packets {
-		t.Errorf("backends decapsulated %d IPIP and %d GUE packets; the load balancer sent %d and %d", ipip, gue, web.Packets, dns.Packets)
+	if ipip != web.Packets-answered || gue != dns.Packets {
+		t.Errorf("backends decapsulated %d IPIP and %d GUE packets; the load balancer sent %d and %d", ipip, gue, web.Packets-answered, dns.Packets)
 	}
 }
 
@@ -174,7 +190,14 @@ func serve(t *testing.T, ns *netnstest.NS, vip netip.Addr, name string) {
 		t.Fatal(err)
 	}
 	body := append([]byte(name+"\n"), bytes.Repeat([]byte("x"), replySize)...)
-	server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) })}
+	server := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 {
+			_, _ = w.Write(body)
+			return
+		}
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%s\nread %d bytes (%v)\n", name, n, err)
+	})}
 	go func() { _ = server.Serve(web) }()
 	go func() {
 		buf := make([]byte, 1500)
