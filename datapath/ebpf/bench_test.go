@@ -5,7 +5,10 @@ package ebpf
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+	"text/tabwriter"
 
 	"github.com/cilium/ebpf"
 
@@ -31,8 +34,16 @@ func benchVIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 64 + byte(i>>16), byte(i >> 8), byte(i)})
 }
 
-// loadBench loads the benchmark entry points on the maps of dp.
-func loadBench(t testing.TB, dp *Datapath) *bpf.LBBenchPrograms {
+// benchObjects are the benchmark entry points and their flow generator, on the maps of a
+// datapath.
+type benchObjects struct {
+	bpf.LBBenchObjects
+	flows *ebpf.Map // the connection table the programs use
+}
+
+// loadBench loads the benchmark entry points on the maps of dp; flows, when not nil, replaces
+// the connection table.
+func loadBench(t testing.TB, dp *Datapath, flows *ebpf.Map) *benchObjects {
 	spec, err := bpf.LoadLBBench()
 	if err != nil {
 		t.Fatal(err)
@@ -40,55 +51,217 @@ func loadBench(t testing.TB, dp *Datapath) *bpf.LBBenchPrograms {
 	if err := configureSpec(spec, dp.opts); err != nil {
 		t.Fatal(err)
 	}
-	var progs bpf.LBBenchPrograms
-	err = spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	if flows == nil {
+		flows = dp.objs.Flows
+	}
+	objs := &benchObjects{flows: flows}
+	err = spec.LoadAndAssign(&objs.LBBenchObjects, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		bpf.LBMapVips: dp.objs.Vips, bpf.LBMapRings: dp.objs.Rings, bpf.LBMapBackends: dp.objs.Backends,
-		bpf.LBMapFlows: dp.objs.Flows, bpf.LBMapVipStats: dp.objs.VipStats, bpf.LBMapGlobalStats: dp.objs.GlobalStats,
+		bpf.LBMapFlows: flows, bpf.LBMapVipStats: dp.objs.VipStats, bpf.LBMapGlobalStats: dp.objs.GlobalStats,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = progs.Close() })
-	return &progs
+	t.Cleanup(func() { _ = objs.Close() })
+	return objs
 }
 
-// BenchmarkProgRun times one packet through the balancer under BPF_PROG_RUN: a connection-table
-// hit, a miss (ring lookup and insert) and non-VIP traffic, with 10 to 100,000 VIPs of two
-// backends each programmed. prog-ns/pkt is the kernel's own measurement.
+// spread is bench.c's struct spread: flow numbers wrap at Flows (0: never, every packet a new
+// flow) and flow n goes to benchVIP(n % VIPs).
+type spread struct {
+	Flows uint64
+	VIPs  uint32
+	_     uint32
+}
+
+// spreadFlows makes xdp_balance_spread send flows as s says, every CPU from flow number first.
+func (o *benchObjects) spreadFlows(t testing.TB, s spread, first uint64) {
+	t.Helper()
+	if err := o.SpreadSettings.Put(uint32(0), s); err != nil {
+		t.Fatal(err)
+	}
+	counters := make([]uint64, ebpf.MustPossibleCPU())
+	for i := range counters {
+		counters[i] = first
+	}
+	if err := o.NextFlow.Put(uint32(0), counters); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tcpFrame is the frame xdp_balance_spread rewrites: an ACK, so a miss is an LRU miss.
+func tcpFrame() []byte {
+	return concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1),
+		ipv4(ipv4Header{src: client4, dst: benchVIP(0), proto: protoTCP, ttl: 64}, tcp(40000, 80, tcpACK, nil)))
+}
+
+// kernelRun runs prog repeat times on frame and returns the kernel's own time per run
+// (BPF_PROG_RUN's duration, which excludes the system call).
+func kernelRun(t testing.TB, prog *ebpf.Program, frame []byte, repeat int, want uint32) float64 {
+	t.Helper()
+	verdict, perRun, err := prog.Benchmark(frame, repeat, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if verdict != want {
+		t.Fatalf("verdict %s, want %s", verdictNames[verdict], verdictNames[want])
+	}
+	return float64(perRun.Nanoseconds())
+}
+
+// misses counts the connection-table misses the balancer has seen, on every CPU.
+func misses(t testing.TB, dp *Datapath) uint64 {
+	t.Helper()
+	var perCPU []bpf.LBStats
+	if err := dp.objs.GlobalStats.Lookup(uint32(0), &perCPU); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, s := range perCPU {
+		n += s.NewFlows + s.LruMisses
+	}
+	return n
+}
+
+const (
+	establishedFlows = 1 << 20
+	benchMaxFlows    = 2 * establishedFlows // room for the working set without evictions
+)
+
+type progRunCase struct {
+	name string
+	vips int
+}
+
+// progRunFigures collects kernel ns per packet by case and VIP count over the runs of one
+// process (-count), for the table BenchmarkProgRun prints.
+var progRunFigures = map[string]map[int][]float64{}
+
+// BenchmarkProgRun times one packet through the balancer under BPF_PROG_RUN, per packet as the
+// kernel measures it (ns/op is the kernel's duration, not Go's), with 10, 1,000 and 100,000
+// VIPs of two backends each, every case's traffic spread over all the VIPs:
+//   - pass: a packet to no VIP;
+//   - new-flow: a flow never seen (source address and port from a counter), with the connection
+//     table full: miss, ring, insert with eviction, encapsulation;
+//   - established-1M: a working set of 1,048,576 flows already in a table of twice that size:
+//     hits that miss the CPU caches;
+//   - harness: the flow counter and rewrite alone, included in new-flow and established-1M.
+//
+// It prints a table of every case against its goal; run it with -count=3 for ranges.
 func BenchmarkProgRun(b *testing.B) {
-	for _, vips := range []int{10, 1000, 10000, 100000} {
+	vipCounts := []int{10, 1000, 100000}
+	current := map[progRunCase]float64{}
+	for _, vips := range vipCounts {
 		b.Run(fmt.Sprintf("VIPs=%d", vips), func(b *testing.B) {
-			env := newLBEnv(b, Options{MaxServices: 131072, MaxFlows: 1 << 20})
+			env := newLBEnv(b, Options{MaxServices: 131072, MaxFlows: benchMaxFlows})
 			env.sync(b, manyServices(vips, 2, backendRange(b, env, 16)))
-			progs := loadBench(b, env.dp)
-			vip := benchVIP(vips / 2)
-			ack := concat(ethernet(lb0MAC, clientMAC, etherIPv4, -1),
-				ipv4(ipv4Header{src: client4, dst: vip, proto: protoTCP, ttl: 64}, tcp(40000, 80, tcpACK, nil)))
-			nonVIP := frame4(notVIP, syn80, nil)
-			for _, path := range []struct {
-				name    string
-				prog    *ebpf.Program
-				frame   []byte
-				verdict uint32
-			}{
-				{"hit", progs.XdpBalanceSameFlow, ack, xdpRedirect},
-				{"miss", progs.XdpBalanceNewFlows, ack, xdpRedirect},
-				{"non-VIP", env.dp.objs.XdpBalance, nonVIP, xdpPass},
-			} {
-				b.Run(path.name, func(b *testing.B) {
-					opts := &ebpf.RunOptions{Data: path.frame, Repeat: uint32(b.N)}
-					b.ResetTimer()
-					verdict, err := path.prog.Run(opts)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if verdict != path.verdict {
-						b.Fatalf("verdict %s, want %s", verdictNames[verdict], verdictNames[path.verdict])
-					}
-				})
+			objs := loadBench(b, env.dp, nil)
+			frame := tcpFrame()
+			record := func(name string, ns float64) {
+				b.ReportMetric(ns, "ns/op")
+				current[progRunCase{name, vips}] = ns // b.Run's last round, the one it reports, wins
 			}
+
+			b.Run("pass", func(b *testing.B) {
+				record("pass", kernelRun(b, env.dp.objs.XdpBalance, frame4(notVIP, syn80, nil), b.N, xdpPass))
+			})
+
+			objs.spreadFlows(b, spread{Flows: establishedFlows, VIPs: uint32(vips)}, 0)
+			kernelRun(b, objs.XdpBalanceSpread, frame, establishedFlows, xdpRedirect) // the working set
+			b.Run("established-1M", func(b *testing.B) {
+				before := misses(b, env.dp)
+				record("established-1M", kernelRun(b, objs.XdpBalanceSpread, frame, b.N, xdpRedirect))
+				missed := float64(misses(b, env.dp)-before) / float64(b.N)
+				b.ReportMetric(100*missed, "miss%")
+				if missed > 0.01 {
+					b.Fatalf("%.1f%% of the established flows missed the connection table", 100*missed)
+				}
+			})
+
+			objs.spreadFlows(b, spread{VIPs: uint32(vips)}, establishedFlows)
+			kernelRun(b, objs.XdpBalanceSpread, frame, benchMaxFlows, xdpRedirect) // fills the table
+			b.Run("new-flow", func(b *testing.B) {
+				before := misses(b, env.dp)
+				record("new-flow", kernelRun(b, objs.XdpBalanceSpread, frame, b.N, xdpRedirect))
+				if got := misses(b, env.dp) - before; got != uint64(b.N) {
+					b.Fatalf("%d of %d new flows missed the connection table", got, b.N)
+				}
+			})
+
+			b.Run("harness", func(b *testing.B) {
+				record("harness", kernelRun(b, objs.XdpSpreadOnly, frame, b.N, xdpPass))
+			})
 		})
 	}
+	for c, ns := range current {
+		if progRunFigures[c.name] == nil {
+			progRunFigures[c.name] = map[int][]float64{}
+		}
+		progRunFigures[c.name][c.vips] = append(progRunFigures[c.name][c.vips], ns)
+	}
+	progRunRuns++
+	b.Log("\n" + progRunTable(vipCounts))
+}
+
+// progRunRuns counts the finished runs of BenchmarkProgRun in this process.
+var progRunRuns int
+
+// progRunTable renders progRunFigures against the goals. A goal holds when the median of the
+// runs meets it.
+func progRunTable(vipCounts []int) string {
+	var out strings.Builder
+	w := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "case\tVIPs\tns/packet (kernel, %d runs)\tgoal\tmet\n", progRunRuns)
+	goals := map[string]float64{"pass": 40, "new-flow": 300, "established-1M": 150}
+	for _, name := range []string{"pass", "new-flow", "established-1M", "harness"} {
+		for _, vips := range vipCounts {
+			figures := progRunFigures[name][vips]
+			if len(figures) == 0 {
+				continue
+			}
+			goal, met := "-", "-"
+			if limit, ok := goals[name]; ok {
+				goal, met = fmt.Sprintf("≤ %.0f ns", limit), verdict(median(figures) <= limit)
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", name, vips, spanOf(figures, "%.0f"), goal, met)
+		}
+	}
+	first, last := vipCounts[0], vipCounts[len(vipCounts)-1]
+	for _, name := range []string{"new-flow", "established-1M"} {
+		low, high := progRunFigures[name][first], progRunFigures[name][last]
+		if len(low) == 0 || len(low) != len(high) {
+			continue
+		}
+		ratios := make([]float64, len(low))
+		for i := range low {
+			ratios[i] = high[i] / low[i]
+		}
+		fmt.Fprintf(w, "%s flat\t%d/%d\t%s×\t≤ 1.2×\t%s\n", name, last, first, spanOf(ratios, "%.2f"), verdict(median(ratios) <= 1.2))
+	}
+	fmt.Fprintln(w, "measured: BPF_PROG_RUN repeat, the kernel's duration per run; the harness row is included in new-flow and established-1M")
+	_ = w.Flush()
+	return out.String()
+}
+
+func verdict(met bool) string {
+	if met {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func median(values []float64) float64 {
+	sorted := slices.Sorted(slices.Values(values))
+	return sorted[len(sorted)/2]
+}
+
+// spanOf renders values as min–max, or one value.
+func spanOf(values []float64, format string) string {
+	low, high := slices.Min(values), slices.Max(values)
+	if fmt.Sprintf(format, low) == fmt.Sprintf(format, high) {
+		return fmt.Sprintf(format, low)
+	}
+	return fmt.Sprintf(format+"–"+format, low, high)
 }
 
 // BenchmarkSync times Sync of 10,000 VIPs with 10 backends each: unchanged (the diff alone),

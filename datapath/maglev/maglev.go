@@ -1,49 +1,71 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package maglev builds weighted Maglev lookup tables (Eisenbud et al., NSDI '16, §3.4).
+// Package maglev builds weighted lookup tables for consistent hashing in the manner of Maglev
+// (Eisenbud et al., NSDI '16): every entry names a backend, each backend holds its share of the
+// entries within one entry, and a change of the backend set moves few entries of the backends
+// that stay.
 //
-// A table is a pure function of the backend set and the Config: backends are sorted by key and
-// hashed with fixed seeds, so every node that builds a table for the same backends gets the same
-// table. Permutations are walked incrementally (offset, skip, position per backend): memory is
-// O(N + M), never N×M.
+// Sizes follow the number of backends N (memory follows backends, not VIPs × 65537): the
+// smallest BaseSize·2^k with at least EntriesPerBackend entries per backend. Plain Maglev at the
+// new size of a step reshuffles about (N-1)/N of the entries. Here the table of each size is
+// derived from the table of half that size for the same backends: it is doubled (entries i and
+// i+S both take entry i, so a hash modulo either size finds the same backend) and rebalanced to
+// the exact shares with the fewest moves. Across a step a lookup changes backend only where
+// that rebalance moved an entry, about one entry per backend.
+//
+// The table is a pure function of the backend set and the Config, with no history: every LB
+// node of a shard must build the same table from the same backends, a node that just joined and
+// a speaker that restarted on its pinned maps included, or flows that ECMP moves between nodes
+// change backend. A size chosen with hysteresis from the previous one would depend on a history
+// those nodes lack.
+//
+// Construction: the table of BaseSize entries gives each entry to the backend scoring highest
+// for it (rendezvous hashing); then, at each size, backends above their share release the
+// entries they score lowest and every released entry goes to the backend below its share that
+// scores highest for it. Scores are fixed hashes of the backend's key and the entry, so every
+// node makes the same choices, and one backend more or less changes few of them.
 package maglev
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 )
 
-// Sizes are the table sizes a table may have: primes near powers of two (65537 as in the paper).
-// The steps are coarse on purpose: when N crosses a step, M changes and most flows map to a new
-// entry (established ones stay put through the connection table), so fewer steps mean fewer
-// remaps, for at most twice the memory of 100·N entries. Every node must use the same list, so
-// it is fixed.
-var Sizes = []uint32{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65537, 131071}
+// BaseSize is the smallest table size; every size is BaseSize·2^k, up to Sizes' last.
+const BaseSize = 251
+
+// Sizes are the table sizes a table may have. Every node must use the same list, so it is fixed.
+var Sizes = []uint32{BaseSize, BaseSize << 1, BaseSize << 2, BaseSize << 3, BaseSize << 4,
+	BaseSize << 5, BaseSize << 6, BaseSize << 7, BaseSize << 8, BaseSize << 9}
 
 // EntriesPerBackend is the table size per backend that keeps the busiest backend within 1% of
 // the average: each backend gets ⌊M/N⌋ or ⌈M/N⌉ entries.
 const EntriesPerBackend = 100
 
+// Version names the construction; it changes whenever a table for the same backends and Config
+// would change, so that nodes can tell tables of other versions apart.
+const Version = 2
+
 // Config fixes everything a table depends on besides the backends. Nodes that must agree on
 // tables must use the same Config.
 type Config struct {
-	// OffsetSeed and SkipSeed seed the two hashes that place each backend's permutation.
-	OffsetSeed uint64
-	SkipSeed   uint64
+	// Seed seeds the scores of backends for entries.
+	Seed uint64
 	// MinSize and MaxSize bound the table size; both must be members of Sizes.
 	MinSize uint32
 	MaxSize uint32
 }
 
-// DefaultConfig returns the seeds and bounds MagLB uses unless told otherwise.
+// DefaultConfig returns the seed and bounds MagLB uses unless told otherwise.
 func DefaultConfig() Config {
 	return Config{
-		OffsetSeed: 0x6d61676c62206f66, // "maglb of"
-		SkipSeed:   0x6d61676c6220736b, // "maglb sk"
-		MinSize:    Sizes[0],
-		MaxSize:    Sizes[len(Sizes)-1],
+		Seed:    0x6d61676c62207363, // "maglb sc"
+		MinSize: Sizes[0],
+		MaxSize: Sizes[len(Sizes)-1],
 	}
 }
 
@@ -107,105 +129,125 @@ func (c Config) Build(backends []Backend) (Table, error) {
 	return Table{Backends: sorted, Entries: c.populate(sorted, size, total)}, nil
 }
 
-// walker is one backend's position in its permutation, (offset + j·skip) mod M.
-type walker struct {
-	position, skip uint64
-	quota, taken   uint64
-	credit         uint64
+// builder holds a table under construction and each backend's place in it.
+type builder struct {
+	weights []uint64
+	total   uint64
+	scorer  []uint64 // per backend: its key's hash, which its scores derive from
+	entries []uint32
+	counts  []uint64
 }
 
-// next steps to the following entry of the permutation; position and skip are below m, so one
-// subtraction replaces a division.
-func (w *walker) next(m uint64) {
-	w.position += w.skip
-	if w.position >= m {
-		w.position -= m
-	}
-}
-
-// populate fills the table by turns. Per round every backend earns its weight in credit and
-// takes one turn per maxWeight of credit, so turns follow the weights; a turn claims the next
-// free entry of the backend's permutation. Quotas (largest remainder of size·w/total) stop a
-// backend at exactly its share, within one entry.
+// populate builds the table of BaseSize entries, then doubles and rebalances it up to size.
 func (c Config) populate(backends []Backend, size uint32, total uint64) []uint32 {
-	m := uint64(size)
-	walkers := make([]walker, len(backends))
-	var maxWeight uint64
-	for i, b := range backends {
-		maxWeight = max(maxWeight, uint64(b.Weight))
-		walkers[i] = walker{
-			position: hash(b.Key, c.OffsetSeed) % m,
-			skip:     hash(b.Key, c.SkipSeed)%(m-1) + 1,
+	b := builder{
+		weights: make([]uint64, len(backends)),
+		total:   total,
+		scorer:  make([]uint64, len(backends)),
+		entries: make([]uint32, BaseSize, size),
+		counts:  make([]uint64, len(backends)),
+	}
+	for i, backend := range backends {
+		b.weights[i] = uint64(backend.Weight)
+		b.scorer[i] = hash(backend.Key, c.Seed)
+	}
+	free := make([]int, BaseSize)
+	for e := range free {
+		free[e] = e
+	}
+	b.assign(free)
+	for len(b.entries) < int(size) {
+		b.entries = append(b.entries, b.entries...)
+		for i := range b.counts {
+			b.counts[i] *= 2
 		}
+		b.assign(b.release())
 	}
-	assignQuotas(walkers, backends, m, total)
-
-	const empty = ^uint32(0)
-	entries := make([]uint32, size)
-	for i := range entries {
-		entries[i] = empty
-	}
-	for filled := uint64(0); filled < m; {
-		for i := range walkers {
-			w := &walkers[i]
-			if w.taken == w.quota {
-				continue
-			}
-			w.credit += uint64(backends[i].Weight)
-			for w.credit >= maxWeight && w.taken < w.quota {
-				w.credit -= maxWeight
-				for entries[w.position] != empty {
-					w.next(m)
-				}
-				entries[w.position] = uint32(i)
-				w.next(m)
-				w.taken++
-				filled++
-			}
-		}
-	}
-	return entries
+	return b.entries
 }
 
-// assignQuotas gives each backend ⌊m·w/total⌋ entries and the remaining ones to the largest
-// remainders, ties to the lower index, so the quotas sum to m.
-func assignQuotas(walkers []walker, backends []Backend, m, total uint64) {
-	type remainder struct {
-		index int
-		value uint64
-	}
-	remainders := make([]remainder, 0, len(backends))
-	left := m
-	for i, b := range backends {
-		share := m * uint64(b.Weight)
-		walkers[i].quota = share / total
-		left -= walkers[i].quota
-		if b.Weight > 0 {
-			remainders = append(remainders, remainder{i, share % total})
-		}
-	}
-	slices.SortStableFunc(remainders, func(a, b remainder) int {
-		switch {
-		case a.value > b.value:
-			return -1
-		case a.value < b.value:
-			return 1
-		}
+// score is how much backend i wants entry e.
+func (b *builder) score(i int, e int) uint64 {
+	return mix(b.scorer[i] ^ uint64(e+1)*0x9e3779b97f4a7c15)
+}
+
+// capacity is the most entries backend i may hold: 1.03 times its share plus a fraction of an
+// entry fixed per backend, rounded down, plus one. Capacities grow smoothly with the share, and
+// a backend's changes at its own share, so one backend more or less changes few of them; the
+// busiest backend stays within 1.05 of its share once shares are at least 100 entries.
+func (b *builder) capacity(i int) uint64 {
+	if b.weights[i] == 0 {
 		return 0
-	})
-	for _, r := range remainders[:left] {
-		walkers[r.index].quota++
+	}
+	scale := 100 * b.total
+	hi, lo := bits.Mul64(scale, b.scorer[i]>>48)
+	fraction := hi<<48 | lo>>16 // scale·q/2^16 with q < 2^16: below scale
+	return (uint64(len(b.entries))*b.weights[i]*103+fraction)/scale + 1
+}
+
+// release takes from every backend above its capacity the entries it scores lowest, and returns
+// them in index order.
+func (b *builder) release() []int {
+	excess := make([]uint64, len(b.counts))
+	over := false
+	for i, count := range b.counts {
+		if c := b.capacity(i); count > c {
+			excess[i], over = count-c, true
+		}
+	}
+	if !over {
+		return nil
+	}
+	type held struct {
+		score uint64
+		entry int
+	}
+	byBackend := map[int][]held{}
+	for e, i := range b.entries {
+		if excess[i] > 0 {
+			byBackend[int(i)] = append(byBackend[int(i)], held{b.score(int(i), e), e})
+		}
+	}
+	var freed []int
+	for i, entries := range byBackend {
+		slices.SortFunc(entries, func(x, y held) int { return cmp.Compare(x.score, y.score) })
+		for _, h := range entries[:excess[i]] {
+			freed = append(freed, h.entry)
+		}
+		b.counts[i] -= excess[i]
+	}
+	slices.Sort(freed)
+	return freed
+}
+
+// assign gives each entry, in order, to the backend scoring highest for it among those below
+// their capacity: rendezvous hashing with bounded loads.
+func (b *builder) assign(entries []int) {
+	for _, e := range entries {
+		best := -1
+		for i, count := range b.counts {
+			if count < b.capacity(i) && (best < 0 || b.score(i, e) > b.score(best, e)) {
+				best = i
+			}
+		}
+		b.entries[e] = uint32(best)
+		b.counts[best]++
 	}
 }
 
-// hash is FNV-1a over key from a seeded basis, finished with the SplitMix64 mixer so that
-// keys differing in one byte land far apart.
+// hash is FNV-1a over key from a seeded basis, mixed so that keys differing in one byte land
+// far apart.
 func hash(key string, seed uint64) uint64 {
 	h := uint64(0xcbf29ce484222325) ^ seed
 	for i := 0; i < len(key); i++ {
 		h ^= uint64(key[i])
 		h *= 0x100000001b3
 	}
+	return mix(h)
+}
+
+// mix is the SplitMix64 finalizer.
+func mix(h uint64) uint64 {
 	h ^= h >> 30
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27
