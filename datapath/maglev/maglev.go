@@ -230,11 +230,18 @@ func (b *builder) release() []int {
 // assign gives each entry, in order, to the backend scoring highest for it among those below
 // their capacity: rendezvous hashing with bounded loads.
 func (b *builder) assign(entries []int) {
+	capacities := make([]uint64, len(b.counts))
+	for i := range capacities {
+		capacities[i] = b.capacity(i)
+	}
 	for _, e := range entries {
-		best := -1
+		best, bestScore := -1, uint64(0)
 		for i, count := range b.counts {
-			if count < b.capacity(i) && (best < 0 || b.score(i, e) > b.score(best, e)) {
-				best = i
+			if count >= capacities[i] {
+				continue
+			}
+			if score := b.score(i, e); best < 0 || score > bestScore {
+				best, bestScore = i, score
 			}
 		}
 		b.entries[e] = uint32(best)
