@@ -24,7 +24,8 @@
 // Construction: the table of BaseSize entries gives each entry, in order, to the backend
 // scoring highest for it among those below their capacity (rendezvous hashing with bounded
 // loads); at each doubling, backends above their capacity release the entries they score
-// lowest, which are given out the same way. Scores are fixed hashes of the backend's key and
+// lowest, which are given out the same way; then backends below 0.95 of their share take the
+// entries they score highest from backends above their share. Scores are fixed hashes of the backend's key and
 // the entry, and capacities grow smoothly with the share, so every node makes the same choices
 // and one backend more or less changes few of them. Small tables are where the choices weigh
 // most: an entry of the first table stands for 2^k entries of the final one.
@@ -163,12 +164,14 @@ func (c Config) populate(backends []Backend, size uint32, total uint64) []uint32
 		free[e] = e
 	}
 	b.assign(free)
+	b.raise()
 	for len(b.entries) < int(size) {
 		b.entries = append(b.entries, b.entries...)
 		for i := range b.counts {
 			b.counts[i] *= 2
 		}
 		b.assign(b.release())
+		b.raise()
 	}
 	return b.entries
 }
@@ -225,6 +228,48 @@ func (b *builder) release() []int {
 	}
 	slices.Sort(freed)
 	return freed
+}
+
+// floor is the fewest entries backend i should hold: 0.95 times its share, rounded down.
+func (b *builder) floor(i int) uint64 {
+	return uint64(len(b.entries)) * b.weights[i] * 95 / 100 / b.total
+}
+
+// raise lifts every backend below its floor, in index order: it takes the entries it scores
+// highest among those of backends holding more than their share.
+func (b *builder) raise() {
+	above := func(j uint32) bool {
+		return b.counts[j]*b.total > uint64(len(b.entries))*b.weights[j]
+	}
+	for i := range b.counts {
+		lacking := b.floor(i)
+		if b.counts[i] >= lacking {
+			continue
+		}
+		lacking -= b.counts[i]
+		type offer struct {
+			score uint64
+			entry int
+		}
+		var offers []offer
+		for e, j := range b.entries {
+			if above(j) {
+				offers = append(offers, offer{b.score(i, e), e})
+			}
+		}
+		slices.SortFunc(offers, func(x, y offer) int { return cmp.Compare(y.score, x.score) })
+		for _, o := range offers {
+			if lacking == 0 {
+				break
+			}
+			if j := b.entries[o.entry]; above(j) {
+				b.counts[j]--
+				b.entries[o.entry] = uint32(i)
+				b.counts[i]++
+				lacking--
+			}
+		}
+	}
 }
 
 // assign gives each entry, in order, to the backend scoring highest for it among those below
