@@ -241,35 +241,58 @@ func (b *builder) raise() {
 	above := func(j uint32) bool {
 		return b.counts[j]*b.total > uint64(len(b.entries))*b.weights[j]
 	}
+	var pool []int // entries of backends above their share when raising starts
 	for i := range b.counts {
 		lacking := b.floor(i)
 		if b.counts[i] >= lacking {
 			continue
 		}
 		lacking -= b.counts[i]
-		type offer struct {
-			score uint64
-			entry int
-		}
-		var offers []offer
-		for e, j := range b.entries {
-			if above(j) {
-				offers = append(offers, offer{b.score(i, e), e})
+		if pool == nil {
+			for e, j := range b.entries {
+				if above(j) {
+					pool = append(pool, e)
+				}
 			}
 		}
-		slices.SortFunc(offers, func(x, y offer) int { return cmp.Compare(y.score, x.score) })
-		for _, o := range offers {
+		// Scores are uniform: the best few times lacking entries of the pool score above
+		// cutoff. If those do not suffice, all of them are offered.
+		cutoff := ^uint64(0) - ^uint64(0)/uint64(len(pool))*min(uint64(len(pool)), 4*lacking+16)
+		for _, threshold := range []uint64{cutoff, 0} {
+			lacking = b.take(i, pool, lacking, threshold, above)
 			if lacking == 0 {
 				break
 			}
-			if j := b.entries[o.entry]; above(j) {
-				b.counts[j]--
-				b.entries[o.entry] = uint32(i)
-				b.counts[i]++
-				lacking--
-			}
 		}
 	}
+}
+
+// take gives backend i up to lacking entries of pool scoring at least threshold for it, highest
+// first, from backends still above their share, and returns how many it still lacks.
+func (b *builder) take(i int, pool []int, lacking, threshold uint64, above func(uint32) bool) uint64 {
+	type offer struct {
+		score uint64
+		entry int
+	}
+	var offers []offer
+	for _, e := range pool {
+		if score := b.score(i, e); score >= threshold && above(b.entries[e]) {
+			offers = append(offers, offer{score, e})
+		}
+	}
+	slices.SortFunc(offers, func(x, y offer) int { return cmp.Compare(y.score, x.score) })
+	for _, o := range offers {
+		if lacking == 0 {
+			break
+		}
+		if j := b.entries[o.entry]; above(j) {
+			b.counts[j]--
+			b.entries[o.entry] = uint32(i)
+			b.counts[i]++
+			lacking--
+		}
+	}
+	return lacking
 }
 
 // assign gives each entry, in order, to the backend scoring highest for it among those below
