@@ -16,17 +16,19 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LBBenchMapBackends            = "backends"
-	LBBenchMapFlows               = "flows"
-	LBBenchMapGlobalStats         = "global_stats"
-	LBBenchMapRings               = "rings"
-	LBBenchMapVipAddresses        = "vip_addresses"
-	LBBenchMapVipStats            = "vip_stats"
-	LBBenchMapVips                = "vips"
-	LBBenchProgXdpBalance         = "xdp_balance"
-	LBBenchProgXdpBalanceNewFlows = "xdp_balance_new_flows"
-	LBBenchProgXdpBalanceSameFlow = "xdp_balance_same_flow"
-	LBBenchVarSettings            = "settings"
+	LBBenchMapBackends          = "backends"
+	LBBenchMapFlows             = "flows"
+	LBBenchMapGlobalStats       = "global_stats"
+	LBBenchMapNextFlow          = "next_flow"
+	LBBenchMapRings             = "rings"
+	LBBenchMapSpreadSettings    = "spread_settings"
+	LBBenchMapVipAddresses      = "vip_addresses"
+	LBBenchMapVipStats          = "vip_stats"
+	LBBenchMapVips              = "vips"
+	LBBenchProgXdpBalance       = "xdp_balance"
+	LBBenchProgXdpBalanceSpread = "xdp_balance_spread"
+	LBBenchProgXdpSpreadOnly    = "xdp_spread_only"
+	LBBenchVarSettings          = "settings"
 )
 
 // LoadLBBench returns the embedded CollectionSpec for LBBench.
@@ -71,22 +73,24 @@ type LBBenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LBBenchProgramSpecs struct {
-	XdpBalance         *ebpf.ProgramSpec `ebpf:"xdp_balance"`
-	XdpBalanceNewFlows *ebpf.ProgramSpec `ebpf:"xdp_balance_new_flows"`
-	XdpBalanceSameFlow *ebpf.ProgramSpec `ebpf:"xdp_balance_same_flow"`
+	XdpBalance       *ebpf.ProgramSpec `ebpf:"xdp_balance"`
+	XdpBalanceSpread *ebpf.ProgramSpec `ebpf:"xdp_balance_spread"`
+	XdpSpreadOnly    *ebpf.ProgramSpec `ebpf:"xdp_spread_only"`
 }
 
 // LBBenchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LBBenchMapSpecs struct {
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	GlobalStats  *ebpf.MapSpec `ebpf:"global_stats"`
-	Rings        *ebpf.MapSpec `ebpf:"rings"`
-	VipAddresses *ebpf.MapSpec `ebpf:"vip_addresses"`
-	VipStats     *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	Backends       *ebpf.MapSpec `ebpf:"backends"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	GlobalStats    *ebpf.MapSpec `ebpf:"global_stats"`
+	NextFlow       *ebpf.MapSpec `ebpf:"next_flow"`
+	Rings          *ebpf.MapSpec `ebpf:"rings"`
+	SpreadSettings *ebpf.MapSpec `ebpf:"spread_settings"`
+	VipAddresses   *ebpf.MapSpec `ebpf:"vip_addresses"`
+	VipStats       *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips           *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // LBBenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,13 +120,15 @@ func (o *LBBenchObjects) Close() error {
 //
 // It can be passed to LoadLBBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LBBenchMaps struct {
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	GlobalStats  *ebpf.Map `ebpf:"global_stats"`
-	Rings        *ebpf.Map `ebpf:"rings"`
-	VipAddresses *ebpf.Map `ebpf:"vip_addresses"`
-	VipStats     *ebpf.Map `ebpf:"vip_stats"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	Backends       *ebpf.Map `ebpf:"backends"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	GlobalStats    *ebpf.Map `ebpf:"global_stats"`
+	NextFlow       *ebpf.Map `ebpf:"next_flow"`
+	Rings          *ebpf.Map `ebpf:"rings"`
+	SpreadSettings *ebpf.Map `ebpf:"spread_settings"`
+	VipAddresses   *ebpf.Map `ebpf:"vip_addresses"`
+	VipStats       *ebpf.Map `ebpf:"vip_stats"`
+	Vips           *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *LBBenchMaps) Close() error {
@@ -130,7 +136,9 @@ func (m *LBBenchMaps) Close() error {
 		m.Backends,
 		m.Flows,
 		m.GlobalStats,
+		m.NextFlow,
 		m.Rings,
+		m.SpreadSettings,
 		m.VipAddresses,
 		m.VipStats,
 		m.Vips,
@@ -148,16 +156,16 @@ type LBBenchVariables struct {
 //
 // It can be passed to LoadLBBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LBBenchPrograms struct {
-	XdpBalance         *ebpf.Program `ebpf:"xdp_balance"`
-	XdpBalanceNewFlows *ebpf.Program `ebpf:"xdp_balance_new_flows"`
-	XdpBalanceSameFlow *ebpf.Program `ebpf:"xdp_balance_same_flow"`
+	XdpBalance       *ebpf.Program `ebpf:"xdp_balance"`
+	XdpBalanceSpread *ebpf.Program `ebpf:"xdp_balance_spread"`
+	XdpSpreadOnly    *ebpf.Program `ebpf:"xdp_spread_only"`
 }
 
 func (p *LBBenchPrograms) Close() error {
 	return _LBBenchClose(
 		p.XdpBalance,
-		p.XdpBalanceNewFlows,
-		p.XdpBalanceSameFlow,
+		p.XdpBalanceSpread,
+		p.XdpSpreadOnly,
 	)
 }
 

@@ -6,8 +6,30 @@
  */
 #include "lb.c"
 
+/* How xdp_balance_spread numbers its flows; the benchmark writes it before each case. */
+struct spread {
+	__u64 flows; /* flow numbers wrap here (the working set); 0: every packet is a new flow */
+	__u32 vips;  /* flow n goes to VIP n % vips, the VIPs being 10.64.0.0 + 0 .. vips-1 */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct spread);
+} spread_settings SEC(".maps");
+
+/* The next flow number, per CPU: CPUs running at once share neither a counter nor a flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} next_flow SEC(".maps");
+
 /* undo returns the frame to what balance received, except for the MACs, which it ignores. */
-static __always_inline int undo(struct xdp_md *ctx, int next_flow)
+static __always_inline int undo(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -39,8 +61,6 @@ static __always_inline int undo(struct xdp_md *ctx, int next_flow)
 	if (write_l2(data, data_end, &l2, proto))
 		return -1;
 
-	__be16 *sport;
-
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = data + l2.len;
 
@@ -50,40 +70,71 @@ static __always_inline int undo(struct xdp_md *ctx, int next_flow)
 
 		iph->check = (check & 0xffff) + (check >> 16);
 		iph->ttl++;
-		sport = (void *)(iph + 1);
 	} else {
 		struct ipv6hdr *ip6 = data + l2.len;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return -1;
 		ip6->hop_limit++;
-		sport = (void *)(ip6 + 1);
 	}
-	if (next_flow && (void *)(sport + 1) <= data_end)
-		*sport = bpf_htons(bpf_ntohs(*sport) + 1);
 	return 0;
 }
 
-static __always_inline int balance_and_undo(struct xdp_md *ctx, int next_flow)
+static __always_inline int balance_and_undo(struct xdp_md *ctx)
 {
 	int verdict = balance(ctx);
 
-	if ((verdict == XDP_TX || verdict == XDP_REDIRECT) && undo(ctx, next_flow))
+	if ((verdict == XDP_TX || verdict == XDP_REDIRECT) && undo(ctx))
 		return XDP_ABORTED;
 	return verdict;
 }
 
-/* xdp_balance_same_flow sends the same flow every time: the connection-table hit path. */
-SEC("xdp")
-int xdp_balance_same_flow(struct xdp_md *ctx)
+/* spread_flow writes flow number n of this CPU into an Ethernet + IPv4 + TCP frame: source
+ * address and port from n and the CPU, destination VIP n % vips. Checksums are left stale:
+ * the balancer does not read them. */
+static __always_inline int spread_flow(struct xdp_md *ctx)
 {
-	return balance_and_undo(ctx, 0);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *iph = data + ETH_HLEN;
+	struct tcphdr *tcp = (void *)(iph + 1);
+	__u32 zero = 0;
+
+	if ((void *)(tcp + 1) > data_end)
+		return -1;
+	struct spread *spread = bpf_map_lookup_elem(&spread_settings, &zero);
+	__u64 *counter = bpf_map_lookup_elem(&next_flow, &zero);
+
+	if (!spread || !counter)
+		return -1;
+	__u64 n = (*counter)++;
+
+	if (spread->flows)
+		n %= spread->flows;
+	/* 100.0.0.0/8: 14 bits of n in the port, the rest and the CPU in the address */
+	tcp->source = bpf_htons(1024 + (n & 0x3fff));
+	iph->saddr = bpf_htonl(0x64000000 + (bpf_get_smp_processor_id() << 20) + (__u32)(n >> 14));
+	if (spread->vips)
+		iph->daddr = bpf_htonl(0x0a400000 + (__u32)(n % spread->vips));
+	return 0;
 }
 
-/* xdp_balance_new_flows moves to the next source port every time: the miss path (ring lookup
- * and connection-table insert). */
+/* xdp_balance_spread sends flow after flow as spread_settings says: new flows (LRU miss, ring,
+ * insert, encapsulation) or a working set of established ones, to one VIP or many. */
 SEC("xdp")
-int xdp_balance_new_flows(struct xdp_md *ctx)
+int xdp_balance_spread(struct xdp_md *ctx)
 {
-	return balance_and_undo(ctx, 1);
+	if (spread_flow(ctx))
+		return XDP_ABORTED;
+	return balance_and_undo(ctx);
+}
+
+/* xdp_spread_only is the harness without the balancer: what xdp_balance_spread adds to each
+ * figure beyond the undo. */
+SEC("xdp")
+int xdp_spread_only(struct xdp_md *ctx)
+{
+	if (spread_flow(ctx))
+		return XDP_ABORTED;
+	return XDP_PASS;
 }

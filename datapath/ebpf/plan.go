@@ -77,6 +77,7 @@ func backendAddr(b maglev.Backend) netip.Addr {
 
 func ringDigest(backends []maglev.Backend, config maglev.Config) uint64 {
 	h := fnv.New64a()
+	_ = binary.Write(h, binary.BigEndian, uint32(maglev.Version))
 	_ = binary.Write(h, binary.BigEndian, config)
 	for _, b := range backends {
 		h.Write([]byte(b.Key))

@@ -51,7 +51,7 @@ func TestPlanDigest(t *testing.T) {
 	}
 	base := digest([]datapath.Backend{db(a, 1), db(b, 1)}, datapath.EncapIPIP, maglev.DefaultConfig())
 	otherSeed := maglev.DefaultConfig()
-	otherSeed.SkipSeed++
+	otherSeed.Seed++
 	for _, tc := range []struct {
 		name string
 		got  uint64

@@ -14,6 +14,7 @@ import (
 
 	"github.com/maglb/maglb/bpf"
 	"github.com/maglb/maglb/datapath"
+	"github.com/maglb/maglb/datapath/maglev"
 )
 
 func (e *lbEnv) meta(t testing.TB, key datapath.ServiceKey) bpf.LBVipMeta {
@@ -49,7 +50,7 @@ func TestSyncDoubleBuffersRings(t *testing.T) {
 
 	env.sync(t, service(backends[:2], datapath.EncapIPIP))
 	first := env.meta(t, key)
-	if first.RingSize != 251 || !env.ringInstalled(first.Ring) || env.ringInstalled(first.Ring^1) {
+	if first.RingSize != maglev.BaseSize || !env.ringInstalled(first.Ring) || env.ringInstalled(first.Ring^1) {
 		t.Fatalf("first ring: meta %+v, active installed %v, spare installed %v", first, env.ringInstalled(first.Ring), env.ringInstalled(first.Ring^1))
 	}
 
