@@ -45,7 +45,7 @@ var upstreamSettings = []upstreamsrc.Setting{
 	{Env: "METALLB_BGP_TYPE", Versions: both, Handling: upstreamsrc.Ignored, Value: "frr-k8s"},
 }
 
-var binary = upstreamsrc.Binary{
+var controllerFlags = upstreamsrc.Binary{
 	Component: "controller",
 	Flags: func() (*flag.FlagSet, func(log.Logger)) {
 		fs := flag.NewFlagSet("controller", flag.ContinueOnError)
@@ -55,18 +55,18 @@ var binary = upstreamsrc.Binary{
 }
 
 func TestUpstreamSettings(t *testing.T) {
-	upstreamsrc.CheckSettings(t, binary, upstreamSettings)
+	upstreamsrc.CheckSettings(t, controllerFlags, upstreamSettings)
 }
 
 func TestUpstreamManifestArgs(t *testing.T) {
-	upstreamsrc.CheckUpstreamArgs(t, binary, upstreamSettings)
+	upstreamsrc.CheckUpstreamArgs(t, controllerFlags, upstreamSettings)
 }
 
 // Upstream's flags do not make the controller lax: an unknown flag, or one only upstream's
 // speaker defines, still fails.
 func TestUnknownFlagFails(t *testing.T) {
 	for _, arg := range []string{"--no-such-flag=1", "--ml-bindaddr=10.0.0.1", "--gratuitous-arp-interval=5", "--tls-min-version=VersionTLS99"} {
-		err := upstreamsrc.Parse(binary, arg)
+		err := upstreamsrc.Parse(controllerFlags, arg)
 		if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(strings.Split(arg, "=")[0], "--")) {
 			t.Errorf("parsing %s: error %v, want one naming the flag", arg, err)
 		}

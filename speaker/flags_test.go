@@ -55,7 +55,7 @@ var upstreamSettings = []upstreamsrc.Setting{
 	{Env: "FRR_RELOADER_PID_FILE", Versions: both, Handling: upstreamsrc.Ignored, Value: "/etc/frr_reloader/reloader.pid"},
 }
 
-var binary = upstreamsrc.Binary{
+var speakerFlags = upstreamsrc.Binary{
 	Component: "speaker",
 	Flags: func() (*flag.FlagSet, func(log.Logger)) {
 		fs := flag.NewFlagSet("speaker", flag.ContinueOnError)
@@ -65,11 +65,11 @@ var binary = upstreamsrc.Binary{
 }
 
 func TestUpstreamSettings(t *testing.T) {
-	upstreamsrc.CheckSettings(t, binary, upstreamSettings)
+	upstreamsrc.CheckSettings(t, speakerFlags, upstreamSettings)
 }
 
 func TestUpstreamManifestArgs(t *testing.T) {
-	upstreamsrc.CheckUpstreamArgs(t, binary, upstreamSettings)
+	upstreamsrc.CheckUpstreamArgs(t, speakerFlags, upstreamSettings)
 }
 
 // Without a metrics certificate the speaker serves no TLS: its TLS flags are then reported
@@ -79,7 +79,7 @@ func TestTLSFlagsWithoutMetricsCertificate(t *testing.T) {
 		if len(s.With) == 0 {
 			continue
 		}
-		fs, logIgnored := binary.Flags()
+		fs, logIgnored := speakerFlags.Flags()
 		if err := fs.Parse([]string{"--" + s.Flag + "=" + s.Value}); err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +95,7 @@ func TestTLSFlagsWithoutMetricsCertificate(t *testing.T) {
 // controller defines, still fails.
 func TestUnknownFlagFails(t *testing.T) {
 	for _, arg := range []string{"--no-such-flag=1", "--ml-secret-name=memberlist", "--webhook-http2", "--gratuitous-arp-interval=-1"} {
-		err := upstreamsrc.Parse(binary, arg)
+		err := upstreamsrc.Parse(speakerFlags, arg)
 		if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(strings.Split(arg, "=")[0], "--")) {
 			t.Errorf("parsing %s: error %v, want one naming the flag", arg, err)
 		}

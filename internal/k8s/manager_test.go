@@ -94,11 +94,14 @@ func TestMetricsServer(t *testing.T) {
 				}
 			})
 
-			client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc.client}, Timeout: 10 * time.Second}
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc.client, DisableKeepAlives: true}, Timeout: 10 * time.Second}
 			url := fmt.Sprintf("%s://127.0.0.1:%d%s", tc.scheme, port, tc.path)
 			var body string
 			testenv.Eventually(t, "the metrics server listening", func() error {
-				_, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+				if err == nil {
+					conn.Close()
+				}
 				return err
 			})
 			resp, err := client.Get(url)

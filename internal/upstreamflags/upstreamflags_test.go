@@ -105,26 +105,26 @@ func TestWebhookTLS(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		args     []string
-		client   tls.Config
+		client   *tls.Config
 		wantErr  bool
 		wantALPN string
 	}{
-		{name: "default refuses TLS 1.2", client: tls.Config{MaxVersion: tls.VersionTLS12}, wantErr: true},
-		{name: "default speaks TLS 1.3 over HTTP/1.1", client: tls.Config{NextProtos: []string{"h2", "http/1.1"}}, wantALPN: "http/1.1"},
-		{name: "webhook-http2", args: []string{"--webhook-http2"}, client: tls.Config{NextProtos: []string{"h2", "http/1.1"}}, wantALPN: "h2"},
-		{name: "TLS 1.2 allowed", args: []string{"--tls-min-version=VersionTLS12"}, client: tls.Config{MaxVersion: tls.VersionTLS12}},
+		{name: "default refuses TLS 1.2", client: &tls.Config{MaxVersion: tls.VersionTLS12}, wantErr: true},
+		{name: "default speaks TLS 1.3 over HTTP/1.1", client: &tls.Config{NextProtos: []string{"h2", "http/1.1"}}, wantALPN: "http/1.1"},
+		{name: "webhook-http2", args: []string{"--webhook-http2"}, client: &tls.Config{NextProtos: []string{"h2", "http/1.1"}}, wantALPN: "h2"},
+		{name: "TLS 1.2 allowed", args: []string{"--tls-min-version=VersionTLS12"}, client: &tls.Config{MaxVersion: tls.VersionTLS12}},
 		{
 			name:   "cipher suite not offered",
 			args:   []string{"--tls-min-version=VersionTLS12", "--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"},
-			client: tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, wantErr: true,
+			client: &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, wantErr: true,
 		},
 		{
 			name:   "cipher suite offered",
 			args:   []string{"--tls-min-version=VersionTLS12", "--tls-cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"},
-			client: tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}},
+			client: &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}},
 		},
-		{name: "curve not offered", args: []string{"--tls-curve-preferences=23"}, client: tls.Config{CurvePreferences: []tls.CurveID{tls.X25519}}, wantErr: true},
-		{name: "curve offered", args: []string{"--tls-curve-preferences=23"}, client: tls.Config{CurvePreferences: []tls.CurveID{tls.CurveP256}}},
+		{name: "curve not offered", args: []string{"--tls-curve-preferences=23"}, client: &tls.Config{CurvePreferences: []tls.CurveID{tls.X25519}}, wantErr: true},
+		{name: "curve offered", args: []string{"--tls-curve-preferences=23"}, client: &tls.Config{CurvePreferences: []tls.CurveID{tls.CurveP256}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var f Flags
@@ -137,7 +137,7 @@ func TestWebhookTLS(t *testing.T) {
 			for _, opt := range f.WebhookTLSOpts() {
 				opt(server)
 			}
-			state, err := handshake(t, server, &tc.client)
+			state, err := handshake(t, server, tc.client)
 			if tc.wantErr {
 				if err == nil {
 					t.Fatalf("handshake succeeded (%s), want it refused", tls.VersionName(state.Version))
