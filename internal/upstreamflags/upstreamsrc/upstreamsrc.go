@@ -26,25 +26,22 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Module is upstream's module path.
-const Module = "go.universe.tf/metallb"
+// module is upstream's module path.
+const module = "go.universe.tf/metallb"
 
 // Versions are the releases MagLB accepts the flags of.
 var Versions = []string{"v0.15.2", "v0.16.2"}
 
-// Components are the binaries compared, as upstream names their directories and containers.
-var Components = []string{"controller", "speaker"}
-
 // Dir downloads upstream's module at version (a no-op when the module cache has it) and
 // returns its source directory.
 func Dir(version string) (string, error) {
-	cmd := exec.Command("go", "mod", "download", "-json", Module+"@"+version)
+	cmd := exec.Command("go", "mod", "download", "-json", module+"@"+version)
 	cmd.Dir = os.TempDir() // outside any module: nothing to resolve against
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("go mod download %s@%s: %w: %s", Module, version, err, stderr.String())
+		return "", fmt.Errorf("go mod download %s@%s: %w: %s", module, version, err, stderr.String())
 	}
 	var mod struct{ Dir, Error string }
 	if err := json.Unmarshal(out, &mod); err != nil {
