@@ -3,12 +3,15 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/go-kit/log"
 
+	"github.com/maglb/maglb/internal/testenv"
 	"github.com/maglb/maglb/internal/upstreamflags/upstreamsrc"
 )
 
@@ -70,5 +73,51 @@ func TestUnknownFlagFails(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(strings.Split(arg, "=")[0], "--")) {
 			t.Errorf("parsing %s: error %v, want one naming the flag", arg, err)
 		}
+	}
+}
+
+// The running controller's webhook server follows upstream's TLS flags: TLS 1.3 and HTTP/1.1
+// by default, TLS 1.2 and HTTP/2 when asked for.
+func TestWebhookServerTLS(t *testing.T) {
+	env := testenv.Get(t)
+	ensureNamespace(t, metallbNamespace, nil)
+	for _, tc := range []struct {
+		args      []string
+		tls12     bool   // whether a TLS 1.2 client is accepted
+		wantProto string // negotiated when the client offers h2 and http/1.1
+	}{
+		{wantProto: "http/1.1"},
+		{args: []string{"--tls-min-version=VersionTLS12", "--webhook-http2"}, tls12: true, wantProto: "h2"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+			o := bindFlags(fs)
+			webhookPort := testenv.FreePort(t)
+			args := append([]string{
+				"--namespace=" + metallbNamespace, "--port=0", fmt.Sprintf("--health-probe-port=%d", testenv.FreePort(t)),
+				"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", webhookPort), "--cert-dir=" + t.TempDir(),
+			}, tc.args...)
+			if err := fs.Parse(args); err != nil {
+				t.Fatal(err)
+			}
+			runController(t, env, *o, log.NewNopLogger())
+
+			addr := fmt.Sprintf("127.0.0.1:%d", webhookPort)
+			conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+			if err == nil {
+				conn.Close()
+			}
+			if accepted := err == nil; accepted != tc.tls12 {
+				t.Errorf("TLS 1.2 client accepted: %v (%v), want %v", accepted, err, tc.tls12)
+			}
+			conn, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if got := conn.ConnectionState().NegotiatedProtocol; got != tc.wantProto {
+				t.Errorf("negotiated %q, want %q", got, tc.wantProto)
+			}
+		})
 	}
 }
