@@ -89,7 +89,11 @@ func TestWebhookServerTLS(t *testing.T) {
 		{wantProto: "http/1.1"},
 		{args: []string{"--tls-min-version=VersionTLS12", "--webhook-http2"}, tls12: true, wantProto: "h2"},
 	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+		name := strings.Join(tc.args, " ")
+		if name == "" {
+			name = "defaults"
+		}
+		t.Run(name, func(t *testing.T) {
 			fs := flag.NewFlagSet("controller", flag.ContinueOnError)
 			o := bindFlags(fs)
 			webhookPort := testenv.FreePort(t)
