@@ -24,6 +24,7 @@ import (
 	"github.com/maglb/maglb/internal/k8s/configstate"
 	"github.com/maglb/maglb/internal/k8s/servicecontroller"
 	"github.com/maglb/maglb/internal/logging"
+	"github.com/maglb/maglb/internal/upstreamflags"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
 
@@ -48,17 +49,7 @@ type options struct {
 }
 
 func main() {
-	var o options
-	o.Options.Bind(flag.CommandLine, 7472)
-	flag.StringVar(&o.webhookMode, "webhook-mode", webhookEnabled, "webhook mode: enabled, disabled, or onlywebhook to act as the webhook endpoint only")
-	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the API server reaches the webhook server at when the controller runs outside the cluster (default there: 127.0.0.1, for an API server on the same host); in a cluster the --cert-service-name Service is used")
-	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook server port")
-	flag.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook server's tls.crt and tls.key")
-	flag.StringVar(&o.certServiceName, "cert-service-name", "metallb-webhook-service", "the Service the API server reaches the webhooks through, named in the certificate")
-	flag.StringVar(&o.webhookSecret, "webhook-secret", "metallb-webhook-cert", "the Secret the self-managed webhook certificate is kept in")
-	flag.BoolVar(&o.disableCertRotation, "disable-cert-rotation", false, "use the certificate found in --cert-dir and leave the webhook configuration alone")
-	flag.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are handled")
-	flag.BoolVar(&o.disableLeaderElection, "disable-leader-election", false, "allocate without electing a leader (run a single replica then)")
+	o := bindFlags(flag.CommandLine)
 	flag.Parse()
 	if o.webhookHost == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "" {
 		// Outside a cluster no Service leads here; a local API server (the lab) reaches us
@@ -67,8 +58,25 @@ func main() {
 	}
 
 	logging.Main(o.LogLevel, func(logger log.Logger) error {
-		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger)
+		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), *o, logger)
 	})
+}
+
+// bindFlags registers the controller's flags, upstream's included, on fs.
+func bindFlags(fs *flag.FlagSet) *options {
+	var o options
+	o.Options.Bind(fs, 7472)
+	o.Upstream.Bind(fs, upstreamflags.Controller)
+	fs.StringVar(&o.webhookMode, "webhook-mode", webhookEnabled, "webhook mode: enabled, disabled, or onlywebhook to act as the webhook endpoint only")
+	fs.StringVar(&o.webhookHost, "webhook-host", "", "address the API server reaches the webhook server at when the controller runs outside the cluster (default there: 127.0.0.1, for an API server on the same host); in a cluster the --cert-service-name Service is used")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "webhook server port")
+	fs.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "directory holding the webhook server's tls.crt and tls.key")
+	fs.StringVar(&o.certServiceName, "cert-service-name", "metallb-webhook-service", "the Service the API server reaches the webhooks through, named in the certificate")
+	fs.StringVar(&o.webhookSecret, "webhook-secret", "metallb-webhook-cert", "the Secret the self-managed webhook certificate is kept in")
+	fs.BoolVar(&o.disableCertRotation, "disable-cert-rotation", false, "use the certificate found in --cert-dir and leave the webhook configuration alone")
+	fs.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are handled")
+	fs.BoolVar(&o.disableLeaderElection, "disable-leader-election", false, "allocate without electing a leader (run a single replica then)")
+	return &o
 }
 
 func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
@@ -78,10 +86,11 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 		return fmt.Errorf("--webhook-mode %q is not one of enabled, disabled, onlywebhook", o.webhookMode)
 	}
 	level.Info(logger).Log("op", "startup", "msg", "MagLB controller starting", "namespace", o.Namespace, "webhook-mode", o.webhookMode)
+	o.Upstream.LogIgnored(logger)
 
 	mgrOptions := o.ManagerOptions()
 	if o.webhookMode != webhookDisabled {
-		mgrOptions.WebhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.certDir})
+		mgrOptions.WebhookServer = webhook.NewServer(webhook.Options{Port: o.webhookPort, CertDir: o.certDir, TLSOpts: o.Upstream.WebhookTLSOpts()})
 	}
 	// Replicas share the work by leader election: only the leader allocates. Every replica
 	// serves the webhooks.

@@ -30,6 +30,7 @@ import (
 	"github.com/maglb/maglb/internal/k8s/speakercontroller"
 	"github.com/maglb/maglb/internal/layer2"
 	"github.com/maglb/maglb/internal/logging"
+	"github.com/maglb/maglb/internal/upstreamflags"
 )
 
 type options struct {
@@ -49,24 +50,31 @@ type options struct {
 }
 
 func main() {
-	var o options
-	o.Options.Bind(flag.CommandLine, 7472)
-	flag.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node this speaker runs on")
-	flag.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are announced")
-	flag.BoolVar(&o.ignoreExcludeLB, "ignore-exclude-lb", false, "ignore the node.kubernetes.io/exclude-from-external-load-balancers label")
-	flag.StringVar(&o.datapath, "datapath", "kubeproxy", "kubeproxy: announce only, kube-proxy forwards (upstream behaviour); ebpf: the XDP Maglev load balancer forwards to the backends")
-	flag.StringVar(&o.xdpMode, "xdp-mode", "native", "how the XDP program attaches (ebpf datapath): native, or generic where the driver has no XDP support")
-	flag.StringVar(&o.iface, "datapath-interface", "", "the uplink the XDP program attaches to (ebpf datapath)")
-	flag.StringVar(&o.encap, "datapath-encap", "ipip", "encapsulation towards the backends (ebpf datapath): ipip or gue")
-	flag.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
-	flag.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
-	flag.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
+	o := bindFlags(flag.CommandLine)
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
 	logging.Main(o.LogLevel, func(logger log.Logger) error {
-		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger)
+		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), *o, logger)
 	})
+}
+
+// bindFlags registers the speaker's flags, upstream's included, on fs.
+func bindFlags(fs *flag.FlagSet) *options {
+	var o options
+	o.Options.Bind(fs, 7472)
+	o.Upstream.Bind(fs, upstreamflags.Speaker)
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node this speaker runs on")
+	fs.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are announced")
+	fs.BoolVar(&o.ignoreExcludeLB, "ignore-exclude-lb", false, "ignore the node.kubernetes.io/exclude-from-external-load-balancers label")
+	fs.StringVar(&o.datapath, "datapath", "kubeproxy", "kubeproxy: announce only, kube-proxy forwards (upstream behaviour); ebpf: the XDP Maglev load balancer forwards to the backends")
+	fs.StringVar(&o.xdpMode, "xdp-mode", "native", "how the XDP program attaches (ebpf datapath): native, or generic where the driver has no XDP support")
+	fs.StringVar(&o.iface, "datapath-interface", "", "the uplink the XDP program attaches to (ebpf datapath)")
+	fs.StringVar(&o.encap, "datapath-encap", "ipip", "encapsulation towards the backends (ebpf datapath): ipip or gue")
+	fs.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
+	fs.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
+	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
+	return &o
 }
 
 func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
@@ -87,6 +95,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	}
 	defer dp.Close()
 	level.Info(logger).Log("op", "startup", "msg", "MagLB speaker starting", "node", o.nodeName, "namespace", o.Namespace, "datapath", o.datapath)
+	o.Upstream.LogIgnored(logger)
 
 	mgrOptions := o.ManagerOptions()
 	// Only the speakers' leases matter, and RBAC grants them in the namespace only.
@@ -100,7 +109,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 		return err
 	}
 	defer bgpSpeaker.close()
-	l2 := layer2.New(logger)
+	l2 := layer2.New(logger, o.Upstream.GratuitousARPInterval)
 	defer l2.Close()
 
 	speaker := &speakercontroller.Reconciler{

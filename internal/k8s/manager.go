@@ -3,8 +3,11 @@
 package k8s
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/pprof"
 	"os"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
@@ -18,6 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/maglb/maglb/internal/upstreamflags"
 )
 
 // Client-side rate limits towards the API server; the server's own priority and fairness
@@ -27,31 +32,37 @@ const (
 	apiBurst = 2000
 )
 
+// DefaultHealthProbePort is upstream's, which its manifests' probes use.
+const DefaultHealthProbePort = 17472
+
 // Options are the flags and environment the controller and the speaker share, named as
 // upstream's. The kubeconfig comes from --kubeconfig or KUBECONFIG (registered by
-// controller-runtime), else the in-cluster service account.
+// controller-runtime), else the in-cluster service account. Upstream's other flags are in
+// Upstream, bound per component by its own Bind.
 type Options struct {
 	Namespace       string
 	LogLevel        string
 	MetricsPort     int
 	HealthProbePort int
+	Upstream        upstreamflags.Flags
 }
 
 // Bind registers the shared flags on fs; metricsPort is the component's default.
 func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 	fs.StringVar(&o.Namespace, "namespace", envOr("METALLB_NAMESPACE", "metallb-system"), "namespace of the metallb.io objects and Secrets")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
-	fs.IntVar(&o.MetricsPort, "port", metricsPort, "HTTP port for Prometheus metrics; 0 disables them")
-	fs.IntVar(&o.HealthProbePort, "health-probe-port", metricsPort+1, "HTTP port of /healthz and /readyz; 0 disables them")
+	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (plain HTTP, or HTTPS with --metrics-cert-dir); 0 disables them")
+	fs.IntVar(&o.HealthProbePort, "health-probe-port", DefaultHealthProbePort, "HTTP port of /healthz and /readyz; 0 disables them")
 }
 
-// ManagerOptions returns manager options serving metrics and probes on the configured ports,
+// ManagerOptions returns manager options serving metrics, probes and pprof as configured,
 // with Secrets and ConfigurationStates cached from the namespace only (what RBAC grants).
 func (o *Options) ManagerOptions() manager.Options {
 	return manager.Options{
 		Scheme:                 NewScheme(),
-		Metrics:                metricsserver.Options{BindAddress: portAddress(o.MetricsPort)},
+		Metrics:                o.metricsOptions(),
 		HealthProbeBindAddress: portAddress(o.HealthProbePort),
+		PprofBindAddress:       o.Upstream.PprofBindAddress,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:                     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
 			&metallbv1beta1.ConfigurationState{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -79,6 +90,27 @@ func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error)
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// metricsOptions serves /metrics over TLS when a certificate directory is given (upstream's
+// --metrics-cert-dir), else over plain HTTP as upstream v0.15; --enable-pprof adds pprof.
+func (o *Options) metricsOptions() metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: portAddress(o.MetricsPort)}
+	if o.Upstream.MetricsCertDir != "" {
+		opts.SecureServing = true
+		opts.CertDir = o.Upstream.MetricsCertDir
+		opts.TLSOpts = []func(*tls.Config){o.Upstream.TLSOpt}
+	}
+	if o.Upstream.EnablePprof {
+		opts.ExtraHandlers = map[string]http.Handler{
+			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+			"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+			"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+			"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+		}
+	}
+	return opts
 }
 
 func portAddress(port int) string {

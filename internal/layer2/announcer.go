@@ -49,6 +49,9 @@ type Announcer struct {
 	responders map[responderKey]responder
 	// gratuitousLeft counts the gratuitous announcements still to send per IP and responder.
 	gratuitousLeft map[gratuitousKey]int
+	// periodicInterval, when positive, re-announces every answered IP gratuitously at this
+	// interval (upstream's --gratuitous-arp-interval), for switches and hosts that forget.
+	periodicInterval time.Duration
 }
 
 type gratuitousKey struct {
@@ -56,20 +59,22 @@ type gratuitousKey struct {
 	ip netip.Addr
 }
 
-// New returns an Announcer that announces nothing until SetAnnounced.
-func New(logger log.Logger) *Announcer {
-	return newAnnouncer(logger, func(fn func() error) error { return fn() })
+// New returns an Announcer that announces nothing until SetAnnounced. A positive
+// periodicGratuitous re-announces every answered IP at that interval.
+func New(logger log.Logger, periodicGratuitous time.Duration) *Announcer {
+	return newAnnouncer(logger, func(fn func() error) error { return fn() }, periodicGratuitous)
 }
 
-func newAnnouncer(logger log.Logger, inNetns func(fn func() error) error) *Announcer {
+func newAnnouncer(logger log.Logger, inNetns func(fn func() error) error, periodicGratuitous time.Duration) *Announcer {
 	a := &Announcer{
-		logger:         logger,
-		inNetns:        inNetns,
-		stop:           make(chan struct{}),
-		stopped:        make(chan struct{}),
-		announced:      map[netip.Addr][]string{},
-		responders:     map[responderKey]responder{},
-		gratuitousLeft: map[gratuitousKey]int{},
+		logger:           logger,
+		inNetns:          inNetns,
+		stop:             make(chan struct{}),
+		stopped:          make(chan struct{}),
+		announced:        map[netip.Addr][]string{},
+		responders:       map[responderKey]responder{},
+		gratuitousLeft:   map[gratuitousKey]int{},
+		periodicInterval: periodicGratuitous,
 	}
 	go a.run()
 	return a
@@ -132,6 +137,12 @@ func (a *Announcer) run() {
 	defer rescan.Stop()
 	repeat := time.NewTicker(gratuitousInterval)
 	defer repeat.Stop()
+	var periodic <-chan time.Time // nil: never
+	if a.periodicInterval > 0 {
+		ticker := time.NewTicker(a.periodicInterval)
+		defer ticker.Stop()
+		periodic = ticker.C
+	}
 	for {
 		select {
 		case <-a.stop:
@@ -147,6 +158,14 @@ func (a *Announcer) run() {
 		case <-repeat.C:
 			a.mu.Lock()
 			a.repeatGratuitousLocked()
+			a.mu.Unlock()
+		case <-periodic:
+			a.mu.Lock()
+			for key, r := range a.responders {
+				for ip := range r.targetIPs() {
+					a.sendGratuitous(key, r, ip)
+				}
+			}
 			a.mu.Unlock()
 		}
 	}

@@ -31,7 +31,7 @@ func TestARPAnswersAnnouncedIPsOnly(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	mac := l.connect(t, "l2a0", "l2p0", peerPrefix)
-	a := l.newAnnouncer(t)
+	a := l.newAnnouncer(t, 0)
 	announced := netip.MustParseAddr("192.0.2.10")
 	onOtherInterface := netip.MustParseAddr("192.0.2.11")
 	notAnnounced := netip.MustParseAddr("192.0.2.12")
@@ -65,7 +65,7 @@ func TestARPStopsAnsweringWithdrawnIPs(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	mac := l.connect(t, "l2a0", "l2p0", peerPrefix)
-	a := l.newAnnouncer(t)
+	a := l.newAnnouncer(t, 0)
 	peer := l.arpPeer(t, "l2p0")
 	withdrawn := netip.MustParseAddr("192.0.2.20")
 	kept := netip.MustParseAddr("192.0.2.21")
@@ -94,20 +94,20 @@ func TestGratuitousARPForNewlyAnnouncedIPs(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	mac := l.connect(t, "l2a0", "l2p0", peerPrefix)
-	a := l.newAnnouncer(t)
+	a := l.newAnnouncer(t, 0)
 	peer := l.arpPeer(t, "l2p0")
 	first := netip.MustParseAddr("192.0.2.30")
 	second := netip.MustParseAddr("192.0.2.31")
 
 	must(t, a.SetAnnounced(map[netip.Addr][]string{first: nil}))
-	awaitGratuitousARPs(t, peer, first, mac)
+	awaitGratuitousARPs(t, peer, first, mac, gratuitousCount)
 	testenv.EventuallyTrue(t, "the gratuitous ARPs are counted", func() bool {
 		return counter(t, "metallb_layer2_gratuitous_sent", first) == 2*gratuitousCount
 	})
 
 	// Only the newly announced IP is announced again.
 	must(t, a.SetAnnounced(map[netip.Addr][]string{first: nil, second: nil}))
-	awaitGratuitousARPs(t, peer, second, mac)
+	awaitGratuitousARPs(t, peer, second, mac, gratuitousCount)
 	testenv.EventuallyTrue(t, "the gratuitous ARPs are counted", func() bool {
 		return counter(t, "metallb_layer2_gratuitous_sent", second) == 2*gratuitousCount
 	})
@@ -116,11 +116,28 @@ func TestGratuitousARPForNewlyAnnouncedIPs(t *testing.T) {
 	}
 }
 
+// With a periodic interval (--gratuitous-arp-interval), announced IPs keep being announced
+// after the takeover burst of gratuitousCount.
+func TestPeriodicGratuitousARP(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	mac := l.connect(t, "l2a5", "l2p5", peerPrefix)
+	a := l.newAnnouncer(t, 100*time.Millisecond)
+	peer := l.arpPeer(t, "l2p5")
+	ip := netip.MustParseAddr("192.0.2.32")
+
+	must(t, a.SetAnnounced(map[netip.Addr][]string{ip: nil}))
+	awaitGratuitousARPs(t, peer, ip, mac, 3*gratuitousCount)
+	if got := counter(t, "metallb_layer2_gratuitous_sent", ip); got < 2*3*gratuitousCount {
+		t.Errorf("metallb_layer2_gratuitous_sent{ip=%q} = %v, want at least %v", ip, got, 2*3*gratuitousCount)
+	}
+}
+
 // The periodic rescan starts answering on an interface that appears after SetAnnounced.
 func TestARPOnInterfaceCreatedLater(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	a := l.newAnnouncer(t)
+	a := l.newAnnouncer(t, 0)
 	ip := netip.MustParseAddr("198.51.100.10")
 
 	if err := a.SetAnnounced(map[netip.Addr][]string{ip: {"l2late"}}); !errors.Is(err, ErrNoInterface) {
@@ -138,7 +155,7 @@ func TestNDPAnswersAnnouncedIPsOnly(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
 	mac := l.connect(t, "l2a0", "l2p0", netip.Prefix{})
-	a := l.newAnnouncer(t)
+	a := l.newAnnouncer(t, 0)
 	peer := l.ndpPeer(t, "l2p0")
 	peerMAC := interfaceIn(t, l.peerNS, "l2p0").HardwareAddr
 	announced := netip.MustParseAddr("2001:db8::10")
@@ -262,13 +279,12 @@ func tryARP(t *testing.T, c *arp.Client, timeout time.Duration, ips ...netip.Add
 	}
 }
 
-// awaitGratuitousARPs waits for the gratuitousCount requests and replies that announce
-// that ip is at mac.
-func awaitGratuitousARPs(t *testing.T, c *arp.Client, ip netip.Addr, mac net.HardwareAddr) {
+// awaitGratuitousARPs waits for n requests and n replies that announce that ip is at mac.
+func awaitGratuitousARPs(t *testing.T, c *arp.Client, ip netip.Addr, mac net.HardwareAddr, n int) {
 	t.Helper()
 	must(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
 	seen := map[arp.Operation]int{}
-	for seen[arp.OperationRequest] < gratuitousCount || seen[arp.OperationReply] < gratuitousCount {
+	for seen[arp.OperationRequest] < n || seen[arp.OperationReply] < n {
 		pkt, frame, err := c.Read()
 		if err != nil {
 			t.Fatalf("gratuitous ARPs for %s seen: %v; reading: %v", ip, seen, err)

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/vishvananda/netlink"
@@ -116,9 +117,9 @@ func (l *lab) connect(t *testing.T, announcerIf, peerIf string, peerAddr netip.P
 	return announcerLink.Attrs().HardwareAddr
 }
 
-func (l *lab) newAnnouncer(t *testing.T) *Announcer {
+func (l *lab) newAnnouncer(t *testing.T, periodicGratuitous time.Duration) *Announcer {
 	t.Helper()
-	a := newAnnouncer(log.NewLogfmtLogger(log.NewSyncWriter(testWriter{t})), inNetns(l.announcerNS))
+	a := newAnnouncer(log.NewLogfmtLogger(log.NewSyncWriter(testWriter{t})), inNetns(l.announcerNS), periodicGratuitous)
 	t.Cleanup(func() {
 		if err := a.Close(); err != nil {
 			t.Errorf("closing the announcer: %v", err)

@@ -28,7 +28,7 @@ var (
 		Namespace: "metallb",
 		Subsystem: "layer2",
 		Name:      "gratuitous_sent",
-		Help:      "Gratuitous ARP packets and unsolicited NDP neighbor advertisements sent for newly announced IPs.",
+		Help:      "Gratuitous ARP packets and unsolicited NDP neighbor advertisements sent, for newly announced IPs and periodically with --gratuitous-arp-interval.",
 	}, []string{"ip"})
 )
 
