@@ -11,11 +11,11 @@
 // reached from the host). It is the lab's management network, without any address outside
 // the lab's namespaces.
 //
-//	labagent backend --netns NS --name NAME --interface DEV --address ADDR[,ADDR6]
+//	labagent backend --netns NS --name NAME
 //
-// is a backend node: it attaches the decapsulation program to DEV for packets tunnelled to
-// its addresses, and serves HTTP and UDP (IPv4 and IPv6), all answering
-// "<NAME> saw <client address:port>".
+// is a backend node's workload: HTTP and UDP servers (IPv4 and IPv6) in NS, all answering
+// "<NAME> saw <client address:port>". The node's decapsulation is the backend agent's
+// (`speaker --role=backend-agent`), which the lab runs beside it.
 //
 //	labagent nodes --kubeconfig K --node NAME=ADDR[,ADDR6] ...
 //
@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -43,7 +42,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 
-	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/nsexec"
 )
@@ -68,11 +66,6 @@ func main() {
 		var b backend
 		flags.StringVar(&b.netns, "netns", "", "the backend node's network namespace")
 		flags.StringVar(&b.name, "name", "", "the backend's name, in every answer")
-		flags.StringVar(&b.iface, "interface", "eth0", "the interface tunnelled packets arrive on")
-		flags.StringVar(&b.addresses, "address", "", "the node addresses packets are tunnelled to, comma-separated (one per family)")
-		flags.StringVar(&b.pinPath, "pin-path", "", "bpffs directory for the decapsulation program's pins")
-		flags.StringVar(&b.xdpMode, "xdp-mode", string(ebpf.XDPGeneric), "how the decapsulation program attaches: native or generic")
-		flags.UintVar(&b.gueport, "gue-port", ebpf.DefaultGUEPort, "UDP port of GUE encapsulation")
 		flags.IntVar(&b.httpPort, "http-port", 80, "TCP port of the HTTP server")
 		flags.IntVar(&b.udpPort, "udp-port", 5000, "UDP port of the echo server")
 		run = func(logger log.Logger) error { return b.run(ctx, logger) }
@@ -138,40 +131,14 @@ func relay(ctx context.Context, logger log.Logger, into, out relaySpecs) error {
 }
 
 type backend struct {
-	netns, name, iface, addresses, pinPath, xdpMode string
-	gueport                                         uint
-	httpPort, udpPort                               int
+	netns, name       string
+	httpPort, udpPort int
 }
 
 func (b *backend) run(ctx context.Context, logger log.Logger) error {
-	if b.netns == "" || b.name == "" || b.pinPath == "" {
-		return errors.New("--netns, --name and --pin-path are required")
+	if b.netns == "" || b.name == "" {
+		return errors.New("--netns and --name are required")
 	}
-	var addrs []netip.Addr
-	for _, a := range strings.Split(b.addresses, ",") {
-		addr, err := netip.ParseAddr(strings.TrimSpace(a))
-		if err != nil {
-			return fmt.Errorf("--address: %w", err)
-		}
-		addrs = append(addrs, addr)
-	}
-	var decap *ebpf.Decap
-	if err := nsexec.Do(b.netns, func() (err error) {
-		decap, err = ebpf.NewDecap(ebpf.DecapOptions{
-			Interface: b.iface, XDPMode: ebpf.XDPMode(b.xdpMode), PinPath: b.pinPath,
-			GUEPort: uint16(b.gueport), Addresses: addrs,
-		})
-		return err
-	}); err != nil {
-		return fmt.Errorf("attaching the decapsulation program to %s in %s: %w", b.iface, b.netns, err)
-	}
-	defer func() {
-		if err := decap.Close(); err != nil {
-			level.Error(logger).Log("op", "shutdown", "msg", "detaching the decapsulation program", "error", err)
-		}
-	}()
-	level.Info(logger).Log("op", "startup", "msg", "decapsulating", "netns", b.netns, "interface", b.iface, "addresses", fmt.Sprint(addrs))
-
 	httpListener, err := nsexec.Listen(b.netns, "tcp", ":"+strconv.Itoa(b.httpPort))
 	if err != nil {
 		return err
