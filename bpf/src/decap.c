@@ -144,8 +144,6 @@ int xdp_decap(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (parse_outer(data + l2.len, data_end, l2.proto, &out))
 		return XDP_PASS;
-	if (out.len < 0 || out.len > 256)
-		return XDP_PASS;
 
 	struct stats *stats = bpf_map_lookup_elem(&decap_counters, &zero);
 
@@ -154,6 +152,9 @@ int xdp_decap(struct xdp_md *ctx)
 			stats->rejected++;
 		return XDP_DROP;
 	}
+	/* Bounded after the helper calls, so that the verifier knows the bound where it is used. */
+	if (out.len < 0 || out.len > 256)
+		return XDP_PASS;
 
 	/* The inner header must be there and of the announced family. */
 	__u8 *inner = data + l2.len + out.len;
