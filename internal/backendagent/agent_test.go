@@ -32,10 +32,9 @@ func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 const lbLabel = "maglb.io/test-lb"
 
-// TestAllowlistFollowsNodesAndAddresses runs the agent in a namespace against a real API
-// server: the pinned allowlist follows the labelled Nodes' InternalIPs plus the configured
-// prefix, and the node address map follows the namespace's addresses.
-func TestAllowlistFollowsNodesAndAddresses(t *testing.T) {
+// TestAllowlistFollowsNodes runs the agent in a namespace against a real API server: the
+// pinned allowlist follows the labelled Nodes' InternalIPs plus the configured prefix.
+func TestAllowlistFollowsNodes(t *testing.T) {
 	netlab.Require(t)
 	env := testenv.Get(t)
 	ns := backendNamespace(t)
@@ -68,7 +67,19 @@ func TestAllowlistFollowsNodesAndAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "a deleted node no longer allowed", allowed, []string{"10.1.0.2/32", "192.0.2.0/24"})
+}
 
+// TestAddressesFollowTheNode: the node address map follows the namespace's addresses, from
+// netlink updates (the periodic resync is out of reach).
+func TestAddressesFollowTheNode(t *testing.T) {
+	netlab.Require(t)
+	ns := backendNamespace(t)
+	pins := pinPath(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	runAgent(t, ctx, cancel, ns, Config{
+		Interfaces: []string{"eth0"}, XDPMode: dpebpf.XDPGeneric, PinPath: pins,
+		TunnelSources: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+	})
 	local := func() []string { return pinnedAddresses(t, pins) }
 	eventually(t, "the node's addresses", local, []string{"10.77.0.2", "fd00:77::2"})
 	must(t)(ns.Run("ip", "addr", "add", "10.77.1.2/24", "dev", "eth0"))
