@@ -505,14 +505,34 @@ metadata:
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
 
+    def backend_agent_argv(self, be):
+        """The backend agent of a backend node, as a user runs it in a workload cluster: the
+        LB nodes' addresses (the load balancers' outer sources) as --tunnel-sources."""
+        t = self.topology
+        sources = ",".join(f"{t.address(lb)}/32,{t.address6(lb)}/128" for lb in t.lbs)
+        return ["ip", "netns", "exec", t.netns(be), binary("speaker"), "--role=backend-agent",
+                "--backend-interfaces", "eth0", "--xdp-mode", "generic", "--datapath-pin-path", self.bpffs / be,
+                "--tunnel-sources", sources, "--port", BACKEND_AGENT_METRICS_PORT, "--log-level", "debug"]
+
+    def start_backend_agents(self):
+        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(labnet.BACKENDS)}: decapsulation "
+             "(XDP generic) of what the LB nodes tunnel, nothing from elsewhere")
+        self._record_binary("speaker")
+        for be in labnet.BACKENDS:
+            self.procs.start(f"{be}-agent", self.backend_agent_argv(be))
+        for be in labnet.BACKENDS:
+            ns = self.topology.netns(be)
+            wait_until(f"{be}'s backend agent serving /healthz",
+                       lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
+                                         f"http://127.0.0.1:{BACKEND_AGENT_METRICS_PORT}/healthz"), 15,
+                       f"{be}-agent", self.procs)
+
     def start_backends(self):
-        step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic), HTTP :{labnet.HTTP_PORT} "
-             f"and UDP :{labnet.UDP_PORT} answering '<backend> saw <client>'")
+        step(f"backends: {', '.join(labnet.BACKENDS)}: HTTP :{labnet.HTTP_PORT} and UDP :{labnet.UDP_PORT} "
+             "answering '<backend> saw <client>'")
         for be in labnet.BACKENDS:
             self.procs.start(be, [
                 binary("labagent"), "backend", "--netns", self.topology.netns(be), "--name", be,
-                "--interface", "eth0", "--address", f"{self.topology.address(be)},{self.topology.address6(be)}",
-                "--pin-path", self.bpffs / be,
                 "--http-port", labnet.HTTP_PORT, "--udp-port", labnet.UDP_PORT,
             ])
         for be in labnet.BACKENDS:
@@ -639,11 +659,12 @@ metadata:
     def steps(self):
         """A fresh start, in order."""
         return [self.start_apiserver, self.install_crds, self.start_controller, self.build_network,
-                self.start_router, self.start_relay, self.register_nodes, self.start_backends,
+                self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents, self.start_backends,
                 self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
 
     def expected_processes(self):
         names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *labnet.BACKENDS]
+        names += [f"{be}-agent" for be in labnet.BACKENDS]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
         if self.options["datapath"] == "kubeproxy":
             names += [f"kube-proxy-{lb}" for lb in self.topology.lbs]
@@ -707,7 +728,8 @@ metadata:
             self.install_crds()
             for name, procs in (("controller", ["controller"]),
                                 ("labagent", ["relay", "nodes", *labnet.BACKENDS]),
-                                ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs])):
+                                ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs]
+                                 + [f"{be}-agent" for be in labnet.BACKENDS])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
                     continue
@@ -732,6 +754,9 @@ metadata:
         for lb in self.topology.lbs:
             self.procs.stop(f"speaker-{lb}")
             self.start_speaker(lb)
+        for be in labnet.BACKENDS:
+            self.procs.stop(f"{be}-agent")
+        self.start_backend_agents()
 
     def print_info(self, already_up):
         t = self.topology
@@ -781,6 +806,7 @@ client-netns: {client}""", flush=True)
 
 MAX_LB_NODES = 8
 SPEAKER_METRICS_PORT = 7472
+BACKEND_AGENT_METRICS_PORT = 7476  # inside each backend's namespace
 
 
 def speaker_metrics_port(lb):

@@ -3,7 +3,7 @@
     client (10.10.0.2) --- tor (FRR: bgpd + zebra, ECMP) --- br0 172.31.0.0/24
                                                               |- rr        .2    (FRR bgpd, iBGP)
                                                               |- lb1..lbN  .11.. (speakers, datapath)
-                                                              |- be1, be2  .21.. (decap, echo servers)
+                                                              |- be1, be2  .21.. (backend agent, echo servers)
 
 The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
