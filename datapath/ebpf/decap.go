@@ -58,7 +58,8 @@ type DecapCounters struct {
 	Rejected uint64 // tunnelled to the node from outside the allowed sources
 }
 
-const decapLinkPrefix = "decap"
+// decapLinkPrefix names the pinned links, decap_link_<interface>: no map name starts so.
+const decapLinkPrefix = "decap_link"
 
 // NewDecap loads the decapsulation program, adopting pinned links and maps, and attaches it.
 // Links a previous process pinned for interfaces no longer wanted are removed.

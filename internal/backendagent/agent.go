@@ -80,7 +80,13 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, handle: handle, updates: make(chan netlink.AddrUpdate, 64), stop: make(chan struct{})}
 	// Subscribed before the first listing, so that no change falls in between.
 	if err := netlink.AddrSubscribeWithOptions(a.updates, a.stop, netlink.AddrSubscribeOptions{
-		ErrorCallback: func(err error) { level.Warn(cfg.Logger).Log("op", "addresses", "msg", "address updates", "error", err) },
+		ErrorCallback: func(err error) {
+			select {
+			case <-a.stop: // closing the subscription fails its last receive
+			default:
+				level.Warn(cfg.Logger).Log("op", "addresses", "msg", "address updates", "error", err)
+			}
+		},
 	}); err != nil {
 		handle.Close()
 		return nil, fmt.Errorf("subscribing to address updates: %w", err)

@@ -116,6 +116,11 @@ func TestRestartKeepsProgramAttached(t *testing.T) {
 	if got := pinnedSources(t, pins); !slices.Equal(got, []string{"172.31.0.11/32"}) {
 		t.Fatalf("allowlist while no agent runs: %v", got)
 	}
+	for _, m := range []string{bpf.DecapMapAllowedSources, bpf.DecapMapLocalAddrs, bpf.DecapMapDecapCounters} {
+		if _, err := os.Stat(filepath.Join(pins, m)); err != nil {
+			t.Errorf("map %s not pinned while no agent runs: %v", m, err)
+		}
+	}
 
 	cfg.KeepOnExit = false
 	ctx, cancel = context.WithCancel(t.Context())
@@ -249,7 +254,7 @@ func wordBytes(words [4]uint32) [16]byte {
 
 func pinnedLinkID(t *testing.T, pins string) link.ID {
 	t.Helper()
-	l, err := link.LoadPinnedLink(filepath.Join(pins, "decap_eth0"), nil)
+	l, err := link.LoadPinnedLink(filepath.Join(pins, "decap_link_eth0"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
