@@ -69,14 +69,18 @@ func release(l link.Link, pinnedMaps []*ebpf.Map, closers []interface{ Close() e
 	return errors.Join(errs...)
 }
 
-// closeLink closes l (nil: nothing to do); unless keep is set, it unpins it first, which
-// detaches the program.
+// closeLink closes l (nil: nothing to do); unless keep is set, it detaches and unpins it
+// first. The explicit detach takes effect at once, where the pin's reference may be dropped
+// only later.
 func closeLink(l link.Link, keep bool) error {
 	if l == nil {
 		return nil
 	}
 	var errs []error
 	if !keep {
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, err)
+		}
 		errs = append(errs, l.Unpin())
 	}
 	return errors.Join(append(errs, l.Close())...)

@@ -134,7 +134,7 @@ func readKeys[K comparable](m *ebpf.Map, keys map[K]bool) error {
 	return entries.Err()
 }
 
-// removeStaleLinks unpins, and so detaches, the decapsulation links of interfaces not in keep.
+// removeStaleLinks detaches and unpins the decapsulation links of interfaces not in keep.
 func removeStaleLinks(pinPath string, keep []string) error {
 	files, err := filepath.Glob(filepath.Join(pinPath, decapLinkPrefix+"_*"))
 	if err != nil {
@@ -142,10 +142,15 @@ func removeStaleLinks(pinPath string, keep []string) error {
 	}
 	var errs []error
 	for _, file := range files {
-		ifname := strings.TrimPrefix(filepath.Base(file), decapLinkPrefix+"_")
-		if !slices.Contains(keep, ifname) {
-			errs = append(errs, os.Remove(file))
+		if slices.Contains(keep, strings.TrimPrefix(filepath.Base(file), decapLinkPrefix+"_")) {
+			continue
 		}
+		l, err := link.LoadPinnedLink(file, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, closeLink(l, false))
 	}
 	return errors.Join(errs...)
 }

@@ -141,6 +141,39 @@ func TestRestartKeepsProgramAttached(t *testing.T) {
 	}
 }
 
+// TestRestartDropsUnwantedInterfaces: an agent restarted with fewer interfaces detaches the
+// program its predecessor left on the others.
+func TestRestartDropsUnwantedInterfaces(t *testing.T) {
+	netlab.Require(t)
+	ns := backendNamespace(t)
+	other, err := netlab.NewNamespace(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t)("", netlab.Connect(ns, "eth1", other, "eth0"))
+	pins := pinPath(t)
+	cfg := Config{
+		Interfaces: []string{"eth0", "eth1"}, XDPMode: dpebpf.XDPGeneric, PinPath: pins, KeepOnExit: true,
+		TunnelSources: []netip.Prefix{netip.MustParsePrefix("172.31.0.11/32")},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := runAgent(t, ctx, cancel, ns, cfg)
+	cancel()
+	<-stopped
+	if attachedProgram(t, ns, "eth1") == 0 {
+		t.Fatal("no program left on eth1 by an agent keeping its pins")
+	}
+	cfg.Interfaces = []string{"eth0"}
+	ctx, cancel = context.WithCancel(t.Context())
+	runAgent(t, ctx, cancel, ns, cfg)
+	if got := attachedProgram(t, ns, "eth1"); got != 0 {
+		t.Errorf("program %d still on eth1, which the restarted agent does not serve", got)
+	}
+	if attachedProgram(t, ns, "eth0") == 0 {
+		t.Error("no program on eth0")
+	}
+}
+
 // backendNamespace is a backend node: eth0 (a veth to a peer namespace) with an address of
 // each family.
 func backendNamespace(t *testing.T) *netlab.Namespace {
@@ -266,12 +299,12 @@ func pinnedLinkID(t *testing.T, pins string) link.ID {
 	return info.ID
 }
 
-// attachedProgram is the id of the XDP program on eth0 in ns, 0 for none.
-func attachedProgram(t *testing.T, ns *netlab.Namespace) uint32 {
+// attachedProgram is the id of the XDP program on dev (default eth0) in ns, 0 for none.
+func attachedProgram(t *testing.T, ns *netlab.Namespace, dev ...string) uint32 {
 	t.Helper()
 	var id uint32
 	if err := nsexec.Do(ns.Name, func() error {
-		l, err := netlink.LinkByName("eth0")
+		l, err := netlink.LinkByName(append(dev, "eth0")[0])
 		if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
 			id = l.Attrs().Xdp.ProgId
 		}
