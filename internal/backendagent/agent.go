@@ -116,9 +116,6 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Interfaces are the interfaces the program is attached to.
-func (a *Agent) Interfaces() []string { return a.cfg.Interfaces }
-
 // Stats reads the decapsulation counters.
 func (a *Agent) Stats() (ebpf.DecapCounters, error) { return a.decap.Stats() }
 
