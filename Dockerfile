@@ -1,6 +1,9 @@
 # Images of the controller and the speaker:
 #   docker build --target controller -t <registry>/maglb/controller:<tag> .
 #   docker build --target speaker -t <registry>/maglb/speaker:<tag> .
+# The backend agent is a role of the speaker (`/speaker --role=backend-agent`, what
+# config/backend-agent runs); the backend-agent target is that image with the role preset:
+#   docker build --target backend-agent -t <registry>/maglb/backend-agent:<tag> .
 # Generated code (CRDs, deepcopy, the compiled BPF programs) is committed, so the build needs
 # the Go toolchain only.
 
@@ -23,3 +26,8 @@ FROM gcr.io/distroless/static AS speaker
 COPY --from=builder /out/speaker /speaker
 USER 0:0
 ENTRYPOINT ["/speaker"]
+
+# The backend agent: the speaker image in its backend-agent role (decapsulation on backend
+# nodes; BPF, NET_ADMIN and SYS_ADMIN from config/backend-agent).
+FROM speaker AS backend-agent
+ENTRYPOINT ["/speaker", "--role=backend-agent"]

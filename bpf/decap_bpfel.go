@@ -26,21 +26,29 @@ type DecapLocalAddr struct {
 	Pad    [3]uint8
 }
 
+type DecapSourcePrefix struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint32
+}
+
 type DecapStats struct {
-	_     structs.HostLayout
-	Ipip  uint64
-	Gue   uint64
-	Bytes uint64
+	_        structs.HostLayout
+	Ipip     uint64
+	Gue      uint64
+	Bytes    uint64
+	Rejected uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	DecapMapDecapCounters = "decap_counters"
-	DecapMapLocalAddrs    = "local_addrs"
-	DecapProgXdpDecap     = "xdp_decap"
-	DecapVarSettings      = "settings"
+	DecapMapAllowedSources = "allowed_sources"
+	DecapMapDecapCounters  = "decap_counters"
+	DecapMapLocalAddrs     = "local_addrs"
+	DecapProgXdpDecap      = "xdp_decap"
+	DecapVarSettings       = "settings"
 )
 
 // LoadDecap returns the embedded CollectionSpec for Decap.
@@ -92,8 +100,9 @@ type DecapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DecapMapSpecs struct {
-	DecapCounters *ebpf.MapSpec `ebpf:"decap_counters"`
-	LocalAddrs    *ebpf.MapSpec `ebpf:"local_addrs"`
+	AllowedSources *ebpf.MapSpec `ebpf:"allowed_sources"`
+	DecapCounters  *ebpf.MapSpec `ebpf:"decap_counters"`
+	LocalAddrs     *ebpf.MapSpec `ebpf:"local_addrs"`
 }
 
 // DecapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -123,12 +132,14 @@ func (o *DecapObjects) Close() error {
 //
 // It can be passed to LoadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DecapMaps struct {
-	DecapCounters *ebpf.Map `ebpf:"decap_counters"`
-	LocalAddrs    *ebpf.Map `ebpf:"local_addrs"`
+	AllowedSources *ebpf.Map `ebpf:"allowed_sources"`
+	DecapCounters  *ebpf.Map `ebpf:"decap_counters"`
+	LocalAddrs     *ebpf.Map `ebpf:"local_addrs"`
 }
 
 func (m *DecapMaps) Close() error {
 	return _DecapClose(
+		m.AllowedSources,
 		m.DecapCounters,
 		m.LocalAddrs,
 	)

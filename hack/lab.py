@@ -507,14 +507,27 @@ metadata:
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
 
-    def start_backends(self):
-        step(f"backends: {', '.join(labnet.BACKENDS)}: decapsulation (XDP generic)")
+    def backend_agent_argv(self, be):
+        """The backend agent of a backend node, as a user runs it in a workload cluster: the
+        LB nodes' addresses (the load balancers' outer sources) as --tunnel-sources."""
+        t = self.topology
+        sources = ",".join(f"{t.address(lb)}/32,{t.address6(lb)}/128" for lb in t.lbs)
+        return ["ip", "netns", "exec", t.netns(be), binary("speaker"), "--role=backend-agent",
+                "--backend-interfaces", "eth0", "--xdp-mode", "generic", "--datapath-pin-path", self.bpffs / be,
+                "--tunnel-sources", sources, "--port", BACKEND_AGENT_METRICS_PORT, "--log-level", "debug"]
+
+    def start_backend_agents(self):
+        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(labnet.BACKENDS)}: decapsulation "
+             "(XDP generic) of what the LB nodes tunnel, nothing from elsewhere")
+        self._record_binary("speaker")
         for be in labnet.BACKENDS:
-            self.procs.start(be, [
-                binary("labagent"), "backend", "--netns", self.topology.netns(be),
-                "--interface", "eth0", "--address", f"{self.topology.address(be)},{self.topology.address6(be)}",
-                "--pin-path", self.bpffs / be,
-            ])
+            self.procs.start(f"{be}-agent", self.backend_agent_argv(be))
+        for be in labnet.BACKENDS:
+            ns = self.topology.netns(be)
+            wait_until(f"{be}'s backend agent serving /healthz",
+                       lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
+                                         f"http://127.0.0.1:{BACKEND_AGENT_METRICS_PORT}/healthz"), 15,
+                       f"{be}-agent", self.procs)
 
     def start_pods(self):
         t = self.topology
@@ -659,12 +672,13 @@ metadata:
     def steps(self):
         """A fresh start, in order."""
         return [self.start_apiserver, self.install_crds, self.start_controller, self.build_network,
-                self.start_router, self.start_relay, self.register_nodes, self.start_backends,
-                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips, self.write_description]
+                self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents,
+                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips,
+                self.write_description]
 
     def expected_processes(self):
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *labnet.BACKENDS,
-                 *self.topology.pods]
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *self.topology.pods]
+        names += [f"{be}-agent" for be in labnet.BACKENDS]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
         names += [f"kube-proxy-{node}" for node in self.topology.nodes]
         return names
@@ -726,8 +740,9 @@ metadata:
         try:
             self.install_crds()
             for name, procs in (("controller", ["controller"]),
-                                ("labagent", ["relay", "nodes", *labnet.BACKENDS, *self.topology.pods]),
-                                ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs])):
+                                ("labagent", ["relay", "nodes", *self.topology.pods]),
+                                ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs]
+                                 + [f"{be}-agent" for be in labnet.BACKENDS])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
                     continue
@@ -735,8 +750,7 @@ metadata:
                 for p in procs:
                     self.procs.stop(p)
                 {"controller": self.start_controller,
-                 "labagent": lambda: (self.start_relay(), self.register_nodes(), self.start_backends(),
-                                      self.start_pods()),
+                 "labagent": lambda: (self.start_relay(), self.register_nodes(), self.start_pods()),
                  "speaker": self._restart_speakers}[name]()
             self.register_nodes()
             self.apply_lab_config()
@@ -753,6 +767,9 @@ metadata:
         for lb in self.topology.lbs:
             self.procs.stop(f"speaker-{lb}")
             self.start_speaker(lb)
+        for be in labnet.BACKENDS:
+            self.procs.stop(f"{be}-agent")
+        self.start_backend_agents()
 
     def print_info(self, already_up):
         t = self.topology
@@ -805,6 +822,7 @@ client-netns: {client}""", flush=True)
 
 MAX_LB_NODES = 8
 SPEAKER_METRICS_PORT = 7472
+BACKEND_AGENT_METRICS_PORT = 7476  # inside each backend's namespace
 
 
 def speaker_metrics_port(lb):

@@ -75,7 +75,8 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 	must(t)(backend.Run("ip", "route", "add", "default", "via", "172.30.0.1"))
 	setSysctls(t, backend, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
 		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
-	decap := startDecap(t, backend, "eth0", netip.MustParseAddr(backendAddr))
+	// The load balancer tunnels from its own address, which the backend allows.
+	decap := startDecap(t, backend, "eth0", netip.MustParseAddr(backendAddr), netip.MustParsePrefix(lbAddr+"/32"))
 	served := serveDSR(t, backend, vip, "be1")
 
 	ensureNamespace(t, metallbNamespace)
@@ -233,14 +234,17 @@ func testBPFFS(t *testing.T) string {
 }
 
 // startDecap attaches the decapsulation program (generic XDP) to dev in ns for packets
-// tunnelled to addr, from a thread in ns, with its pins in a directory of the test's own.
-func startDecap(t *testing.T, ns *netlab.Namespace, dev string, addr netip.Addr) *ebpf.Decap {
+// tunnelled to addr from the allowed sources, from a thread in ns, with its pins in a
+// directory of the test's own.
+func startDecap(t *testing.T, ns *netlab.Namespace, dev string, addr netip.Addr, allowed ...netip.Prefix) *ebpf.Decap {
 	t.Helper()
 	pins := filepath.Join("/sys/fs/bpf", fmt.Sprintf("maglb-speaker-test-%d-%s", os.Getpid(), ns.Name))
 	t.Cleanup(func() { _ = os.RemoveAll(pins) })
 	var d *ebpf.Decap
 	if err := nsexec.Do(ns.Name, func() (err error) {
-		d, err = ebpf.NewDecap(ebpf.DecapOptions{Interface: dev, XDPMode: ebpf.XDPGeneric, PinPath: pins, Addresses: []netip.Addr{addr}})
+		d, err = ebpf.NewDecap(ebpf.DecapOptions{
+			Interfaces: []string{dev}, XDPMode: ebpf.XDPGeneric, PinPath: pins, Addresses: []netip.Addr{addr}, AllowedSources: allowed,
+		})
 		return err
 	}); err != nil {
 		t.Fatalf("starting the decapsulation program in %s: %v", ns.Name, err)

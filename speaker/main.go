@@ -3,7 +3,8 @@
 // Command speaker is MagLB's per-node agent. It announces the VIPs its node serves (BGP with
 // an embedded BGP speaker, ARP/NDP), programs them into the node's datapath, and reports the
 // configuration it runs in the node's "speaker-<node>" ConfigurationState. Flags and
-// environment follow upstream MetalLB's speaker.
+// environment follow upstream MetalLB's speaker. With --role=backend-agent it is instead the
+// agent that decapsulates the load balancers' tunnelled traffic on backend nodes.
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/datapath/kubeproxy"
 	"github.com/maglb/maglb/internal/announce"
+	"github.com/maglb/maglb/internal/backendagent"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
@@ -47,9 +49,14 @@ type options struct {
 	gueport           uint
 	keepDatapath      bool
 	pinPath           string
+	tunnelSources     []string
 }
 
 func main() {
+	if backendagent.Selected(os.Args[1:]) {
+		backendagent.Main(os.Args[1:])
+		return
+	}
 	o := bindFlags(flag.CommandLine)
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
@@ -74,6 +81,11 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
 	fs.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
+	fs.String("role", "speaker", "speaker, or backend-agent for backend nodes (see speaker --role=backend-agent --help)")
+	fs.Func("tunnel-source-cidr", "per-flow outer source prefix of tunnelled packets, one per family, comma-separated or repeated (ebpf datapath); default: the node's address on --datapath-interface", func(v string) error {
+		o.tunnelSources = append(o.tunnelSources, v)
+		return nil
+	})
 	return &o
 }
 
@@ -171,13 +183,19 @@ func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.
 		if mode != ebpf.XDPNative && mode != ebpf.XDPGeneric {
 			return 0, nil, 0, fmt.Errorf("--xdp-mode %q is not one of native, generic", o.xdpMode)
 		}
+		source4, source6, err := ebpf.ParseTunnelSources(o.tunnelSources)
+		if err != nil {
+			return 0, nil, 0, fmt.Errorf("--tunnel-source-cidr: %w", err)
+		}
 		dp, err := ebpf.New(ebpf.Options{
-			Interface:   o.iface,
-			XDPMode:     mode,
-			GUEPort:     uint16(o.gueport),
-			KeepOnClose: o.keepDatapath,
-			PinPath:     o.pinPath,
-			Logger:      logger,
+			Interface:     o.iface,
+			TunnelSource4: source4,
+			TunnelSource6: source6,
+			XDPMode:       mode,
+			GUEPort:       uint16(o.gueport),
+			KeepOnClose:   o.keepDatapath,
+			PinPath:       o.pinPath,
+			Logger:        logger,
 		})
 		if err != nil {
 			return 0, nil, 0, fmt.Errorf("starting the eBPF datapath on %s: %w", o.iface, err)

@@ -2,7 +2,9 @@
 /*
  * XDP decapsulation for backend nodes: IPIP (4in4, 6in6, and the mixed forms) and GUE
  * addressed to one of the node's addresses lose their outer headers here, so the inner packet
- * reaches the VIP on the node through the stack. No tunnel device is needed.
+ * reaches the VIP on the node through the stack. No tunnel device is needed. Tunnelled packets
+ * whose outer source is not in the allowlist (the load balancers' addresses) are dropped, so
+ * the node relays nothing for anyone else.
  */
 #include "common.h"
 
@@ -10,6 +12,13 @@ struct local_addr {
 	__u32 addr[4]; /* IPv4 in addr[0], network order */
 	__u8 family;
 	__u8 pad[3];
+};
+
+/* An allowlist key: IPv4 prefixes as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+len), so one trie
+ * holds both families. */
+struct source_prefix {
+	__u32 prefixlen;
+	__u32 addr[4];
 };
 
 struct config {
@@ -23,6 +32,7 @@ struct stats {
 	__u64 ipip;
 	__u64 gue;
 	__u64 bytes;
+	__u64 rejected; /* tunnelled to the node from a source outside the allowlist */
 };
 
 struct {
@@ -32,6 +42,15 @@ struct {
 	__type(key, struct local_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct source_prefix);
+	__type(value, __u8);
+} allowed_sources SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -46,6 +65,7 @@ struct outer {
 	int len;          /* bytes to strip after the link layer */
 	__u8 inner_proto; /* IPPROTO_IPIP or IPPROTO_IPV6 */
 	__u8 gue;
+	struct source_prefix source; /* the outer source, as a full-length key */
 };
 
 /* parse_tunnel reads the transport after the outer IP header: the inner packet directly, or
@@ -88,6 +108,9 @@ static __always_inline int parse_outer(void *l3, void *data_end, __be16 l3_proto
 		dst.addr[0] = iph->daddr;
 		if (!bpf_map_lookup_elem(&local_addrs, &dst))
 			return -1;
+		out->source.prefixlen = 128;
+		out->source.addr[2] = bpf_htonl(0xffff);
+		out->source.addr[3] = iph->saddr;
 		out->len = iph->ihl * 4;
 		return parse_tunnel(l3 + out->len, data_end, iph->protocol, out);
 	}
@@ -100,6 +123,8 @@ static __always_inline int parse_outer(void *l3, void *data_end, __be16 l3_proto
 		__builtin_memcpy(dst.addr, &ip6->daddr, 16);
 		if (!bpf_map_lookup_elem(&local_addrs, &dst))
 			return -1;
+		out->source.prefixlen = 128;
+		__builtin_memcpy(out->source.addr, &ip6->saddr, 16);
 		out->len = sizeof(*ip6);
 		return parse_tunnel(ip6 + 1, data_end, ip6->nexthdr, out);
 	}
@@ -119,6 +144,15 @@ int xdp_decap(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (parse_outer(data + l2.len, data_end, l2.proto, &out))
 		return XDP_PASS;
+
+	struct stats *stats = bpf_map_lookup_elem(&decap_counters, &zero);
+
+	if (!bpf_map_lookup_elem(&allowed_sources, &out.source)) {
+		if (stats)
+			stats->rejected++;
+		return XDP_DROP;
+	}
+	/* Bounded after the helper calls, so that the verifier knows the bound where it is used. */
 	if (out.len < 0 || out.len > 256)
 		return XDP_PASS;
 
@@ -138,8 +172,6 @@ int xdp_decap(struct xdp_md *ctx)
 	data_end = (void *)(long)ctx->data_end;
 	if (write_l2(data, data_end, &l2, bpf_htons(version == 4 ? ETH_P_IP : ETH_P_IPV6)))
 		return XDP_DROP; /* cannot happen: the frame only lost bytes behind the link layer */
-
-	struct stats *stats = bpf_map_lookup_elem(&decap_counters, &zero);
 
 	if (stats) {
 		if (out.gue)

@@ -51,13 +51,7 @@ func attachXDP(prog *ebpf.Program, ifname string, mode XDPMode, pinFile string) 
 // release closes what a loader holds. Unless keep is set, the link is unpinned first, which
 // detaches the program, and the pinned maps are removed.
 func release(l link.Link, pinnedMaps []*ebpf.Map, closers []interface{ Close() error }, keep bool, pinDir string) error {
-	var errs []error
-	if l != nil {
-		if !keep {
-			errs = append(errs, l.Unpin())
-		}
-		errs = append(errs, l.Close())
-	}
+	errs := []error{closeLink(l, keep)}
 	for _, m := range pinnedMaps {
 		if !keep {
 			errs = append(errs, m.Unpin())
@@ -73,6 +67,23 @@ func release(l link.Link, pinnedMaps []*ebpf.Map, closers []interface{ Close() e
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// closeLink closes l (nil: nothing to do); unless keep is set, it detaches and unpins it
+// first. The explicit detach takes effect at once, where the pin's reference may be dropped
+// only later.
+func closeLink(l link.Link, keep bool) error {
+	if l == nil {
+		return nil
+	}
+	var errs []error
+	if !keep {
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, err)
+		}
+		errs = append(errs, l.Unpin())
+	}
+	return errors.Join(append(errs, l.Close())...)
 }
 
 func linkPinFile(pinDir, prefix, ifname string) string {

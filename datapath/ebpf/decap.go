@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -16,40 +20,49 @@ import (
 
 // DecapOptions configure the decapsulation program of a backend node.
 type DecapOptions struct {
-	// Interface receives the tunnelled packets. Empty: loaded but not attached (tests).
-	Interface string
+	// Interfaces receive the tunnelled packets. Empty: loaded but not attached (tests).
+	Interfaces []string
 	// XDPMode is native (the default) or generic.
 	XDPMode XDPMode
-	// PinPath is the bpffs directory for the map and the link; it may be the load
+	// PinPath is the bpffs directory for the maps and the links; it may be the load
 	// balancer's.
 	PinPath string
 	// GUEPort is the UDP port GUE packets arrive on; it must match the load balancers'.
 	GUEPort uint16
 	// Addresses are the node's addresses: only packets tunnelled to one of them are opened.
 	Addresses []netip.Addr
-	// KeepOnClose leaves the program attached and the map pinned on Close, for a restart.
+	// AllowedSources are the outer source prefixes tunnelled packets may come from (the load
+	// balancers); packets tunnelled to the node from anywhere else are dropped.
+	AllowedSources []netip.Prefix
+	// KeepOnClose leaves the program attached and the maps pinned on Close, for a restart.
 	KeepOnClose bool
 }
 
-// Decap strips IPIP and GUE headers from packets addressed to the node, so that the inner
-// packet reaches the VIP configured on the node without a tunnel device.
+// Decap strips IPIP and GUE headers from packets that the allowed sources tunnel to the node,
+// so that the inner packet reaches the VIP configured on the node without a tunnel device.
 type Decap struct {
-	opts DecapOptions
-	objs bpf.DecapObjects
-	link link.Link
+	opts  DecapOptions
+	objs  bpf.DecapObjects
+	links []link.Link
 
 	mu        sync.Mutex
 	addresses map[bpf.DecapLocalAddr]bool
+	sources   map[bpf.DecapSourcePrefix]bool
 }
 
-// DecapCounters count the packets Decap opened.
+// DecapCounters count the packets Decap opened and those it refused.
 type DecapCounters struct {
-	IPIP  uint64
-	GUE   uint64
-	Bytes uint64 // of the inner packets
+	IPIP     uint64
+	GUE      uint64
+	Bytes    uint64 // of the inner packets
+	Rejected uint64 // tunnelled to the node from outside the allowed sources
 }
 
-// NewDecap loads the decapsulation program, adopting a pinned link and map, and attaches it.
+// decapLinkPrefix names the pinned links, decap_link_<interface>: no map name starts so.
+const decapLinkPrefix = "decap_link"
+
+// NewDecap loads the decapsulation program, adopting pinned links and maps, and attaches it.
+// Links a previous process pinned for interfaces no longer wanted are removed.
 func NewDecap(opts DecapOptions) (*Decap, error) {
 	if opts.XDPMode == "" {
 		opts.XDPMode = XDPNative
@@ -70,22 +83,37 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 	if err := spec.Variables[bpf.DecapVarSettings].Set(bpf.DecapConfig{GuePort: networkOrder16(opts.GUEPort)}); err != nil {
 		return nil, err
 	}
-	d := &Decap{opts: opts, addresses: map[bpf.DecapLocalAddr]bool{}}
-	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
+	d := &Decap{opts: opts, addresses: map[bpf.DecapLocalAddr]bool{}, sources: map[bpf.DecapSourcePrefix]bool{}}
+	load := func() error {
+		return spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
+	}
+	err = load()
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Maps of an older layout: everything in them is rebuilt from the options, only the
+		// counters start again from zero.
+		for name := range spec.Maps {
+			_ = os.Remove(filepath.Join(opts.PinPath, name))
+		}
+		err = load()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("loading the decapsulation program: %w", err)
 	}
-	var key bpf.DecapLocalAddr
-	var present uint8
-	entries := d.objs.LocalAddrs.Iterate()
-	for entries.Next(&key, &present) {
-		d.addresses[key] = true
-	}
-	if err := errors.Join(entries.Err(), d.SetAddresses(opts.Addresses)); err != nil {
+	if err := errors.Join(readKeys(d.objs.LocalAddrs, d.addresses), readKeys(d.objs.AllowedSources, d.sources),
+		d.SetAddresses(opts.Addresses), d.SetAllowedSources(opts.AllowedSources)); err != nil {
 		_ = d.release(true)
 		return nil, err
 	}
-	if opts.Interface != "" {
-		if d.link, err = attachXDP(d.objs.XdpDecap, opts.Interface, opts.XDPMode, linkPinFile(opts.PinPath, "decap", opts.Interface)); err != nil {
+	for _, ifname := range opts.Interfaces {
+		l, err := attachXDP(d.objs.XdpDecap, ifname, opts.XDPMode, linkPinFile(opts.PinPath, decapLinkPrefix, ifname))
+		if err != nil {
+			_ = d.release(true)
+			return nil, err
+		}
+		d.links = append(d.links, l)
+	}
+	if opts.Interfaces != nil {
+		if err := removeStaleLinks(opts.PinPath, opts.Interfaces); err != nil {
 			_ = d.release(true)
 			return nil, err
 		}
@@ -93,27 +121,90 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 	return d, nil
 }
 
+// readKeys adds the keys m holds to keys.
+func readKeys[K comparable](m *ebpf.Map, keys map[K]bool) error {
+	var (
+		key   K
+		value uint8
+	)
+	entries := m.Iterate()
+	for entries.Next(&key, &value) {
+		keys[key] = true
+	}
+	return entries.Err()
+}
+
+// removeStaleLinks detaches and unpins the decapsulation links of interfaces not in keep.
+func removeStaleLinks(pinPath string, keep []string) error {
+	files, err := filepath.Glob(filepath.Join(pinPath, decapLinkPrefix+"_*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, file := range files {
+		if slices.Contains(keep, strings.TrimPrefix(filepath.Base(file), decapLinkPrefix+"_")) {
+			continue
+		}
+		l, err := link.LoadPinnedLink(file, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, closeLink(l, false))
+	}
+	return errors.Join(errs...)
+}
+
 // SetAddresses replaces the node addresses tunnelled packets may be sent to.
 func (d *Decap) SetAddresses(addrs []netip.Addr) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	want := map[bpf.DecapLocalAddr]bool{}
 	for _, a := range addrs {
-		key := bpf.DecapLocalAddr{Addr: addrWords(a.Unmap()), Family: familyOf(a.Unmap())}
-		want[key] = true
-		if !d.addresses[key] {
-			if err := d.objs.LocalAddrs.Put(key, uint8(1)); err != nil {
-				return fmt.Errorf("adding %s: %w", a, err)
+		a = a.Unmap()
+		want[bpf.DecapLocalAddr{Addr: addrWords(a), Family: familyOf(a)}] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return syncKeys(d.objs.LocalAddrs, d.addresses, want)
+}
+
+// SetAllowedSources replaces the prefixes tunnelled packets may come from.
+func (d *Decap) SetAllowedSources(prefixes []netip.Prefix) error {
+	want := map[bpf.DecapSourcePrefix]bool{}
+	for _, p := range prefixes {
+		want[sourcePrefixKey(p)] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return syncKeys(d.objs.AllowedSources, d.sources, want)
+}
+
+// sourcePrefixKey is the allowlist key of p: IPv4 as IPv4-mapped IPv6, as the program looks
+// sources up.
+func sourcePrefixKey(p netip.Prefix) bpf.DecapSourcePrefix {
+	p = p.Masked()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return bpf.DecapSourcePrefix{Prefixlen: uint32(bits), Addr: addrWords(netip.AddrFrom16(p.Addr().As16()))}
+}
+
+// syncKeys makes m's keys (each with value 1) equal to want; have is what m holds.
+func syncKeys[K comparable](m *ebpf.Map, have, want map[K]bool) error {
+	for key := range want {
+		if !have[key] {
+			if err := m.Put(key, uint8(1)); err != nil {
+				return fmt.Errorf("adding %+v to %s: %w", key, m, err)
 			}
-			d.addresses[key] = true
+			have[key] = true
 		}
 	}
-	for key := range d.addresses {
+	for key := range have {
 		if !want[key] {
-			if err := d.objs.LocalAddrs.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return err
 			}
-			delete(d.addresses, key)
+			delete(have, key)
 		}
 	}
 	return nil
@@ -130,6 +221,7 @@ func (d *Decap) Stats() (DecapCounters, error) {
 		c.IPIP += s.Ipip
 		c.GUE += s.Gue
 		c.Bytes += s.Bytes
+		c.Rejected += s.Rejected
 	}
 	return c, nil
 }
@@ -140,6 +232,10 @@ func (d *Decap) Close() error {
 }
 
 func (d *Decap) release(keep bool) error {
-	pinned := []*ebpf.Map{d.objs.LocalAddrs, d.objs.DecapCounters}
-	return release(d.link, pinned, []interface{ Close() error }{&d.objs}, keep, d.opts.PinPath)
+	var errs []error
+	for _, l := range d.links {
+		errs = append(errs, closeLink(l, keep))
+	}
+	pinned := []*ebpf.Map{d.objs.LocalAddrs, d.objs.AllowedSources, d.objs.DecapCounters}
+	return errors.Join(append(errs, release(nil, pinned, []interface{ Close() error }{&d.objs}, keep, d.opts.PinPath))...)
 }

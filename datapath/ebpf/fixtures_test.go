@@ -444,8 +444,22 @@ func TestFixtures(t *testing.T) {
 		t.Errorf("%s: counters %+v, want packets, bytes, new flows and LRU misses", tcp80, c)
 	}
 
-	d := newTestDecap(t, env, backend2, backendV2)
+	// The allowlist holds the load balancer's per-flow source prefixes.
+	d := newTestDecap(t, env, []netip.Prefix{env.opts.TunnelSource4, env.opts.TunnelSource6}, backend2, backendV2)
 	t.Run("decap", func(t *testing.T) { runFixtures(t, env, d.objs.XdpDecap, decap) })
+	c, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rejected uint64
+	for _, f := range decap {
+		if f.verdict == xdpDrop {
+			rejected++
+		}
+	}
+	if c.Rejected != rejected || rejected == 0 {
+		t.Errorf("decap counted %d rejected packets, want %d", c.Rejected, rejected)
+	}
 }
 
 func runFixtures(t *testing.T, env *lbEnv, prog *ebpf.Program, fixtures []fixture) {
@@ -466,11 +480,11 @@ func runFixtures(t *testing.T, env *lbEnv, prog *ebpf.Program, fixtures []fixtur
 	}
 }
 
-func newTestDecap(t testing.TB, env *lbEnv, addrs ...netip.Addr) *Decap {
+func newTestDecap(t testing.TB, env *lbEnv, allowed []netip.Prefix, addrs ...netip.Addr) *Decap {
 	t.Helper()
 	var d *Decap
 	err := env.ns.Do(func() (err error) {
-		d, err = NewDecap(DecapOptions{PinPath: testPinPath(t), GUEPort: env.opts.GUEPort, Addresses: addrs})
+		d, err = NewDecap(DecapOptions{PinPath: testPinPath(t), GUEPort: env.opts.GUEPort, Addresses: addrs, AllowedSources: allowed})
 		return err
 	})
 	if err != nil {
@@ -505,6 +519,7 @@ func decapFixtures(opts Options, lb0 int) []fixture {
 		return fixture{name, tunnelled, xdpPass, want}
 	}
 	pass := func(name string, in []byte) fixture { return fixture{name, in, xdpPass, nil} }
+	reject := func(name string, in []byte) fixture { return fixture{name, fromOutsideAllowlist(in), xdpDrop, nil} }
 	syn := frame4(vipTCP80, syn80, nil)
 	synV6 := frame6(vip6, syn443, nil)
 	ipipToOther := modelForward(opts, syn, backend3, nh, false)
@@ -524,7 +539,12 @@ func decapFixtures(opts Options, lb0 int) []fixture {
 		open("decap GUE over IPv6", frame6(vip6, udp443, nil), backendV2, true),
 		open("decap 802.1Q IPIP", tagged(syn, 100, false), backend2, false),
 		open("decap fragment inside IPIP", fragment4(vipTCP80, protoTCP, 6, true, make([]byte, 48)), backend2, false),
+		reject("decap rejects IPIP 4in4 from outside the allowlist", modelForward(opts, syn, backend2, nh, false)),
+		reject("decap rejects GUE over IPv4 from outside the allowlist", modelForward(opts, frame4(vipTCP80, dns53, nil), backend2, nh, true)),
+		reject("decap rejects IPIP 6in6 from outside the allowlist", modelForward(opts, synV6, backendV2, nh, false)),
+		reject("decap rejects GUE over IPv6 from outside the allowlist", modelForward(opts, frame6(vip6, udp443, nil), backendV2, nh, true)),
 		pass("decap IPIP to another address", ipipToOther),
+		pass("decap IPIP to another address from outside the allowlist", fromOutsideAllowlist(ipipToOther)),
 		pass("decap GUE on another port", gueWrongPort),
 		pass("decap IPIP with a wrong inner version", ipipWrongInner),
 		pass("decap outer fragment", outerFragment),
@@ -532,4 +552,18 @@ func decapFixtures(opts Options, lb0 int) []fixture {
 		pass("decap plain TCP to the node", frame4(backend2, syn80, nil)),
 		pass("decap ARP", concat(ethernet(lb0MAC, clientMAC, etherARP, -1), make([]byte, 28))),
 	}
+}
+
+// fromOutsideAllowlist rewrites the outer source of an untagged tunnelled frame to the first
+// address after the load balancer's default per-flow prefix of its family.
+func fromOutsideAllowlist(frame []byte) []byte {
+	out := bytes.Clone(frame)
+	if binary.BigEndian.Uint16(out[12:]) == etherIPv4 {
+		copy(out[14+12:], netip.MustParseAddr("100.65.0.0").AsSlice())
+		binary.BigEndian.PutUint16(out[14+10:], 0)
+		binary.BigEndian.PutUint16(out[14+10:], checksum(out[14:34]))
+		return out
+	}
+	copy(out[14+8:], netip.MustParseAddr("fd6d:6167:6c62:1::").AsSlice())
+	return out
 }

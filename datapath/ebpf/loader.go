@@ -51,7 +51,7 @@ var (
 // New loads the load balancer, adopting maps and the link pinned by a previous process, and
 // attaches it to opts.Interface. Netlink and the attachment use the caller's network namespace.
 func New(opts Options) (*Datapath, error) {
-	opts, err := opts.withDefaults()
+	opts, err := withInterfaceSources(opts)
 	if err != nil {
 		return nil, err
 	}

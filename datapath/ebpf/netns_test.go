@@ -64,7 +64,11 @@ func TestEndToEnd(t *testing.T) {
 		be.Sysctl(t, "net.ipv4.conf.all.arp_announce", "2")
 		var d *Decap
 		if err := be.Do(func() (err error) {
-			d, err = NewDecap(DecapOptions{Interface: "eth0", XDPMode: XDPGeneric, PinPath: testPinPath(t), Addresses: []netip.Addr{addr}})
+			// The load balancer tunnels from its own address.
+			d, err = NewDecap(DecapOptions{
+				Interfaces: []string{"eth0"}, XDPMode: XDPGeneric, PinPath: testPinPath(t),
+				Addresses: []netip.Addr{addr}, AllowedSources: []netip.Prefix{netip.PrefixFrom(lbAddr, 32)},
+			})
 			return err
 		}); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ package ebpf
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/go-kit/log"
 
@@ -32,8 +33,9 @@ const (
 	DefaultMaxFlows     = 131072
 )
 
-// Default outer source prefixes. Their host bits carry a per-flow hash, so that receivers
-// spread tunnelled flows over their queues; the backends never answer to these addresses.
+// Outer source prefixes when the attached interface has no address of a family (and in tests
+// without an interface). Their host bits carry a per-flow hash, so that receivers spread
+// tunnelled flows over their queues; the backends never answer to these addresses.
 var (
 	DefaultTunnelSource4 = netip.MustParsePrefix("100.64.0.0/16")
 	DefaultTunnelSource6 = netip.MustParsePrefix("fd6d:6167:6c62::/64")
@@ -54,8 +56,10 @@ type Options struct {
 	Maglev maglev.Config
 	// FlowHashSeed seeds the flow hash that indexes the rings.
 	FlowHashSeed uint32
-	// TunnelSource4 and TunnelSource6 are the prefixes outer source addresses come from.
-	// Only the last 32 bits of an IPv6 prefix vary.
+	// TunnelSource4 and TunnelSource6 are the prefixes outer source addresses come from; the
+	// host bits carry a per-flow hash (only the last 32 bits of an IPv6 prefix vary). Unset,
+	// the source is the node's own address of that family on Interface, which backends can
+	// allow by the node's address.
 	TunnelSource4 netip.Prefix
 	TunnelSource6 netip.Prefix
 	// MaxServices, MaxBackends (at most 65536) and MaxFlows size the maps. A pinned map of
@@ -116,4 +120,27 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = log.NewNopLogger()
 	}
 	return o, nil
+}
+
+// ParseTunnelSources reads per-flow outer source prefixes from flag values, each a prefix or
+// a comma-separated list of them, at most one per family. An unset family's prefix is the
+// zero Prefix.
+func ParseTunnelSources(values []string) (v4, v6 netip.Prefix, err error) {
+	for _, value := range values {
+		for _, field := range strings.Split(value, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(field))
+			if err != nil {
+				return v4, v6, err
+			}
+			family := &v6
+			if p.Addr().Is4() {
+				family = &v4
+			}
+			if family.IsValid() {
+				return v4, v6, fmt.Errorf("two tunnel source prefixes of one family: %s and %s", *family, p)
+			}
+			*family = p.Masked()
+		}
+	}
+	return v4, v6, nil
 }

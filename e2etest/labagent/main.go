@@ -11,15 +11,11 @@
 // reached from the host). It is the lab's management network, without any address outside
 // the lab's namespaces.
 //
-//	labagent backend --netns NS --interface DEV --address ADDR[,ADDR6]
-//
-// attaches the decapsulation program to DEV of a backend node for packets tunnelled to its
-// addresses.
-//
 //	labagent pod --netns NS --name POD --node NODE
 //
 // is a pod's workload: HTTP and UDP echo servers (IPv4 and IPv6), all answering
 // "<POD> on <NODE> saw <client address:port>" (and, for an upload, how many bytes it read).
+// The nodes' decapsulation is the backend agent's (`speaker --role=backend-agent`).
 //
 //	labagent nodes --kubeconfig K --node NAME=ADDR[,ADDR6] ...
 //
@@ -29,11 +25,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -43,14 +37,13 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
-	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/nsexec"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent relay|backend|pod|nodes [flags]")
+		fmt.Fprintln(os.Stderr, "usage: labagent relay|pod|nodes [flags]")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -64,15 +57,6 @@ func main() {
 		flags.Var(&into, "into", "NS=LISTEN,TARGET: listen on LISTEN inside NS, connect to TARGET on the host (repeatable)")
 		flags.Var(&out, "out", "NS=LISTEN,TARGET: listen on LISTEN on the host, connect to TARGET inside NS (repeatable)")
 		run = func(logger log.Logger) error { return relay(ctx, logger, into, out) }
-	case "backend":
-		var b backend
-		flags.StringVar(&b.netns, "netns", "", "the backend node's network namespace")
-		flags.StringVar(&b.iface, "interface", "eth0", "the interface tunnelled packets arrive on")
-		flags.StringVar(&b.addresses, "address", "", "the node addresses packets are tunnelled to, comma-separated (one per family)")
-		flags.StringVar(&b.pinPath, "pin-path", "", "bpffs directory for the decapsulation program's pins")
-		flags.StringVar(&b.xdpMode, "xdp-mode", string(ebpf.XDPGeneric), "how the decapsulation program attaches: native or generic")
-		flags.UintVar(&b.gueport, "gue-port", ebpf.DefaultGUEPort, "UDP port of GUE encapsulation")
-		run = func(logger log.Logger) error { return b.run(ctx, logger) }
 	case "pod":
 		var p pod
 		flags.StringVar(&p.netns, "netns", "", "the pod's network namespace")
@@ -88,7 +72,7 @@ func main() {
 		flags.DurationVar(&k.interval, "interval", 10*time.Second, "how often the nodes' status and leases are renewed")
 		run = func(logger log.Logger) error { return k.run(ctx, logger) }
 	default:
-		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, backend, pod or nodes)\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, pod or nodes)\n", os.Args[1])
 		os.Exit(2)
 	}
 	_ = flags.Parse(os.Args[2:])
@@ -138,43 +122,6 @@ func relay(ctx context.Context, logger log.Logger, into, out relaySpecs) error {
 		stops = append(stops, nsexec.Relay(l, func() (net.Conn, error) { return nsexec.Dial(r.netns, dialer, "tcp", r.target) }))
 		level.Info(logger).Log("op", "relay", "msg", "relaying out of a namespace", "netns", r.netns, "listen", r.listen, "target", r.target)
 	}
-	<-ctx.Done()
-	return nil
-}
-
-type backend struct {
-	netns, iface, addresses, pinPath, xdpMode string
-	gueport                                   uint
-}
-
-func (b *backend) run(ctx context.Context, logger log.Logger) error {
-	if b.netns == "" || b.pinPath == "" {
-		return errors.New("--netns and --pin-path are required")
-	}
-	var addrs []netip.Addr
-	for _, a := range strings.Split(b.addresses, ",") {
-		addr, err := netip.ParseAddr(strings.TrimSpace(a))
-		if err != nil {
-			return fmt.Errorf("--address: %w", err)
-		}
-		addrs = append(addrs, addr)
-	}
-	var decap *ebpf.Decap
-	if err := nsexec.Do(b.netns, func() (err error) {
-		decap, err = ebpf.NewDecap(ebpf.DecapOptions{
-			Interface: b.iface, XDPMode: ebpf.XDPMode(b.xdpMode), PinPath: b.pinPath,
-			GUEPort: uint16(b.gueport), Addresses: addrs,
-		})
-		return err
-	}); err != nil {
-		return fmt.Errorf("attaching the decapsulation program to %s in %s: %w", b.iface, b.netns, err)
-	}
-	defer func() {
-		if err := decap.Close(); err != nil {
-			level.Error(logger).Log("op", "shutdown", "msg", "detaching the decapsulation program", "error", err)
-		}
-	}()
-	level.Info(logger).Log("op", "startup", "msg", "decapsulating", "netns", b.netns, "interface", b.iface, "addresses", fmt.Sprint(addrs))
 	<-ctx.Done()
 	return nil
 }
