@@ -58,8 +58,8 @@ type Options struct {
 	// Only the last 32 bits of an IPv6 prefix vary.
 	TunnelSource4 netip.Prefix
 	TunnelSource6 netip.Prefix
-	// MaxServices, MaxBackends (at most 65536) and MaxFlows size the maps. A pinned map of
-	// another size is not adopted: New fails until it is removed.
+	// MaxServices, MaxBackends (at most 65536) and MaxFlows size the maps. Pinned maps of
+	// other sizes are recreated empty (New logs it): Sync programs every service again.
 	MaxServices int
 	MaxBackends int
 	MaxFlows    int
