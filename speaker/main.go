@@ -46,6 +46,7 @@ type options struct {
 	gueport           uint
 	keepDatapath      bool
 	pinPath           string
+	maxServices       int
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
 	flag.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	flag.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
+	flag.IntVar(&o.maxServices, "datapath-max-services", ebpf.DefaultMaxServices, "how many (VIP, protocol, port) services the datapath can program (ebpf datapath); past it a service is withdrawn from this node with a DatapathFailed event; pinned maps of another size are recreated at start")
 	flag.Parse()
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
@@ -168,6 +170,7 @@ func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.
 			GUEPort:     uint16(o.gueport),
 			KeepOnClose: o.keepDatapath,
 			PinPath:     o.pinPath,
+			MaxServices: o.maxServices,
 			Logger:      logger,
 		})
 		if err != nil {
