@@ -156,4 +156,3 @@ func upstreamSpeaker(tb testing.TB) string {
 	}
 	return path
 }
-
