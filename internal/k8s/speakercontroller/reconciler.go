@@ -32,9 +32,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/maglb/maglb/datapath"
-	"github.com/maglb/maglb/internal/allocator"
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/lbservice"
 )
 
 // BGP is the node's BGP speaker.
@@ -255,18 +255,18 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 	byKey := map[string]*corev1.Service{}
 	for i := range services.Items {
 		svc := &services.Items[i]
-		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !allocator.Handles(svc, r.LBClass) {
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, r.LBClass) {
 			continue
 		}
-		key := allocator.Key(svc)
+		key := lbservice.Key(svc)
 		byKey[key] = svc
 		in.Services = append(in.Services, announce.Service{
 			Key:          key,
 			Labels:       svc.Labels,
-			IPs:          allocator.IngressIPs(svc.Status.LoadBalancer),
-			Pool:         svc.Annotations[allocator.AnnotationIPAllocatedFromPool],
+			IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
+			Pool:         svc.Annotations[lbservice.AnnotationIPAllocatedFromPool],
 			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-			SharedIP:     allocator.SharingKey(svc) != "",
+			SharedIP:     lbservice.SharingKey(svc) != "",
 			Ports:        ports(svc),
 			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
 		})
