@@ -113,12 +113,12 @@ type Input struct {
 	DatapathFailed map[netip.Addr]error
 }
 
-// Route is one BGP announcement.
+// Route is one BGP announcement, as the plan lists it and package bgp announces it.
 type Route struct {
-	Prefix      netip.Prefix
-	Communities []config.Community
-	LocalPref   uint32
-	Peers       []string // sorted names of the peers it goes to
+	Prefix      netip.Prefix       // a VIP /32, /128 or an aggregate; masked
+	Communities []config.Community // standard and large
+	LocalPref   uint32             // sent to iBGP peers only (0: none)
+	Peers       []string           // sorted names of the peers it goes to; empty: every peer
 }
 
 // Plan is what the node should announce and program.
