@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/maglb/maglb/internal/testenv"
 )
@@ -26,6 +28,9 @@ const upstreamMetalLBVersion = "0.15.2"
 // to the router having withdrawn each one's route: MagLB's speaker, then upstream MetalLB's
 // in the same run. Run it with -benchtime=1x: one pass takes minutes.
 func BenchmarkWithdraw(b *testing.B) {
+	// The benchmark's clients log through controller-runtime's logger, which nothing sets:
+	// without this, it prints a warning with a stack trace once the process is 30 s old.
+	ctrllog.SetLogger(logr.Discard())
 	n := benchServices()
 	speakers := []struct {
 		name  string
