@@ -100,6 +100,8 @@ BENCHMARKS = [
      ["go", "test", "-run", "^$", "-bench", "LivePacketRate", "-benchtime", "1x", "-count", "3", "./datapath/ebpf/"]),
     ("speaker: IP written to route at FRR, p50/p99 over 1,000 services, and services announced per second",
      ["go", "test", "-run", "^$", "-bench", "Announce", "-benchtime", "1x", "-timeout", "20m", "./speaker/"]),
+    ("speaker: 500 of 1,000 Services deleted at once, API server to route withdrawn at FRR, MagLB vs upstream v0.15.2's speaker",
+     ["go", "test", "-run", "^$", "-bench", "Withdraw", "-benchtime", "1x", "-timeout", "20m", "./speaker/"]),
     ("allocator: allocations per second, 10,000 services over a /16",
      ["go", "test", "-run", "^$", "-bench", "Allocate10kServicesSlash16", "./internal/allocator/"]),
     ("end to end: 5,000 LoadBalancer Services until every one has an IP, upstream MetalLB vs MagLB",

@@ -23,8 +23,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/maglb/maglb/internal/allocator"
 	"github.com/maglb/maglb/internal/k8s"
+	"github.com/maglb/maglb/internal/lbservice"
 	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/testenv"
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
@@ -116,18 +116,18 @@ func TestAllocation(t *testing.T) {
 	t.Run("first free address of the only auto-assign pool that fits", func(t *testing.T) {
 		svc := createService(t, "team-b", "plain", nil)
 		waitForIPs(t, svc, "10.10.0.0")
-		waitForAnnotation(t, svc, allocator.AnnotationIPAllocatedFromPool, "general")
+		waitForAnnotation(t, svc, lbservice.AnnotationIPAllocatedFromPool, "general")
 		waitForEvent(t, svc, "IPAllocated", `Assigned IP ["10.10.0.0"]`)
 	})
 	t.Run("pool by annotation, including an autoAssign=false pool", func(t *testing.T) {
 		svc := createService(t, "team-b", "bypool", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.AnnotationAddressPool: "manual"}
+			s.Annotations = map[string]string{lbservice.AnnotationAddressPool: "manual"}
 		})
 		waitForIPs(t, svc, "10.10.1.0")
 	})
 	t.Run("requested IP through the annotation", func(t *testing.T) {
 		svc := createService(t, "team-b", "requested", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.AnnotationLoadBalancerIPs: "10.10.1.5"}
+			s.Annotations = map[string]string{lbservice.AnnotationLoadBalancerIPs: "10.10.1.5"}
 		})
 		waitForIPs(t, svc, "10.10.1.5")
 	})
@@ -137,10 +137,10 @@ func TestAllocation(t *testing.T) {
 	})
 	t.Run("legacy annotation works and is reported deprecated", func(t *testing.T) {
 		svc := createService(t, "team-b", "legacy", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.LegacyAnnotationAddressPool: "manual"}
+			s.Annotations = map[string]string{lbservice.LegacyAnnotationAddressPool: "manual"}
 		})
 		waitForIPs(t, svc, "10.10.1.0") // the earlier subtests' Services are gone
-		waitForEvent(t, svc, "deprecatedAnnotation", allocator.LegacyAnnotationAddressPool)
+		waitForEvent(t, svc, "deprecatedAnnotation", lbservice.LegacyAnnotationAddressPool)
 	})
 	t.Run("namespace selector with priority", func(t *testing.T) {
 		svc := createService(t, "team-a", "ns", nil)
@@ -153,11 +153,11 @@ func TestAllocation(t *testing.T) {
 	})
 	t.Run("a taken requested IP stays pending until freed", func(t *testing.T) {
 		first := createService(t, "team-b", "holder", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.AnnotationLoadBalancerIPs: "10.10.0.7"}
+			s.Annotations = map[string]string{lbservice.AnnotationLoadBalancerIPs: "10.10.0.7"}
 		})
 		waitForIPs(t, first, "10.10.0.7")
 		second := createService(t, "team-b", "wanter", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.AnnotationLoadBalancerIPs: "10.10.0.7"}
+			s.Annotations = map[string]string{lbservice.AnnotationLoadBalancerIPs: "10.10.0.7"}
 		})
 		waitForEvent(t, second, "AllocationFailed", "address also in use by team-b/holder")
 		deleteObject(t, first)
@@ -170,7 +170,7 @@ func TestSharing(t *testing.T) {
 	ensureNamespace(t, "shared", nil)
 	createPool(t, "sharing", []string{"10.11.0.0/30"}, nil)
 	share := func(s *corev1.Service, port int32) {
-		s.Annotations = map[string]string{allocator.AnnotationAllowSharedIP: "web", allocator.AnnotationLoadBalancerIPs: "10.11.0.1"}
+		s.Annotations = map[string]string{lbservice.AnnotationAllowSharedIP: "web", lbservice.AnnotationLoadBalancerIPs: "10.11.0.1"}
 		s.Spec.Ports[0].Port = port
 	}
 	http := createService(t, "shared", "http", func(s *corev1.Service) { share(s, 80) })
@@ -216,13 +216,13 @@ func TestPoolChanges(t *testing.T) {
 	shrinking := createPool(t, "shrinking", []string{"10.14.0.0/30", "10.14.1.0/30"}, nil)
 	createPool(t, "fallback", []string{"10.14.9.0/30"}, func(s *maglbv1beta1.IPAddressPoolSpec) { s.AutoAssign = ptr.To(true) })
 	svc := createService(t, "moves", "mover", func(s *corev1.Service) {
-		s.Annotations = map[string]string{allocator.AnnotationLoadBalancerIPs: "10.14.1.1"}
+		s.Annotations = map[string]string{lbservice.AnnotationLoadBalancerIPs: "10.14.1.1"}
 	})
 	waitForIPs(t, svc, "10.14.1.1")
 
 	t.Run("pool shrink moves the service", func(t *testing.T) {
 		svc := createService(t, "moves", "auto", func(s *corev1.Service) {
-			s.Annotations = map[string]string{allocator.AnnotationAddressPool: "shrinking"}
+			s.Annotations = map[string]string{lbservice.AnnotationAddressPool: "shrinking"}
 		})
 		waitForIPs(t, svc, "10.14.0.0")
 		update(t, shrinking, func() { shrinking.Spec.Addresses = []string{"10.14.1.0/30"} })
@@ -452,7 +452,7 @@ func TestConfigSamples(t *testing.T) {
 	} {
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}
 		waitForIPs(t, svc, want.ip)
-		waitForAnnotation(t, svc, allocator.AnnotationIPAllocatedFromPool, want.pool)
+		waitForAnnotation(t, svc, lbservice.AnnotationIPAllocatedFromPool, want.pool)
 	}
 }
 

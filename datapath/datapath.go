@@ -9,14 +9,51 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // Datapath forwards the traffic of a set of services.
 type Datapath interface {
-	// Sync makes the programmed state equal to want (idempotent; diff inside; safe to call often).
+	// Sync makes the programmed state equal to want (idempotent; diff inside; safe to call
+	// often). It programs every service it can: the ones it cannot are reported in a
+	// *SyncError and left unprogrammed. Any other error leaves the state unknown.
 	Sync(ctx context.Context, want []Service) error
 	Close() error
+}
+
+// SyncError lists the services a Sync could not program, each with its reason; every other
+// wanted service is programmed.
+type SyncError struct {
+	Services map[ServiceKey]error
+}
+
+func (e *SyncError) Error() string {
+	keys := slices.SortedFunc(maps.Keys(e.Services), func(a, b ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+	msgs := make([]string, len(keys))
+	for i, k := range keys {
+		msgs[i] = fmt.Sprintf("%s: %v", k, e.Services[k])
+	}
+	return fmt.Sprintf("%d services not programmed: %s", len(keys), strings.Join(msgs, "; "))
+}
+
+// Failed returns the services of want that a Sync returning err left unprogrammed: those a
+// *SyncError names, or all of them for any other error.
+func Failed(err error, want []Service) map[ServiceKey]error {
+	if err == nil {
+		return nil
+	}
+	var syncErr *SyncError
+	if errors.As(err, &syncErr) {
+		return syncErr.Services
+	}
+	failed := make(map[ServiceKey]error, len(want))
+	for _, s := range want {
+		failed[s.Key()] = err
+	}
+	return failed
 }
 
 // StatsReader is implemented by datapaths that count packets, for the maglb_datapath_* metrics.
@@ -135,4 +172,7 @@ type Counters struct {
 type Stats struct {
 	Global   Counters
 	Services map[ServiceKey]Counters
+	// ServiceIDs is how many of the ServiceIDCapacity ids, one per programmed service, are in
+	// use: a service past the capacity is not programmed.
+	ServiceIDs, ServiceIDCapacity int
 }

@@ -3,7 +3,10 @@
 package datapath
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -43,5 +46,36 @@ func TestStrings(t *testing.T) {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)
 		}
+	}
+}
+
+func TestFailed(t *testing.T) {
+	a := Service{VIP: netip.MustParseAddr("10.0.0.1"), Protocol: TCP, Port: 80}
+	b := Service{VIP: netip.MustParseAddr("10.0.0.2"), Protocol: UDP, Port: 53}
+	full := errors.New("no free id")
+	perService := &SyncError{Services: map[ServiceKey]error{b.Key(): full}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want []ServiceKey
+	}{
+		{"no error", nil, nil},
+		{"per service", perService, []ServiceKey{b.Key()}},
+		{"per service, wrapped", fmt.Errorf("sync: %w", perService), []ServiceKey{b.Key()}},
+		{"any other error fails all", errors.New("datapath closed"), []ServiceKey{a.Key(), b.Key()}},
+	} {
+		failed := Failed(tc.err, []Service{a, b})
+		var got []ServiceKey
+		for _, k := range []ServiceKey{a.Key(), b.Key()} {
+			if failed[k] != nil {
+				got = append(got, k)
+			}
+		}
+		if len(failed) != len(got) || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: Failed = %v, want %v", tc.name, failed, tc.want)
+		}
+	}
+	if msg := perService.Error(); msg != "1 services not programmed: 10.0.0.2:53/UDP: no free id" {
+		t.Errorf("Error() = %q", msg)
 	}
 }

@@ -23,6 +23,11 @@ var counterHelp = map[string]string{
 	"drops_total":      "Packets to VIPs not forwarded, by reason.",
 }
 
+var gaugeHelp = map[string]string{
+	"service_ids_used":     "Service ids in use: one per programmed VIP, protocol and port.",
+	"service_ids_capacity": "Service ids the datapath has (the speaker's --datapath-max-services): services past it are not programmed and not announced.",
+}
+
 // NewCollector returns a collector of stats.
 func NewCollector(stats StatsReader) *Collector {
 	c := &Collector{stats: stats, descs: map[string]*prometheus.Desc{}}
@@ -34,6 +39,9 @@ func NewCollector(stats StatsReader) *Collector {
 		c.descs[name] = prometheus.NewDesc("maglb_datapath_"+name, help, labels, nil)
 		c.descs["service_"+name] = prometheus.NewDesc("maglb_datapath_service_"+name, help+" Per service.",
 			append([]string{"vip", "protocol", "port"}, labels...), nil)
+	}
+	for name, help := range gaugeHelp {
+		c.descs[name] = prometheus.NewDesc("maglb_datapath_"+name, help, nil, nil)
 	}
 	return c
 }
@@ -50,6 +58,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.descs["packets_total"], err)
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(c.descs["service_ids_used"], prometheus.GaugeValue, float64(stats.ServiceIDs))
+	ch <- prometheus.MustNewConstMetric(c.descs["service_ids_capacity"], prometheus.GaugeValue, float64(stats.ServiceIDCapacity))
 	c.collect(ch, "", stats.Global)
 	for key, counters := range stats.Services {
 		c.collect(ch, "service_", counters, key.VIP.String(), key.Protocol.String(), itoa(key.Port))

@@ -19,6 +19,8 @@ func TestCollector(t *testing.T) {
 	stats := fixedStats{
 		Global:   Counters{Packets: 10, Bytes: 1000, NewFlows: 2, LRUMisses: 1, Drops: map[string]uint64{"no_backend": 3}},
 		Services: map[ServiceKey]Counters{key: {Packets: 7}},
+
+		ServiceIDs: 1, ServiceIDCapacity: 16384,
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(NewCollector(stats))
@@ -33,7 +35,7 @@ func TestCollector(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				labels = append(labels, l.GetName()+"="+l.GetValue())
 			}
-			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue()
+			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	for name, want := range map[string]float64{
@@ -43,6 +45,8 @@ func TestCollector(t *testing.T) {
 		"maglb_datapath_lru_misses_total{}":                                        1,
 		"maglb_datapath_drops_total{reason=no_backend}":                            3,
 		"maglb_datapath_service_packets_total{port=80,protocol=TCP,vip=192.0.2.1}": 7,
+		"maglb_datapath_service_ids_used{}":                                        1,
+		"maglb_datapath_service_ids_capacity{}":                                    16384,
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], want, got)

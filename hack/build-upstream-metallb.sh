@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds upstream MetalLB's controller from the go.universe.tf/metallb module into $OUT, for the
-# differential tests and benchmarks that run it beside MagLB's. v0.15.2 needs
+# Builds upstream MetalLB's controller and speaker from the go.universe.tf/metallb module into
+# $OUT, for the differential tests and benchmarks that run them beside MagLB's. v0.15.2 needs
 # github.com/metallb/frr-k8s pinned to v0.0.21, the newest version the module proxy serves.
 #   METALLB_VERSION=0.15.2 OUT=<dir> WORK=<dir> hack/build-upstream-metallb.sh
 set -euo pipefail
@@ -28,10 +28,15 @@ cat >tools.go <<'GO'
 
 package tools
 
-import _ "go.universe.tf/metallb/controller"
+import (
+	_ "go.universe.tf/metallb/controller"
+	_ "go.universe.tf/metallb/speaker"
+)
 GO
 step "resolving go.universe.tf/metallb v$METALLB_VERSION"
 go mod tidy
-step "building the controller"
-go build -trimpath -ldflags "-s -w" -o "$OUT/metallb-controller" go.universe.tf/metallb/controller
-step "built $OUT/metallb-controller"
+for component in controller speaker; do
+	step "building the $component"
+	go build -trimpath -ldflags "-s -w" -o "$OUT/metallb-$component" "go.universe.tf/metallb/$component"
+	step "built $OUT/metallb-$component"
+done

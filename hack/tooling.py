@@ -166,15 +166,18 @@ def upstream_metallb_controller(version):
 
 
 def ensure_upstream_metallb(version, force=False):
-    """Returns the path of upstream MetalLB's controller of version (for the differential test
-    and the benchmarks), building it from the Go module proxy when needed."""
+    """Returns the path of upstream MetalLB's controller of version, with its speaker beside it
+    as metallb-speaker (for the differential test and the benchmarks), building both from the
+    Go module proxy when needed."""
     binary = upstream_metallb_controller(version)
+    binaries = [binary, binary.with_name("metallb-speaker")]
 
     def problem():
-        return None if binary.is_file() and os.access(binary, os.X_OK) else "not built yet"
+        missing = [b.name for b in binaries if not (b.is_file() and os.access(b, os.X_OK))]
+        return f"{', '.join(missing)} not built yet" if missing else None
 
-    _ensure_built(f"upstream MetalLB controller v{version}", binary.parent, problem,
-                  "build-upstream-metallb.sh", {"METALLB_VERSION": version}, "~3 minutes", force)
+    _ensure_built(f"upstream MetalLB controller and speaker v{version}", binary.parent, problem,
+                  "build-upstream-metallb.sh", {"METALLB_VERSION": version}, "~4 minutes", force)
     return binary
 
 

@@ -10,7 +10,6 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/maglb/maglb/datapath"
-	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/bgp"
 )
 
@@ -23,14 +22,6 @@ func newBGP(logger log.Logger) (bgpSpeaker, error) {
 	// Connect out only, like upstream's native speaker: nothing listens on port 179.
 	s, err := bgp.New(logger, bgp.Options{ListenPort: -1})
 	return bgpSpeaker{s}, err
-}
-
-func (b bgpSpeaker) SetRoutes(ctx context.Context, routes []announce.Route) error {
-	converted := make([]bgp.Route, len(routes))
-	for i, r := range routes {
-		converted[i] = bgp.Route(r)
-	}
-	return b.Speaker.SetRoutes(ctx, converted)
 }
 
 // close stops BGP; with graceful restart the peers keep the routes until we are back.

@@ -29,60 +29,21 @@ import (
 // their IP at once, the time from a Service's IP being written to its route being visible at
 // the router, and the rate at which routes appear.
 func BenchmarkAnnounce(b *testing.B) {
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("MAGLB_BENCH_SERVICES")); err == nil && v > 0 {
-		n = v
-	}
+	n := benchServices()
 	for range b.N {
 		benchAnnounce(b, n)
 	}
 }
 
 func benchAnnounce(b *testing.B, n int) {
-	lab := newBGPLab(b, map[string]string{"lb1": "172.30.0.2"})
-	ensureNamespace(b, metallbNamespace)
-	for _, obj := range []client.Object{
-		pool("bench", "10.100.0.0/16", ""),
-		&metallbv1beta2.BGPPeer{
-			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
-			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1"},
-		},
-		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: metallbNamespace}},
-	} {
-		create(b, obj)
-	}
+	lab, c := newBenchLab(b)
 	lab.startSpeaker(b, "lb1")
-
-	// A fast client for the setup, which is not measured.
-	cfg := rest.CopyConfig(lab.env.Config)
-	cfg.QPS, cfg.Burst = 2000, 4000
-	c, err := client.New(cfg, client.Options{Scheme: k8s.NewScheme()})
-	if err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
 	services := make([]*corev1.Service, n)
 	parallel(b, n, func(i int) error {
-		name := fmt.Sprintf("bench-%d", i)
-		svc := &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{"metallb.io/ip-allocated-from-pool": "bench"}},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
-				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
-		}
-		if err := c.Create(ctx, svc); err != nil {
-			return err
-		}
-		services[i] = svc
-		return c.Create(ctx, &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: ptr.To("lb1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
-		})
-	})
-	b.Cleanup(func() {
-		parallel(b, n, func(i int) error {
-			return client.IgnoreNotFound(c.Delete(ctx, services[i]))
-		})
+		var err error
+		services[i], err = createBenchService(ctx, b, c, i, false)
+		return err
 	})
 
 	// Measured: write every Service's IP (as the controller does) and watch the router.
@@ -92,14 +53,12 @@ func benchAnnounce(b *testing.B, n int) {
 	go func() {
 		defer close(done)
 		for len(seen) < n {
-			var table struct {
-				Routes map[string]any `json:"routes"`
-			}
-			if err := lab.router.VtyshJSON("show bgp ipv4 unicast json", &table); err != nil {
+			routes, err := routerPrefixes(lab)
+			if err != nil {
 				continue
 			}
 			now := time.Now()
-			for prefix := range table.Routes {
+			for prefix := range routes {
 				if _, ok := seen[prefix]; !ok {
 					seen[prefix] = now
 				}
@@ -135,6 +94,77 @@ func benchAnnounce(b *testing.B, n int) {
 	b.ReportMetric(rate, "services/s")
 	fmt.Printf("\n%d services: IP written → route at the router: p50 %v, p99 %v; %.0f services announced per second\n",
 		n, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rate)
+}
+
+// newBenchLab is one LB node peering with the ToR, the configuration that announces the
+// bench pool from it, and a fast client for the setup, which is not measured.
+func newBenchLab(b *testing.B) (*bgpLab, client.Client) {
+	lab := newBGPLab(b, map[string]string{"lb1": "172.30.0.2"})
+	ensureNamespace(b, metallbNamespace)
+	for _, obj := range []client.Object{
+		pool("bench", "10.100.0.0/16", ""),
+		&metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
+			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1"},
+		},
+		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: metallbNamespace}},
+	} {
+		create(b, obj)
+	}
+	cfg := rest.CopyConfig(lab.env.Config)
+	cfg.QPS, cfg.Burst = 2000, 4000
+	c, err := client.New(cfg, client.Options{Scheme: k8s.NewScheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lab, c
+}
+
+// createBenchService creates the i-th bench Service with a ready endpoint on lb1 and, when
+// withIP, its IP written as the controller does. Both objects are deleted when b ends.
+func createBenchService(ctx context.Context, b *testing.B, c client.Client, i int, withIP bool) (*corev1.Service, error) {
+	name := fmt.Sprintf("bench-%d", i)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{"metallb.io/ip-allocated-from-pool": "bench"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
+			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: ptr.To("lb1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+	}
+	b.Cleanup(func() {
+		_ = client.IgnoreNotFound(c.Delete(ctx, svc))
+		_ = client.IgnoreNotFound(c.Delete(ctx, slice))
+	})
+	if err := c.Create(ctx, svc); err != nil {
+		return nil, err
+	}
+	if withIP {
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: benchIP(i).String()}}
+		if err := c.Status().Update(ctx, svc); err != nil {
+			return nil, err
+		}
+	}
+	return svc, c.Create(ctx, slice)
+}
+
+// routerPrefixes returns the IPv4 prefixes in the router's BGP table.
+func routerPrefixes(lab *bgpLab) (map[string]any, error) {
+	var table struct {
+		Routes map[string]any `json:"routes"`
+	}
+	err := lab.router.VtyshJSON("show bgp ipv4 unicast json", &table)
+	return table.Routes, err
+}
+
+// benchServices is MAGLB_BENCH_SERVICES, default 1,000.
+func benchServices() int {
+	if v, err := strconv.Atoi(os.Getenv("MAGLB_BENCH_SERVICES")); err == nil && v > 0 {
+		return v
+	}
+	return 1000
 }
 
 func benchIP(i int) netip.Addr {

@@ -62,7 +62,8 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 	must(t)(lab.tor.Run("ip", "addr", "add", torClient+"/24", "dev", "client0"))
 	setSysctls(t, lab.tor, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
 	must(t)(clientNS.Run("ip", "addr", "add", clientAddr+"/24", "dev", "eth0"))
-	must(t)(clientNS.Run("ip", "link", "set", "eth0", "mtu", "1400")) // room for the outer header
+	// The usual MTU 1500; on a wire every packet is at most that, so no segmentation offload.
+	must(t)(clientNS.Run("ethtool", "-K", "eth0", "tso", "off", "gso", "off"))
 	must(t)(clientNS.Run("ip", "route", "add", "default", "via", torClient))
 
 	// The LB node forwards; the XDP program falls back to the FIB until next hops are cached.
@@ -282,4 +283,50 @@ func serveDSR(t *testing.T, ns *netlab.Namespace, vip netip.Addr, name string) *
 	go func() { _ = server.Serve(l) }()
 	t.Cleanup(func() { _ = server.Close() })
 	return &served
+}
+
+// TestDatapathCapacityWithdrawsOnlyTheExcess: with room for two services, the speaker
+// programs and announces two of three; the third alone is withdrawn, with an event naming
+// the limit, and the metrics show the ids used and the capacity.
+func TestDatapathCapacityWithdrawsOnlyTheExcess(t *testing.T) {
+	lab := newBGPLab(t, map[string]string{"lb1": "172.30.0.2"})
+	ensureNamespace(t, metallbNamespace)
+	for _, obj := range []client.Object{
+		pool("capacity", "198.51.100.16/28", ""),
+		&metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
+			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1", HoldTime: &metav1.Duration{Duration: 9 * time.Second}},
+		},
+		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "capacity", Namespace: metallbNamespace}},
+	} {
+		create(t, obj)
+	}
+	// The datapath fills its ids in address order: .23 is the one left without.
+	loadBalancer(t, "first", "198.51.100.21", "capacity", "lb1")
+	loadBalancer(t, "second", "198.51.100.22", "capacity", "lb1")
+	excess := loadBalancer(t, "excess", "198.51.100.23", "capacity", "lb1")
+	lab.startSpeaker(t, "lb1", "--datapath=ebpf", "--xdp-mode=generic", "--datapath-interface=eth0",
+		"--datapath-pin-path="+filepath.Join(testBPFFS(t), "lb1"), "--keep-datapath-on-exit=false", "--datapath-max-services=2")
+
+	testenv.Eventually(t, "the two services that fit announced", func() error {
+		for _, prefix := range []string{"198.51.100.21/32", "198.51.100.22/32"} {
+			if got := lab.route(t, prefix); len(got.nextHops) == 0 {
+				return fmt.Errorf("%s not at the router", prefix)
+			}
+		}
+		return nil
+	})
+	waitForEvent(t, excess, "DatapathFailed", "all 2 service ids are in use")
+	if got := lab.route(t, "198.51.100.23/32"); len(got.nextHops) != 0 {
+		t.Errorf("the service past the capacity is announced via %v", got.nextHops)
+	}
+	for name, want := range map[string]float64{"maglb_datapath_service_ids_used": 2, "maglb_datapath_service_ids_capacity": 2} {
+		testenv.Eventually(t, name, func() error {
+			got, err := speakerMetric(lab.nodes["lb1"], name)
+			if err == nil && got != want {
+				err = fmt.Errorf("%s = %v, want %v", name, got, want)
+			}
+			return err
+		})
+	}
 }

@@ -50,6 +50,7 @@ type options struct {
 	keepDatapath      bool
 	pinPath           string
 	tunnelSources     []string
+	maxServices       int
 }
 
 func main() {
@@ -81,6 +82,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.UintVar(&o.gueport, "gue-port", 6080, "UDP port of GUE encapsulation (ebpf datapath)")
 	fs.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
+	fs.IntVar(&o.maxServices, "datapath-max-services", ebpf.DefaultMaxServices, "how many (VIP, protocol, port) services the datapath can program (ebpf datapath); past it a service is withdrawn from this node with a DatapathFailed event; pinned maps of another size are recreated at start")
 	fs.String("role", "speaker", "speaker, or backend-agent for backend nodes (see speaker --role=backend-agent --help)")
 	fs.Func("tunnel-source-cidr", "per-flow outer source prefix of tunnelled packets, one per family, comma-separated or repeated (ebpf datapath); default: the node's address on --datapath-interface", func(v string) error {
 		o.tunnelSources = append(o.tunnelSources, v)
@@ -195,6 +197,7 @@ func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.
 			GUEPort:       uint16(o.gueport),
 			KeepOnClose:   o.keepDatapath,
 			PinPath:       o.pinPath,
+			MaxServices:   o.maxServices,
 			Logger:        logger,
 		})
 		if err != nil {

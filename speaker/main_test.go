@@ -127,13 +127,21 @@ func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 // (killing it after 10 s). Stopping again does nothing.
 func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) (stop func()) {
 	t.Helper()
+	return l.startProgram(t, node, binary(t), nil, append([]string{
+		"--node-name", node, "--kubeconfig", l.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug",
+	}, args...)...)
+}
+
+// startProgram runs a speaker program in node's namespace, with env added to the test's
+// environment, as startSpeaker describes.
+func (l *bgpLab) startProgram(t testing.TB, node, program string, env []string, args ...string) (stop func()) {
+	t.Helper()
 	logFile, err := os.Create(filepath.Join(t.TempDir(), node+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := l.nodes[node].Command(context.Background(), binary(t), append([]string{
-		"--node-name", node, "--kubeconfig", l.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug",
-	}, args...)...)
+	cmd := l.nodes[node].Command(context.Background(), program, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

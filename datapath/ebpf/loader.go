@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/go-kit/log/level"
 
 	"github.com/maglb/maglb/bpf"
 	"github.com/maglb/maglb/datapath"
@@ -73,10 +76,18 @@ func New(opts Options) (*Datapath, error) {
 		serviceIDs: newIDPool(opts.MaxServices),
 		backendIDs: newIDPool(opts.MaxBackends),
 	}
-	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}); err != nil {
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("maps pinned under %s have other sizes or layouts; remove them to start afresh: %w", opts.PinPath, err)
+	pinned := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}
+	err = spec.LoadAndAssign(&d.objs, pinned)
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		// Maps pinned with other sizes (another MaxServices, say) are recreated: the attached
+		// program forwards with the old ones until the new program replaces it, Sync then
+		// programs every service afresh, and established flows choose their backend again.
+		level.Warn(opts.Logger).Log("op", "loadDatapath", "msg", "pinned maps have other sizes or layouts: recreating them", "pinPath", opts.PinPath, "error", err)
+		if err = unpinMaps(spec, opts.PinPath); err == nil {
+			err = spec.LoadAndAssign(&d.objs, pinned)
 		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("loading the load balancer: %w", err)
 	}
 	empty := d.ringSpec.Copy()
@@ -100,6 +111,19 @@ func New(opts Options) (*Datapath, error) {
 		}
 	}
 	return d, nil
+}
+
+// unpinMaps removes the pins of the spec's maps from dir.
+func unpinMaps(spec *ebpf.CollectionSpec, dir string) error {
+	for name, m := range spec.Maps {
+		if m.Pinning != ebpf.PinByName {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing pinned map %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // configureSpec sizes the maps and sets the constants of the load balancer's spec.
@@ -198,6 +222,7 @@ func (d *Datapath) release(keep bool) error {
 type idPool struct {
 	used   []bool
 	lowest int // no free id below
+	inUse  int
 }
 
 func newIDPool(limit int) *idPool {
@@ -211,6 +236,7 @@ func (p *idPool) take() (uint32, error) {
 		if !p.used[i] {
 			p.used[i] = true
 			p.lowest = i + 1
+			p.inUse++
 			return uint32(i), nil
 		}
 	}
@@ -218,14 +244,16 @@ func (p *idPool) take() (uint32, error) {
 }
 
 func (p *idPool) markUsed(id uint32) {
-	if int(id) < len(p.used) {
+	if int(id) < len(p.used) && !p.used[id] {
 		p.used[id] = true
+		p.inUse++
 	}
 }
 
 func (p *idPool) release(id uint32) {
-	if int(id) < len(p.used) {
+	if int(id) < len(p.used) && p.used[id] {
 		p.used[id] = false
 		p.lowest = min(p.lowest, int(id))
+		p.inUse--
 	}
 }

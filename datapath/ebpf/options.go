@@ -62,8 +62,8 @@ type Options struct {
 	// allow by the node's address.
 	TunnelSource4 netip.Prefix
 	TunnelSource6 netip.Prefix
-	// MaxServices, MaxBackends (at most 65536) and MaxFlows size the maps. A pinned map of
-	// another size is not adopted: New fails until it is removed.
+	// MaxServices, MaxBackends (at most 65536) and MaxFlows size the maps. Pinned maps of
+	// other sizes are recreated empty (New logs it): Sync programs every service again.
 	MaxServices int
 	MaxBackends int
 	MaxFlows    int

@@ -5,7 +5,6 @@ package ebpf
 import (
 	"cmp"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -29,19 +28,20 @@ type wantedService struct {
 	digest uint64
 }
 
-// plan turns the services into what the maps must hold. Invalid and duplicate services are
-// left out and reported; the others are planned regardless.
-func plan(want []datapath.Service, config maglev.Config) (map[bpf.LBVipKey]wantedService, error) {
+// plan turns the services into what the maps must hold. Invalid services and every copy of
+// a service listed twice are left out and returned with their reason; the others are planned.
+func plan(want []datapath.Service, config maglev.Config) (map[bpf.LBVipKey]wantedService, map[datapath.ServiceKey]error) {
 	wanted := make(map[bpf.LBVipKey]wantedService, len(want))
-	var errs []error
+	failed := map[datapath.ServiceKey]error{}
 	for _, s := range want {
 		if err := s.Validate(); err != nil {
-			errs = append(errs, err)
+			failed[s.Key()] = err
 			continue
 		}
 		key := vipKey(s.Key())
-		if _, dup := wanted[key]; dup {
-			errs = append(errs, fmt.Errorf("service %s: listed twice", s.Key()))
+		if _, dup := wanted[key]; dup || failed[s.Key()] != nil {
+			delete(wanted, key)
+			failed[s.Key()] = fmt.Errorf("service %s: listed twice", s.Key())
 			continue
 		}
 		w := wantedService{key: key, backends: mergeBackends(s.Backends)}
@@ -51,7 +51,7 @@ func plan(want []datapath.Service, config maglev.Config) (map[bpf.LBVipKey]wante
 		w.digest = ringDigest(w.backends, config)
 		wanted[key] = w
 	}
-	return wanted, errors.Join(errs...)
+	return wanted, failed
 }
 
 // mergeBackends sums the weights of repeated addresses, drops zero weights and sorts.

@@ -39,7 +39,10 @@ func (d *Datapath) Stats() (datapath.Stats, error) {
 	if err != nil {
 		return datapath.Stats{}, err
 	}
-	stats := datapath.Stats{Global: global, Services: map[datapath.ServiceKey]datapath.Counters{}}
+	stats := datapath.Stats{
+		Global: global, Services: map[datapath.ServiceKey]datapath.Counters{},
+		ServiceIDs: d.serviceIDs.inUse, ServiceIDCapacity: len(d.serviceIDs.used),
+	}
 	for key, meta := range d.vips {
 		if meta.Flags&bpf.LBVipFlagsVIP_FRAGMENTS_ONLY != 0 {
 			continue

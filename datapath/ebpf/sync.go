@@ -17,26 +17,44 @@ import (
 	"github.com/maglb/maglb/datapath"
 )
 
-// Sync makes the maps hold want. Invalid services are reported in the error and left out; the
-// others are programmed. The order of writes keeps every packet on a complete state: backends
-// before the rings that name them, a ring before the VIP meta that points to it (the spare ring
-// is written, then the meta flips to it), and removals last.
+// Sync makes the maps hold want. A service that cannot be programmed (invalid, listed twice,
+// no free id, its ring or a backend not written) is left out, releasing what it took, and
+// reported in a *datapath.SyncError; the others are programmed. The order of writes keeps
+// every packet on a complete state: backends before the rings that name them, a ring before
+// the VIP meta that points to it (the spare ring is written, then the meta flips to it), and
+// removals last.
 func (d *Datapath) Sync(ctx context.Context, want []datapath.Service) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("datapath closed")
 	}
-	wanted, invalid := plan(want, d.opts.Maglev)
-	return errors.Join(invalid, d.apply(ctx, wanted))
-}
-
-func (d *Datapath) apply(ctx context.Context, wanted map[bpf.LBVipKey]wantedService) error {
-	backends := wantedBackends(wanted)
-	if err := d.writeBackends(backends); err != nil {
+	wanted, failed := plan(want, d.opts.Maglev)
+	if err := d.apply(ctx, wanted, failed); err != nil {
 		return err
 	}
-	retired, err := d.writeServices(ctx, wanted)
+	if len(failed) > 0 {
+		return &datapath.SyncError{Services: failed}
+	}
+	return nil
+}
+
+// apply programs wanted, moving the services it cannot program to failed.
+func (d *Datapath) apply(ctx context.Context, wanted map[bpf.LBVipKey]wantedService, failed map[datapath.ServiceKey]error) error {
+	badBackends, err := d.writeBackends(wantedBackends(wanted))
+	if err != nil {
+		return err
+	}
+	for key, w := range wanted {
+		for _, b := range w.backends {
+			if err := badBackends[backendAddr(b)]; err != nil {
+				failed[serviceKey(key)] = err
+				delete(wanted, key)
+				break
+			}
+		}
+	}
+	retired, err := d.writeServices(ctx, wanted, failed)
 	if err != nil {
 		return err
 	}
@@ -51,15 +69,17 @@ func (d *Datapath) apply(ctx context.Context, wanted map[bpf.LBVipKey]wantedServ
 	if err := errors.Join(err, d.clearRings(retired)); err != nil {
 		return err
 	}
-	return errors.Join(d.removeBackends(backends), d.writeVIPAddresses(wanted))
+	return errors.Join(d.removeBackends(wantedBackends(wanted)), d.writeVIPAddresses(wanted))
 }
 
 // writeBackends gives each wanted backend an id and writes its entry with a fresh next hop.
-func (d *Datapath) writeBackends(addrs []netip.Addr) error {
+// It returns the backends it could not write.
+func (d *Datapath) writeBackends(addrs []netip.Addr) (map[netip.Addr]error, error) {
 	known, err := d.nextHops.neighbours()
 	if err != nil {
-		return fmt.Errorf("listing neighbours: %w", err)
+		return nil, fmt.Errorf("listing neighbours: %w", err)
 	}
+	failed := map[netip.Addr]error{}
 	for _, addr := range addrs {
 		nh := d.nextHops.resolve(addr, known)
 		entry := bpf.LBBackend{
@@ -79,7 +99,8 @@ func (d *Datapath) writeBackends(addrs []netip.Addr) error {
 			}
 		} else {
 			if programmed.id, err = d.backendIDs.take(); err != nil {
-				return fmt.Errorf("backend %s: %w (MaxBackends %d)", addr, err, d.opts.MaxBackends)
+				failed[addr] = fmt.Errorf("backend %s: %w: all %d backend ids are in use", addr, err, d.opts.MaxBackends)
+				continue
 			}
 			d.generation++
 			if d.generation == 0 {
@@ -91,12 +112,13 @@ func (d *Datapath) writeBackends(addrs []netip.Addr) error {
 			if !ok {
 				d.backendIDs.release(programmed.id)
 			}
-			return fmt.Errorf("backend %s: %w", addr, err)
+			failed[addr] = fmt.Errorf("backend %s: %w", addr, err)
+			continue
 		}
 		programmed.entry = entry
 		d.backends[addr] = programmed
 	}
-	return nil
+	return failed, nil
 }
 
 // A new ring goes into the service's spare slot; the meta flips to it once all new rings are
@@ -115,8 +137,8 @@ type pendingService struct {
 const ringsPerBatch = 512
 
 // writeServices programs the services that are not programmed as wanted, and returns the ring
-// slots they no longer use.
-func (d *Datapath) writeServices(ctx context.Context, wanted map[bpf.LBVipKey]wantedService) (retired []uint32, err error) {
+// slots they no longer use. A service it cannot program moves from wanted to failed.
+func (d *Datapath) writeServices(ctx context.Context, wanted map[bpf.LBVipKey]wantedService, failed map[datapath.ServiceKey]error) (retired []uint32, err error) {
 	var pending []pendingService
 	defer func() { closeRings(pending) }()
 	for _, key := range slices.SortedFunc(maps.Keys(wanted), compareVIPKeys) {
@@ -126,15 +148,16 @@ func (d *Datapath) writeServices(ctx context.Context, wanted map[bpf.LBVipKey]wa
 		}
 		p, changed, err := d.prepareService(wanted[key])
 		if err != nil {
-			d.releaseIDs(pending)
-			return retired, fmt.Errorf("service %s: %w", serviceKey(key), err)
+			failed[serviceKey(key)] = fmt.Errorf("service %s: %w", serviceKey(key), err)
+			delete(wanted, key)
+			continue
 		}
 		if !changed {
 			continue
 		}
 		pending = append(pending, p)
 		if len(pending) == ringsPerBatch {
-			more, err := d.commitServices(pending)
+			more, err := d.commitServices(pending, wanted, failed)
 			retired = append(retired, more...)
 			closeRings(pending)
 			pending = nil
@@ -143,13 +166,14 @@ func (d *Datapath) writeServices(ctx context.Context, wanted map[bpf.LBVipKey]wa
 			}
 		}
 	}
-	more, err := d.commitServices(pending)
+	more, err := d.commitServices(pending, wanted, failed)
 	return append(retired, more...), err
 }
 
 // commitServices installs the new rings in one batch, then flips each service's meta to its
-// new ring, and returns the slots the services used before.
-func (d *Datapath) commitServices(pending []pendingService) (retired []uint32, err error) {
+// new ring, and returns the slots the services used before. A service whose meta cannot be
+// written moves from wanted to failed; a new one gives back its slot and id.
+func (d *Datapath) commitServices(pending []pendingService, wanted map[bpf.LBVipKey]wantedService, failed map[datapath.ServiceKey]error) (retired []uint32, err error) {
 	var slots, rings []uint32
 	for _, p := range pending {
 		if p.ring != nil {
@@ -163,7 +187,16 @@ func (d *Datapath) commitServices(pending []pendingService) (retired []uint32, e
 	}
 	for _, p := range pending {
 		if err := d.putVIP(p.key, p.meta); err != nil {
-			return retired, fmt.Errorf("service %s: %w", serviceKey(p.key), err)
+			failed[serviceKey(p.key)] = fmt.Errorf("service %s: %w", serviceKey(p.key), err)
+			delete(wanted, p.key)
+			if len(p.retired) == 0 {
+				// Cleared now, since a later batch of this Sync may take the id again.
+				if err := d.clearRings([]uint32{p.meta.Ring}); err != nil {
+					return retired, err
+				}
+				d.serviceIDs.release(p.meta.Id)
+			}
+			continue
 		}
 		level.Debug(d.opts.Logger).Log("msg", "programmed service", "service", serviceKey(p.key), "ring", p.meta.Ring, "size", p.meta.RingSize)
 		retired = append(retired, p.retired...)
@@ -204,7 +237,7 @@ func (d *Datapath) prepareService(w wantedService) (p pendingService, changed bo
 		p.retired = []uint32{old.Ring}
 	} else {
 		if p.meta.Id, err = d.serviceIDs.take(); err != nil {
-			return p, false, fmt.Errorf("%w (MaxServices %d)", err, d.opts.MaxServices)
+			return p, false, fmt.Errorf("%w: all %d service ids are in use (MaxServices, the speaker's --datapath-max-services)", err, d.opts.MaxServices)
 		}
 		p.meta.Ring = 2 * p.meta.Id
 		if err := d.resetStats(p.meta.Id); err != nil {

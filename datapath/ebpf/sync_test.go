@@ -127,17 +127,68 @@ func TestSyncFragmentEntries(t *testing.T) {
 	}
 }
 
-func TestSyncReportsInvalidServices(t *testing.T) {
-	env := newLBEnv(t, Options{})
+// TestSyncReportsFailedServices: a service that cannot be programmed (invalid, listed twice,
+// or past MaxServices) is reported alone; every other one is programmed.
+func TestSyncReportsFailedServices(t *testing.T) {
+	env := newLBEnv(t, Options{MaxServices: 4})
 	backends := backendRange(t, env, 1)
-	good := datapath.Service{VIP: netip.MustParseAddr("10.10.1.1"), Protocol: datapath.TCP, Port: 80, Backends: backends}
-	mixed := datapath.Service{VIP: netip.MustParseAddr("fd10::1"), Protocol: datapath.TCP, Port: 80, Backends: backends}
-	err := env.ns.Do(func() error { return env.dp.Sync(t.Context(), []datapath.Service{good, mixed, good}) })
-	if err == nil || !strings.Contains(err.Error(), "fd10::1") || !strings.Contains(err.Error(), "listed twice") {
-		t.Fatalf("Sync error %v, want the mixed-family and the duplicate service reported", err)
+	service := func(vip string, port uint16) datapath.Service {
+		return datapath.Service{VIP: netip.MustParseAddr(vip), Protocol: datapath.TCP, Port: port, Backends: backends}
 	}
-	if _, ok := env.dp.vips[vipKey(good.Key())]; !ok {
-		t.Fatal("the valid service was not programmed")
+	mixed := service("fd10::1", 80)
+	twice := service("10.10.1.9", 80)
+	var want []datapath.Service
+	for i := range 6 {
+		want = append(want, service("10.10.1.1", uint16(80+i)))
+	}
+	want = append(want, mixed, twice, twice)
+	err := env.ns.Do(func() error { return env.dp.Sync(t.Context(), want) })
+	var syncErr *datapath.SyncError
+	if !errors.As(err, &syncErr) {
+		t.Fatalf("Sync error %v, want a *datapath.SyncError", err)
+	}
+	wantFailed := map[datapath.ServiceKey]string{
+		mixed.Key():   "not a plain address",
+		twice.Key():   "listed twice",
+		want[4].Key(): "all 4 service ids are in use",
+		want[5].Key(): "all 4 service ids are in use",
+	}
+	if len(syncErr.Services) != len(wantFailed) {
+		t.Errorf("failed %v, want %d services", syncErr.Services, len(wantFailed))
+	}
+	for key, reason := range wantFailed {
+		if err := syncErr.Services[key]; err == nil || !strings.Contains(err.Error(), reason) {
+			t.Errorf("%s: error %v, want %q", key, err, reason)
+		}
+	}
+	for _, s := range want[:4] {
+		env.meta(t, s.Key()) // fails the test when the service is not in the VIPs map
+	}
+	if env.dp.serviceIDs.inUse != 4 {
+		t.Errorf("%d service ids in use, want 4", env.dp.serviceIDs.inUse)
+	}
+
+	// Removals come last, so the id of a removed service is free from the next Sync on: then
+	// the refused service gets it, and nothing is left of the removed one.
+	next := append(want[1:5:5], twice)
+	for range 2 {
+		err = env.ns.Do(func() error { return env.dp.Sync(t.Context(), next) })
+	}
+	if !errors.As(err, &syncErr) || len(syncErr.Services) != 1 || syncErr.Services[twice.Key()] == nil {
+		t.Fatalf("third Sync: %v, want only %s refused, for want of an id", err, twice.Key())
+	}
+	for _, s := range want[1:5] {
+		env.meta(t, s.Key())
+	}
+	if _, ok := env.dp.vips[vipKey(want[0].Key())]; ok {
+		t.Error("the removed service is still programmed")
+	}
+	stats, err := env.dp.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.ServiceIDs != 4 || stats.ServiceIDCapacity != 4 {
+		t.Errorf("stats say %d of %d service ids in use, want 4 of 4", stats.ServiceIDs, stats.ServiceIDCapacity)
 	}
 }
 
@@ -191,5 +242,33 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 	}
 	if _, err := os.Stat(env.opts.PinPath); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("pin path %s left behind: %v", env.opts.PinPath, err)
+	}
+}
+
+// TestNewRecreatesMapsOfAnotherSize: a restart with another MaxServices recreates the pinned
+// maps instead of failing, and the new capacity holds.
+func TestNewRecreatesMapsOfAnotherSize(t *testing.T) {
+	env := newLBEnv(t, Options{MaxServices: 2, KeepOnClose: true})
+	backends := backendRange(t, env, 1)
+	var services []datapath.Service
+	for i := range 4 {
+		services = append(services, datapath.Service{VIP: netip.MustParseAddr("10.10.1.1"), Protocol: datapath.UDP, Port: uint16(53 + i), Backends: backends})
+	}
+	env.sync(t, services[:2])
+	if err := env.dp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts := env.opts
+	opts.MaxServices, opts.KeepOnClose = 4, false
+	if err := env.ns.Do(func() (err error) { env.dp, err = New(opts); return err }); err != nil {
+		t.Fatalf("New with another MaxServices: %v", err)
+	}
+	env.sync(t, services)
+	stats, err := env.dp.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.ServiceIDs != 4 || stats.ServiceIDCapacity != 4 {
+		t.Errorf("%d of %d service ids in use, want 4 of 4", stats.ServiceIDs, stats.ServiceIDCapacity)
 	}
 }

@@ -3,6 +3,8 @@
 package allocator
 
 import (
+	"github.com/maglb/maglb/internal/lbservice"
+
 	"math"
 	"math/rand"
 	"net/netip"
@@ -400,7 +402,7 @@ func TestSpanSet(t *testing.T) {
 
 func TestServiceKeys(t *testing.T) {
 	svc := service("a", inNamespace("ns"), ports("TCP/80", "UDP/53"), local(map[string]string{"b": "2", "a": "1"}),
-		annotated(AnnotationAllowSharedIP, "new", LegacyAnnotationAllowSharedIP, "old"),
+		annotated(lbservice.AnnotationAllowSharedIP, "new", lbservice.LegacyAnnotationAllowSharedIP, "old"),
 		dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), ipFamilies(corev1.IPv6Protocol, corev1.IPv4Protocol))
 	got := RequestFor(svc, map[string]string{"env": "prod"})
 	want := Request{
@@ -412,8 +414,8 @@ func TestServiceKeys(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("RequestFor: (-want +got)\n%s", diff)
 	}
-	legacy := service("a", annotated(LegacyAnnotationAllowSharedIP, "old"))
-	if k := SharingKey(legacy); k != "old" {
+	legacy := service("a", annotated(lbservice.LegacyAnnotationAllowSharedIP, "old"))
+	if k := lbservice.SharingKey(legacy); k != "old" {
 		t.Errorf("legacy sharing key: %q", k)
 	}
 	if k := BackendKey(service("a")); k != "" {

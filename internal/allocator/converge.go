@@ -3,6 +3,8 @@
 package allocator
 
 import (
+	"github.com/maglb/maglb/internal/lbservice"
+
 	"errors"
 	"fmt"
 	"net/netip"
@@ -71,7 +73,7 @@ var errConverge = errors.New("failed to converge")
 // nothing and returns a Pending result with Changed unset.
 func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]string) Result {
 	if !a.configured {
-		return Result{IPs: IngressIPs(svc.Status.LoadBalancer), Pool: svc.Annotations[AnnotationIPAllocatedFromPool], Pending: true}
+		return Result{IPs: lbservice.IngressIPs(svc.Status.LoadBalancer), Pool: svc.Annotations[lbservice.AnnotationIPAllocatedFromPool], Pending: true}
 	}
 	c := &convergence{
 		a:           a,
@@ -87,8 +89,8 @@ func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]str
 	err := c.run()
 
 	res := Result{
-		IPs:       IngressIPs(c.status),
-		Pool:      c.annotations[AnnotationIPAllocatedFromPool],
+		IPs:       lbservice.IngressIPs(c.status),
+		Pool:      c.annotations[lbservice.AnnotationIPAllocatedFromPool],
 		Events:    c.events,
 		Pending:   err != nil,
 		Reprocess: prevAllocKey != a.allocationKey(key),
@@ -98,9 +100,9 @@ func (a *Allocator) Converge(svc *corev1.Service, namespaceLabels map[string]str
 	}
 	// Only what the controller manages counts: the API server adds fields of its own to the
 	// ingress (ipMode), which must not make every pass a write.
-	_, legacyPool := svc.Annotations[LegacyAnnotationIPAllocatedFromPool]
-	res.Changed = !slices.Equal(IngressIPs(svc.Status.LoadBalancer), res.IPs) ||
-		svc.Annotations[AnnotationIPAllocatedFromPool] != res.Pool || legacyPool
+	_, legacyPool := svc.Annotations[lbservice.LegacyAnnotationIPAllocatedFromPool]
+	res.Changed = !slices.Equal(lbservice.IngressIPs(svc.Status.LoadBalancer), res.IPs) ||
+		svc.Annotations[lbservice.AnnotationIPAllocatedFromPool] != res.Pool || legacyPool
 	if !res.Changed {
 		return res
 	}
@@ -134,8 +136,8 @@ func (c *convergence) warn(reason, format string, args ...any) {
 // clear releases the service's addresses and drops what the controller manages on it.
 func (c *convergence) clear() {
 	c.a.unassign(c.req.Key)
-	delete(c.annotations, AnnotationIPAllocatedFromPool)
-	delete(c.annotations, LegacyAnnotationIPAllocatedFromPool)
+	delete(c.annotations, lbservice.AnnotationIPAllocatedFromPool)
+	delete(c.annotations, lbservice.LegacyAnnotationIPAllocatedFromPool)
 	c.status = corev1.LoadBalancerStatus{}
 }
 
@@ -157,7 +159,7 @@ func (c *convergence) run() error {
 	var lbIPs []netip.Addr // an unparsable ingress address is the zero Addr
 	for _, ing := range c.status.Ingress {
 		if ing.IP != "" {
-			lbIPs = append(lbIPs, parseIP(ing.IP))
+			lbIPs = append(lbIPs, lbservice.ParseIP(ing.IP))
 		}
 	}
 	policy := policyOf(svc)
@@ -193,7 +195,7 @@ func (c *convergence) run() error {
 			c.clear()
 			lbIPs = nil
 		}
-		wantPool := annotationValue(svc.Annotations, AnnotationAddressPool, LegacyAnnotationAddressPool)
+		wantPool := lbservice.AnnotationValue(svc.Annotations, lbservice.AnnotationAddressPool, lbservice.LegacyAnnotationAddressPool)
 		if len(lbIPs) > 0 && wantPool != "" && c.a.Pool(key) != wantPool {
 			c.clear()
 			lbIPs = nil
@@ -254,8 +256,8 @@ func (c *convergence) run() error {
 	if c.annotations == nil {
 		c.annotations = map[string]string{}
 	}
-	c.annotations[AnnotationIPAllocatedFromPool] = pool
-	delete(c.annotations, LegacyAnnotationIPAllocatedFromPool)
+	c.annotations[lbservice.AnnotationIPAllocatedFromPool] = pool
+	delete(c.annotations, lbservice.LegacyAnnotationIPAllocatedFromPool)
 	return nil
 }
 
@@ -285,7 +287,7 @@ func (c *convergence) allocate() ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	wantPool := annotationValue(svc.Annotations, AnnotationAddressPool, LegacyAnnotationAddressPool)
+	wantPool := lbservice.AnnotationValue(svc.Annotations, lbservice.AnnotationAddressPool, lbservice.LegacyAnnotationAddressPool)
 
 	if len(wanted) > 0 {
 		if family != wantedFamily {
@@ -309,19 +311,19 @@ func (c *convergence) allocate() ([]netip.Addr, error) {
 // requestedIPs returns the addresses the service asks for, from the loadBalancerIPs
 // annotation or spec.loadBalancerIP, and their family; none when it asks for none.
 func requestedIPs(svc *corev1.Service) ([]netip.Addr, Family, error) {
-	list := annotationValue(svc.Annotations, AnnotationLoadBalancerIPs, LegacyAnnotationLoadBalancerIPs)
+	list := lbservice.AnnotationValue(svc.Annotations, lbservice.AnnotationLoadBalancerIPs, lbservice.LegacyAnnotationLoadBalancerIPs)
 	single := svc.Spec.LoadBalancerIP
 	switch {
 	case list == "" && single == "":
 		return nil, "", nil
 	case list != "" && single != "":
-		return nil, "", fmt.Errorf("service can not have both %s and svc.Spec.LoadBalancerIP", AnnotationLoadBalancerIPs)
+		return nil, "", fmt.Errorf("service can not have both %s and svc.Spec.LoadBalancerIP", lbservice.AnnotationLoadBalancerIPs)
 	case list != "":
 		var ips []netip.Addr
 		for _, s := range strings.Split(list, ",") {
-			ip := parseIP(strings.TrimSpace(s))
+			ip := lbservice.ParseIP(strings.TrimSpace(s))
 			if !ip.IsValid() {
-				return nil, "", fmt.Errorf("invalid %s: %q", AnnotationLoadBalancerIPs, list)
+				return nil, "", fmt.Errorf("invalid %s: %q", lbservice.AnnotationLoadBalancerIPs, list)
 			}
 			ips = append(ips, ip)
 		}
@@ -331,7 +333,7 @@ func requestedIPs(svc *corev1.Service) ([]netip.Addr, Family, error) {
 		}
 		return ips, family, nil
 	}
-	ip := parseIP(single)
+	ip := lbservice.ParseIP(single)
 	if !ip.IsValid() {
 		return nil, "", fmt.Errorf("invalid spec.loadBalancerIP %q", single)
 	}
@@ -353,7 +355,7 @@ func sameAddrs(current, wanted []netip.Addr) bool {
 func deprecationEvents(annotations map[string]string) []Event {
 	var keys []string
 	for k := range annotations {
-		if strings.HasPrefix(k, LegacyAnnotationPrefix) {
+		if strings.HasPrefix(k, lbservice.LegacyAnnotationPrefix) {
 			keys = append(keys, k)
 		}
 	}
@@ -364,7 +366,7 @@ func deprecationEvents(annotations map[string]string) []Event {
 		if current, ok := currentFor(k); ok {
 			_, both := annotations[current]
 			switch {
-			case k == LegacyAnnotationIPAllocatedFromPool:
+			case k == lbservice.LegacyAnnotationIPAllocatedFromPool:
 				msg += fmt.Sprintf("; it is removed, the controller records the pool in %s", current)
 			case both:
 				msg += fmt.Sprintf("; it is ignored because %s is set", current)
@@ -375,17 +377,6 @@ func deprecationEvents(annotations map[string]string) []Event {
 		events = append(events, Event{EventWarning, ReasonDeprecatedAnnotation, msg})
 	}
 	return events
-}
-
-// IngressIPs returns the addresses of a load balancer status, skipping entries without one.
-func IngressIPs(status corev1.LoadBalancerStatus) []netip.Addr {
-	var ips []netip.Addr
-	for _, ing := range status.Ingress {
-		if ip := parseIP(ing.IP); ip.IsValid() {
-			ips = append(ips, ip)
-		}
-	}
-	return ips
 }
 
 func copyMap(m map[string]string) map[string]string {

@@ -3,6 +3,8 @@
 package allocator
 
 import (
+	"github.com/maglb/maglb/internal/lbservice"
+
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -70,13 +72,13 @@ func runScenarios(t *testing.T, scenarios []scenario) {
 					continue
 				}
 				in := st.svc.DeepCopy()
-				if prev := stored[Key(in)]; prev != nil {
+				if prev := stored[lbservice.Key(in)]; prev != nil {
 					if len(in.Status.LoadBalancer.Ingress) == 0 {
 						in.Status = prev.Status
 					}
-					if v, ok := prev.Annotations[AnnotationIPAllocatedFromPool]; ok {
-						if _, set := in.Annotations[AnnotationIPAllocatedFromPool]; !set {
-							annotated(AnnotationIPAllocatedFromPool, v)(in)
+					if v, ok := prev.Annotations[lbservice.AnnotationIPAllocatedFromPool]; ok {
+						if _, set := in.Annotations[lbservice.AnnotationIPAllocatedFromPool]; !set {
+							annotated(lbservice.AnnotationIPAllocatedFromPool, v)(in)
 						}
 					}
 				}
@@ -99,7 +101,7 @@ func runScenarios(t *testing.T, scenarios []scenario) {
 				if r.Reprocess != st.reprocess {
 					t.Errorf("%d %s: reprocess %v, want %v", i, desc, r.Reprocess, st.reprocess)
 				}
-				stored[Key(in)] = apply(in, r)
+				stored[lbservice.Key(in)] = apply(in, r)
 			}
 		})
 	}
@@ -228,7 +230,7 @@ func TestConvergeRequestedAddresses(t *testing.T) {
 			name:  "loadBalancerIPs annotation, one address per family",
 			pools: []maglbv1beta1.IPAddressPool{dualPool},
 			steps: []step{
-				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyRequireDualStack), annotated(AnnotationLoadBalancerIPs, "192.168.10.5, fd00::5")),
+				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyRequireDualStack), annotated(lbservice.AnnotationLoadBalancerIPs, "192.168.10.5, fd00::5")),
 					ips: []string{"192.168.10.5", "fd00::5"}, pool: "dual", events: []Event{assigned(`["192.168.10.5" "fd00::5"]`)}},
 			},
 		},
@@ -236,36 +238,36 @@ func TestConvergeRequestedAddresses(t *testing.T) {
 			name:  "requested addresses are re-sorted by text on the next pass",
 			pools: []maglbv1beta1.IPAddressPool{dualPool},
 			steps: []step{
-				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
+				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(lbservice.AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
 					ips: []string{"fd00::5", "192.168.10.5"}, pool: "dual", events: []Event{assigned(`["fd00::5" "192.168.10.5"]`)}},
-				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
+				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(lbservice.AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
 					ips: []string{"192.168.10.5", "fd00::5"}, pool: "dual"},
-				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
+				{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyPreferDualStack), annotated(lbservice.AnnotationLoadBalancerIPs, "fd00::5,192.168.10.5")),
 					ips: []string{"192.168.10.5", "fd00::5"}, pool: "dual", unchanged: true},
 			},
 		},
 		{
 			name:  "both the annotation and spec.loadBalancerIP",
 			pools: []maglbv1beta1.IPAddressPool{v4Pool},
-			steps: []step{{svc: service("a", lbIP("192.168.10.1"), annotated(AnnotationLoadBalancerIPs, "192.168.10.2")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", lbIP("192.168.10.1"), annotated(lbservice.AnnotationLoadBalancerIPs, "192.168.10.2")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", "service can not have both metallb.io/loadBalancerIPs and svc.Spec.LoadBalancerIP")}}},
 		},
 		{
 			name:  "unparsable annotation",
 			pools: []maglbv1beta1.IPAddressPool{v4Pool},
-			steps: []step{{svc: service("a", annotated(AnnotationLoadBalancerIPs, "192.168.10.300")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", annotated(lbservice.AnnotationLoadBalancerIPs, "192.168.10.300")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", `invalid metallb.io/loadBalancerIPs: "192.168.10.300"`)}}},
 		},
 		{
 			name:  "three addresses",
 			pools: []maglbv1beta1.IPAddressPool{dualPool},
-			steps: []step{{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyRequireDualStack), annotated(AnnotationLoadBalancerIPs, "192.168.10.1,192.168.10.2,fd00::1")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", dualStack, familyPolicy(corev1.IPFamilyPolicyRequireDualStack), annotated(lbservice.AnnotationLoadBalancerIPs, "192.168.10.1,192.168.10.2,fd00::1")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", `IPFamilyForAddresses: invalid ips length 3 ["192.168.10.1" "192.168.10.2" "fd00::1"]`)}}},
 		},
 		{
 			name:  "two addresses of one family",
 			pools: []maglbv1beta1.IPAddressPool{v4Pool},
-			steps: []step{{svc: service("a", annotated(AnnotationLoadBalancerIPs, "192.168.10.1,192.168.10.2")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", annotated(lbservice.AnnotationLoadBalancerIPs, "192.168.10.1,192.168.10.2")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", `IPFamilyForAddresses: same address family ["192.168.10.1" "192.168.10.2"]`)}}},
 		},
 		{
@@ -289,27 +291,27 @@ func TestConvergeRequestedAddresses(t *testing.T) {
 		{
 			name:  "requested address outside the requested pool",
 			pools: twoPools,
-			steps: []step{{svc: service("a", lbIP("192.168.10.3"), annotated(AnnotationAddressPool, "p2")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", lbIP("192.168.10.3"), annotated(lbservice.AnnotationAddressPool, "p2")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", `requested loadBalancer IP(s) ["192.168.10.3"] is not compatible with requested address pool p2`)}}},
 		},
 		{
 			name:  "requested address inside the requested pool",
 			pools: twoPools,
-			steps: []step{{svc: service("a", lbIP("192.168.20.3"), annotated(AnnotationAddressPool, "p2")), ips: []string{"192.168.20.3"}, pool: "p2",
+			steps: []step{{svc: service("a", lbIP("192.168.20.3"), annotated(lbservice.AnnotationAddressPool, "p2")), ips: []string{"192.168.20.3"}, pool: "p2",
 				events: []Event{assigned(`["192.168.20.3"]`)}}},
 		},
 		{
 			name:  "unknown requested pool",
 			pools: twoPools,
-			steps: []step{{svc: service("a", annotated(AnnotationAddressPool, "nope")), pending: true, unchanged: true,
+			steps: []step{{svc: service("a", annotated(lbservice.AnnotationAddressPool, "nope")), pending: true, unchanged: true,
 				events: []Event{allocFailed("default/a", `unknown pool "nope"`)}}},
 		},
 		{
 			name:  "requested pool changes",
 			pools: twoPools,
 			steps: []step{
-				{svc: service("a", annotated(AnnotationAddressPool, "p1")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{assigned(`["192.168.10.0"]`)}},
-				{svc: service("a", annotated(AnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", events: []Event{assigned(`["192.168.20.0"]`)}},
+				{svc: service("a", annotated(lbservice.AnnotationAddressPool, "p1")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{assigned(`["192.168.10.0"]`)}},
+				{svc: service("a", annotated(lbservice.AnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", events: []Event{assigned(`["192.168.20.0"]`)}},
 			},
 		},
 		{
@@ -317,7 +319,7 @@ func TestConvergeRequestedAddresses(t *testing.T) {
 			pools: []maglbv1beta1.IPAddressPool{v4Pool},
 			steps: []step{
 				{svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{assigned(`["192.168.10.0"]`)}},
-				{svc: service("a", annotated(AnnotationLoadBalancerIPs, "x")), ips: []string{"192.168.10.0"}, pool: "p1", pending: true, unchanged: true,
+				{svc: service("a", annotated(lbservice.AnnotationLoadBalancerIPs, "x")), ips: []string{"192.168.10.0"}, pool: "p1", pending: true, unchanged: true,
 					events: []Event{warning(ReasonLoadBalancerFailed, `invalid requested loadbalancer IPs: invalid metallb.io/loadBalancerIPs: "x"`)}},
 			},
 		},
@@ -344,18 +346,18 @@ func TestConvergeLegacyAnnotations(t *testing.T) {
 			name:  "legacy address-pool",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", annotated(LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", events: []Event{
+				{svc: service("a", annotated(lbservice.LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", events: []Event{
 					assigned(`["192.168.20.0"]`),
 					deprecated("metallb.universe.tf/address-pool; use metallb.io/address-pool instead"),
 				}},
-				{desc: "no warning when nothing changes", svc: service("a", annotated(LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", unchanged: true},
+				{desc: "no warning when nothing changes", svc: service("a", annotated(lbservice.LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.20.0"}, pool: "p2", unchanged: true},
 			},
 		},
 		{
 			name:  "metallb.io/address-pool wins over the legacy one",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", annotated(AnnotationAddressPool, "p1", LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
+				{svc: service("a", annotated(lbservice.AnnotationAddressPool, "p1", lbservice.LegacyAnnotationAddressPool, "p2")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
 					assigned(`["192.168.10.0"]`),
 					deprecated("metallb.universe.tf/address-pool; it is ignored because metallb.io/address-pool is set"),
 				}},
@@ -365,7 +367,7 @@ func TestConvergeLegacyAnnotations(t *testing.T) {
 			name:  "legacy loadBalancerIPs",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", annotated(LegacyAnnotationLoadBalancerIPs, "192.168.20.9")), ips: []string{"192.168.20.9"}, pool: "p2", events: []Event{
+				{svc: service("a", annotated(lbservice.LegacyAnnotationLoadBalancerIPs, "192.168.20.9")), ips: []string{"192.168.20.9"}, pool: "p2", events: []Event{
 					assigned(`["192.168.20.9"]`),
 					deprecated("metallb.universe.tf/loadBalancerIPs; use metallb.io/loadBalancerIPs instead"),
 				}},
@@ -375,7 +377,7 @@ func TestConvergeLegacyAnnotations(t *testing.T) {
 			name:  "an empty metallb.io/loadBalancerIPs hides the legacy one",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", annotated(AnnotationLoadBalancerIPs, "", LegacyAnnotationLoadBalancerIPs, "192.168.20.9")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
+				{svc: service("a", annotated(lbservice.AnnotationLoadBalancerIPs, "", lbservice.LegacyAnnotationLoadBalancerIPs, "192.168.20.9")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
 					assigned(`["192.168.10.0"]`),
 					deprecated("metallb.universe.tf/loadBalancerIPs; it is ignored because metallb.io/loadBalancerIPs is set"),
 				}},
@@ -385,11 +387,11 @@ func TestConvergeLegacyAnnotations(t *testing.T) {
 			name:  "legacy allow-shared-ip",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", annotated(LegacyAnnotationAllowSharedIP, "k")), ips: []string{"192.168.10.0"}, pool: "p1", reprocess: true, events: []Event{
+				{svc: service("a", annotated(lbservice.LegacyAnnotationAllowSharedIP, "k")), ips: []string{"192.168.10.0"}, pool: "p1", reprocess: true, events: []Event{
 					assigned(`["192.168.10.0"]`),
 					deprecated("metallb.universe.tf/allow-shared-ip; use metallb.io/allow-shared-ip instead"),
 				}},
-				{svc: service("b", ports("TCP/443"), annotated(LegacyAnnotationAllowSharedIP, "k")), ips: []string{"192.168.10.0"}, pool: "p1", reprocess: true, events: []Event{
+				{svc: service("b", ports("TCP/443"), annotated(lbservice.LegacyAnnotationAllowSharedIP, "k")), ips: []string{"192.168.10.0"}, pool: "p1", reprocess: true, events: []Event{
 					assigned(`["192.168.10.0"]`),
 					deprecated("metallb.universe.tf/allow-shared-ip; use metallb.io/allow-shared-ip instead"),
 				}},
@@ -399,7 +401,7 @@ func TestConvergeLegacyAnnotations(t *testing.T) {
 			name:  "the legacy pool annotation of an older controller is replaced",
 			pools: pools,
 			steps: []step{
-				{svc: service("a", withStatus("192.168.10.3"), annotated(LegacyAnnotationIPAllocatedFromPool, "p1")), ips: []string{"192.168.10.3"}, pool: "p1", events: []Event{
+				{svc: service("a", withStatus("192.168.10.3"), annotated(lbservice.LegacyAnnotationIPAllocatedFromPool, "p1")), ips: []string{"192.168.10.3"}, pool: "p1", events: []Event{
 					deprecated("metallb.universe.tf/ip-allocated-from-pool; it is removed, the controller records the pool in metallb.io/ip-allocated-from-pool"),
 				}},
 				{svc: service("a"), ips: []string{"192.168.10.3"}, pool: "p1", unchanged: true},
@@ -415,7 +417,7 @@ func TestConvergeAutoAssignAndBuggyIPs(t *testing.T) {
 			pools: []maglbv1beta1.IPAddressPool{pool("manual", []string{"192.168.20.0/24"}, manual)},
 			steps: []step{
 				{svc: service("a"), pending: true, unchanged: true, events: []Event{allocFailed("default/a", "no available IPs")}},
-				{svc: service("b", annotated(AnnotationAddressPool, "manual")), ips: []string{"192.168.20.0"}, pool: "manual", events: []Event{assigned(`["192.168.20.0"]`)}},
+				{svc: service("b", annotated(lbservice.AnnotationAddressPool, "manual")), ips: []string{"192.168.20.0"}, pool: "manual", events: []Event{assigned(`["192.168.20.0"]`)}},
 				{svc: service("c", lbIP("192.168.20.77")), ips: []string{"192.168.20.77"}, pool: "manual", events: []Event{assigned(`["192.168.20.77"]`)}},
 			},
 		},
@@ -498,7 +500,7 @@ func TestConvergeConflictsAndPoolChanges(t *testing.T) {
 			name:  "restart: a status address that left the pools is replaced",
 			pools: []maglbv1beta1.IPAddressPool{v4Pool},
 			steps: []step{
-				{svc: service("a", withStatus("10.0.0.1"), annotated(AnnotationIPAllocatedFromPool, "gone")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
+				{svc: service("a", withStatus("10.0.0.1"), annotated(lbservice.AnnotationIPAllocatedFromPool, "gone")), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{
 					clearAssignment("default/a", `["10.0.0.1"] is not allowed in config`),
 					assigned(`["192.168.10.0"]`),
 				}},
@@ -635,7 +637,7 @@ func TestConvergeDualStack(t *testing.T) {
 			name:  "IPv4 service from a pool with only IPv6",
 			pools: []maglbv1beta1.IPAddressPool{pool("p6", []string{"fd00::/120"}, manual)},
 			steps: []step{
-				{svc: service("a", annotated(AnnotationAddressPool, "p6")), pending: true, unchanged: true, events: []Event{allocFailed("default/a", `["<nil>"] is not allowed in config`)}},
+				{svc: service("a", annotated(lbservice.AnnotationAddressPool, "p6")), pending: true, unchanged: true, events: []Event{allocFailed("default/a", `["<nil>"] is not allowed in config`)}},
 			},
 		},
 		{
@@ -719,9 +721,9 @@ func TestConvergePoolSelection(t *testing.T) {
 				{desc: "namespace selector resolved by the configuration", svc: service("p", inNamespace("prod")), nsLabels: map[string]string{"env": "prod"}, ips: []string{"10.0.30.0"}, pool: "prodsel", events: []Event{assigned(`["10.0.30.0"]`)}},
 				{desc: "namespace selector matched by the namespace labels", svc: service("q", inNamespace("new")), nsLabels: map[string]string{"env": "prod"}, ips: []string{"10.0.30.1"}, pool: "prodsel", events: []Event{assigned(`["10.0.30.1"]`)}},
 				{desc: "autoAssign=false reserved pool skipped", svc: service("m", labelled(map[string]string{"app": "web"})), ips: []string{"10.0.20.1"}, pool: "web", events: []Event{assigned(`["10.0.20.1"]`)}},
-				{desc: "requested pool that does not select the service", svc: service("n", annotated(AnnotationAddressPool, "web-manual")), pending: true, unchanged: true,
+				{desc: "requested pool that does not select the service", svc: service("n", annotated(lbservice.AnnotationAddressPool, "web-manual")), pending: true, unchanged: true,
 					events: []Event{allocFailed("default/n", "pool web-manual not compatible for ip assignment")}},
-				{desc: "requested pool that selects the service", svc: service("n", annotated(AnnotationAddressPool, "web-manual"), labelled(map[string]string{"app": "web"})), ips: []string{"10.0.40.0"}, pool: "web-manual", events: []Event{assigned(`["10.0.40.0"]`)}},
+				{desc: "requested pool that selects the service", svc: service("n", annotated(lbservice.AnnotationAddressPool, "web-manual"), labelled(map[string]string{"app": "web"})), ips: []string{"10.0.40.0"}, pool: "web-manual", events: []Event{assigned(`["10.0.40.0"]`)}},
 			},
 		},
 		{
@@ -747,7 +749,7 @@ func TestConvergePoolSelection(t *testing.T) {
 
 func TestConvergeBeforePools(t *testing.T) {
 	a := New()
-	svc := service("a", withStatus("192.168.10.3"), annotated(AnnotationIPAllocatedFromPool, "p1"))
+	svc := service("a", withStatus("192.168.10.3"), annotated(lbservice.AnnotationIPAllocatedFromPool, "p1"))
 	r := a.Converge(svc, nil)
 	want := Result{IPs: addrs("192.168.10.3"), Pool: "p1", Pending: true}
 	if diff := cmp.Diff(want, r, cmp.Comparer(func(x, y Result) bool {
@@ -764,7 +766,7 @@ func TestConvergeBeforePools(t *testing.T) {
 func TestConvergeDoesNotModifyTheService(t *testing.T) {
 	a := New()
 	a.SetPools(buildPools(t, nil, v4Pool))
-	svc := service("a", withStatus("10.9.9.9"), annotated(LegacyAnnotationIPAllocatedFromPool, "x", AnnotationIPAllocatedFromPool, "y"))
+	svc := service("a", withStatus("10.9.9.9"), annotated(lbservice.LegacyAnnotationIPAllocatedFromPool, "x", lbservice.AnnotationIPAllocatedFromPool, "y"))
 	before := svc.DeepCopy()
 	r := a.Converge(svc, nil)
 	if !r.Changed {
@@ -772,30 +774,5 @@ func TestConvergeDoesNotModifyTheService(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, svc); diff != "" {
 		t.Errorf("service modified: %s", diff)
-	}
-}
-
-func TestHandles(t *testing.T) {
-	class := func(c string) *corev1.Service {
-		s := service("a")
-		s.Spec.LoadBalancerClass = &c
-		return s
-	}
-	for _, tc := range []struct {
-		desc    string
-		svc     *corev1.Service
-		lbClass string
-		want    bool
-	}{
-		{"no class, no flag", service("a"), "", true},
-		{"no class, flag", service("a"), "maglb", false},
-		{"class, no flag", class("other"), "", false},
-		{"same class", class("maglb"), "maglb", true},
-		{"other class", class("other"), "maglb", false},
-		{"deletion", nil, "maglb", true},
-	} {
-		if got := Handles(tc.svc, tc.lbClass); got != tc.want {
-			t.Errorf("%s: Handles = %v, want %v", tc.desc, got, tc.want)
-		}
 	}
 }

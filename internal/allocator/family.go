@@ -3,6 +3,8 @@
 package allocator
 
 import (
+	"github.com/maglb/maglb/internal/lbservice"
+
 	"fmt"
 	"net/netip"
 
@@ -19,16 +21,6 @@ const (
 	DualStack     Family = "dual"
 	UnknownFamily Family = "unknown"
 )
-
-// parseIP parses an address the way the Kubernetes API fields are read: no zone, and an
-// IPv4-mapped IPv6 address is IPv4. It returns the zero Addr when s is not an address.
-func parseIP(s string) netip.Addr {
-	addr, err := netip.ParseAddr(s)
-	if err != nil || addr.Zone() != "" {
-		return netip.Addr{}
-	}
-	return addr.Unmap()
-}
 
 // familyOf is the family of a valid address.
 func familyOf(addr netip.Addr) Family {
@@ -61,13 +53,13 @@ func quoted(addrs []netip.Addr) string {
 func familyOfStrings(ips []string) (Family, error) {
 	switch len(ips) {
 	case 1:
-		a := parseIP(ips[0])
+		a := lbservice.ParseIP(ips[0])
 		if !a.IsValid() {
 			return UnknownFamily, fmt.Errorf("IPFamilyForAddresses: Invalid address %q", ips)
 		}
 		return familyOf(a), nil
 	case 2:
-		a, b := parseIP(ips[0]), parseIP(ips[1])
+		a, b := lbservice.ParseIP(ips[0]), lbservice.ParseIP(ips[1])
 		if !a.IsValid() || !b.IsValid() {
 			return UnknownFamily, fmt.Errorf("IPFamilyForAddresses: Invalid address %q", ips)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/lbservice"
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -153,7 +154,7 @@ func ipFamilies(f ...corev1.IPFamily) svcOpt {
 }
 
 func shared(key string) svcOpt {
-	return annotated(AnnotationAllowSharedIP, key)
+	return annotated(lbservice.AnnotationAllowSharedIP, key)
 }
 
 func local(selector map[string]string) svcOpt {
@@ -209,10 +210,10 @@ func apply(svc *corev1.Service, r Result) *corev1.Service {
 		if out.Annotations == nil {
 			out.Annotations = map[string]string{}
 		}
-		out.Annotations[AnnotationIPAllocatedFromPool] = r.Pool
+		out.Annotations[lbservice.AnnotationIPAllocatedFromPool] = r.Pool
 	} else {
-		delete(out.Annotations, AnnotationIPAllocatedFromPool)
+		delete(out.Annotations, lbservice.AnnotationIPAllocatedFromPool)
 	}
-	delete(out.Annotations, LegacyAnnotationIPAllocatedFromPool)
+	delete(out.Annotations, lbservice.LegacyAnnotationIPAllocatedFromPool)
 	return out
 }

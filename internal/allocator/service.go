@@ -3,6 +3,8 @@
 package allocator
 
 import (
+	"github.com/maglb/maglb/internal/lbservice"
+
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,14 +47,14 @@ type Request struct {
 // RequestFor describes svc. Family is left empty when the cluster IPs do not give one.
 func RequestFor(svc *corev1.Service, namespaceLabels map[string]string) Request {
 	r := Request{
-		Key:             Key(svc),
+		Key:             lbservice.Key(svc),
 		Namespace:       svc.Namespace,
 		Labels:          svc.Labels,
 		NamespaceLabels: namespaceLabels,
 		Policy:          policyOf(svc),
 		IPv6First:       len(svc.Spec.IPFamilies) > 0 && svc.Spec.IPFamilies[0] == corev1.IPv6Protocol,
 		Ports:           Ports(svc),
-		SharingKey:      SharingKey(svc),
+		SharingKey:      lbservice.SharingKey(svc),
 		BackendKey:      BackendKey(svc),
 	}
 	if f, err := ServiceFamily(svc); err == nil {
@@ -66,11 +68,6 @@ func (r *Request) policy() corev1.IPFamilyPolicy {
 		return corev1.IPFamilyPolicySingleStack
 	}
 	return r.Policy
-}
-
-// Key is the allocator's name for a service: "namespace/name".
-func Key(svc *corev1.Service) string {
-	return svc.Namespace + "/" + svc.Name
 }
 
 // Ports lists the service's ports, in spec order.
@@ -90,23 +87,4 @@ func BackendKey(svc *corev1.Service) string {
 		return labels.Set(svc.Spec.Selector).String()
 	}
 	return ""
-}
-
-// SharingKey is the service's allow-shared-ip annotation; the metallb.io one wins when
-// both are set.
-func SharingKey(svc *corev1.Service) string {
-	return annotationValue(svc.Annotations, AnnotationAllowSharedIP, LegacyAnnotationAllowSharedIP)
-}
-
-// Handles tells whether a controller started with lbClass (the --lb-class flag, "" when
-// unset) is in charge of svc: without a class, only services that name none; with one,
-// only services that name it. A nil service (a deletion) is always handled.
-func Handles(svc *corev1.Service, lbClass string) bool {
-	if svc == nil {
-		return true
-	}
-	if svc.Spec.LoadBalancerClass == nil {
-		return lbClass == ""
-	}
-	return *svc.Spec.LoadBalancerClass == lbClass
 }

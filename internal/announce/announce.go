@@ -2,7 +2,8 @@
 
 // Package announce decides what one speaker announces and programs: BGP routes, the IPs it
 // answers ARP/NDP for, and the services its datapath forwards. It is pure: the speaker feeds it
-// the configuration, its view of nodes and services, and applies the plan it returns.
+// the configuration, its view of nodes and services and the datapath's verdicts, and applies
+// the plan it returns.
 package announce
 
 import (
@@ -32,6 +33,9 @@ const (
 	ReasonNotInShard               = "notInShard"
 	ReasonUnknownPool              = "unknownPool"
 	ReasonSharedIPServiceSelectors = "sharedIPWithServiceSelector"
+	// ReasonDatapathFailed: the datapath cannot forward one of the service's VIPs, so the
+	// node announces none of them (announcing would blackhole the traffic).
+	ReasonDatapathFailed = "datapathFailed"
 )
 
 // DatapathMode says how the node forwards VIP traffic.
@@ -104,14 +108,17 @@ type Input struct {
 	Encap datapath.Encap
 	// ExcludeLabelIgnored is upstream's --ignore-exclude-lb.
 	ExcludeLabelIgnored bool
+	// DatapathFailed holds the VIPs the datapath could not program, with the reason: their
+	// services are neither announced nor programmed from this node.
+	DatapathFailed map[netip.Addr]error
 }
 
-// Route is one BGP announcement.
+// Route is one BGP announcement, as the plan lists it and package bgp announces it.
 type Route struct {
-	Prefix      netip.Prefix
-	Communities []config.Community
-	LocalPref   uint32
-	Peers       []string // sorted names of the peers it goes to
+	Prefix      netip.Prefix       // a VIP /32, /128 or an aggregate; masked
+	Communities []config.Community // standard and large
+	LocalPref   uint32             // sent to iBGP peers only (0: none)
+	Peers       []string           // sorted names of the peers it goes to; empty: every peer
 }
 
 // Plan is what the node should announce and program.
@@ -135,6 +142,8 @@ type ServiceState struct {
 	L2           bool
 	// BGPReason and L2Reason say why not, when not.
 	BGPReason, L2Reason string
+	// DatapathError is why the datapath cannot forward the service (ReasonDatapathFailed).
+	DatapathError error
 }
 
 // Decide computes the node's plan.
@@ -157,6 +166,11 @@ func Decide(in Input) Plan {
 		}
 		state := ServiceState{Pool: pool.Name, Shard: pool.Shard}
 		blocked := nodeBlocks(in, me, pool)
+		if blocked == "" {
+			if state.DatapathError = datapathError(in, svc); state.DatapathError != nil {
+				blocked = ReasonDatapathFailed
+			}
+		}
 		state.BGPReason = cmp.Or(blocked, bgpBlocks(in, me, svc))
 		if state.BGPReason == "" {
 			state.BGPPeers, state.BGPReason = routes.add(svc, pool, me, myPeers)
@@ -177,6 +191,16 @@ func Decide(in Input) Plan {
 	plan.Routes = routes.list()
 	slices.SortFunc(plan.Datapath, func(a, b datapath.Service) int { return compareKeys(a.Key(), b.Key()) })
 	return plan
+}
+
+// datapathError returns why the datapath cannot forward one of svc's VIPs, or nil.
+func datapathError(in Input, svc Service) error {
+	for _, ip := range svc.IPs {
+		if err := in.DatapathFailed[ip]; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func findNode(nodes []Node, name string) *Node {

@@ -3,6 +3,7 @@
 package announce
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -334,5 +335,59 @@ func TestDatapathServices(t *testing.T) {
 	plan = Decide(Input{NodeName: "lb1", Nodes: labNodes, Config: labConfig(t, nil), Services: services})
 	if len(plan.Datapath) != 0 {
 		t.Errorf("the kube-proxy datapath programs %v", plan.Datapath)
+	}
+}
+
+// TestDatapathFailed: the datapath's verdict is an input. A service with a VIP the datapath
+// cannot program is neither announced nor programmed, with the reason; the others are.
+func TestDatapathFailed(t *testing.T) {
+	full := errors.New("no free id")
+	services := []Service{
+		svc("default/bad", "default", "192.0.2.1", "2001:db8::1"),
+		svc("default/good", "default", "192.0.2.2"),
+		svc("default/l2", "l2", "203.0.113.2"), // lb1 answers for it
+	}
+	all := []string{"192.0.2.1/32", "192.0.2.2/32", "2001:db8::/120", "2001:db8::1/128"}
+	for _, tc := range []struct {
+		name       string
+		failed     map[netip.Addr]error
+		wantRoutes []string
+		wantL2     []string
+		withdrawn  []string
+	}{
+		{"none", nil, all, []string{"203.0.113.2"}, nil},
+		{"one of a dual-stack service's VIPs", map[netip.Addr]error{netip.MustParseAddr("2001:db8::1"): full},
+			[]string{"192.0.2.2/32"}, []string{"203.0.113.2"}, []string{"default/bad"}},
+		{"an L2 VIP", map[netip.Addr]error{netip.MustParseAddr("203.0.113.2"): full}, all, nil, []string{"default/l2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := Decide(Input{NodeName: "lb1", Nodes: labNodes, Config: labConfig(t, nil), Services: services, Datapath: EBPF, DatapathFailed: tc.failed})
+			var routes []string
+			for _, r := range plan.Routes {
+				routes = append(routes, r.Prefix.String())
+			}
+			routes = slices.Compact(routes)
+			if !slices.Equal(routes, tc.wantRoutes) {
+				t.Errorf("routes %v, want %v", routes, tc.wantRoutes)
+			}
+			var l2 []string
+			for ip := range plan.L2 {
+				l2 = append(l2, ip.String())
+			}
+			if !slices.Equal(l2, tc.wantL2) {
+				t.Errorf("ARP/NDP for %v, want %v", l2, tc.wantL2)
+			}
+			for _, s := range plan.Datapath {
+				if tc.failed[s.VIP] != nil {
+					t.Errorf("the failed VIP %s is programmed", s.VIP)
+				}
+			}
+			for key, state := range plan.Services {
+				withdrawn := slices.Contains(tc.withdrawn, key)
+				if got := state.BGPReason == ReasonDatapathFailed && state.L2Reason == ReasonDatapathFailed && errors.Is(state.DatapathError, full); got != withdrawn {
+					t.Errorf("%s: state %+v, withdrawn for the datapath %v, want %v", key, state, got, withdrawn)
+				}
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	api "github.com/osrg/gobgp/v3/api"
 
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 )
 
@@ -107,7 +108,7 @@ func (e *exportTags) group(a attrs) uint32 {
 }
 
 // tagRoutes returns the sorted tags of each prefix of routes.
-func (e *exportTags) tagRoutes(routes []Route) map[netip.Prefix][]tag {
+func (e *exportTags) tagRoutes(routes []announce.Route) map[netip.Prefix][]tag {
 	type want struct {
 		toAll  bool
 		all    attrs

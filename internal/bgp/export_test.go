@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	api "github.com/osrg/gobgp/v3/api"
 
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 )
 
@@ -21,7 +22,7 @@ var (
 func TestTagRoutesMergesRoutesOfAPrefixPerPeer(t *testing.T) {
 	e := newExportTags()
 	vip := netip.MustParsePrefix("192.0.2.1/32")
-	tags := e.tagRoutes([]Route{
+	tags := e.tagRoutes([]announce.Route{
 		{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 100},
 		{Prefix: vip, Communities: []config.Community{large}, LocalPref: 300, Peers: []string{"a"}},
 		{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 200, Peers: []string{"a"}},
@@ -43,7 +44,7 @@ func TestTagRoutesMergesRoutesOfAPrefixPerPeer(t *testing.T) {
 func TestPolicyGivesEachPeerItsAttributes(t *testing.T) {
 	e := newExportTags()
 	v6 := netip.MustParsePrefix("2001:db8::1/128")
-	tags := e.tagRoutes([]Route{
+	tags := e.tagRoutes([]announce.Route{
 		{Prefix: v6, Communities: []config.Community{standard, large}, LocalPref: 200},
 		{Prefix: v6, Peers: []string{"ibgp"}},
 	})[v6]

@@ -17,6 +17,7 @@ import (
 	"github.com/go-kit/log"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/bgp"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/netlab"
@@ -42,7 +43,7 @@ type request struct {
 	Op       string // "peers", "routes", "status", "close"
 	Peers    []config.Peer
 	RouterID netip.Addr
-	Routes   []bgp.Route
+	Routes   []announce.Route
 }
 
 type response struct {
@@ -189,7 +190,7 @@ func (p *speakerProcess) setPeers(routerID netip.Addr, peers ...config.Peer) {
 	p.mustSucceed(request{Op: "peers", Peers: peers, RouterID: routerID})
 }
 
-func (p *speakerProcess) setRoutes(routes ...bgp.Route) {
+func (p *speakerProcess) setRoutes(routes ...announce.Route) {
 	p.t.Helper()
 	p.mustSucceed(request{Op: "routes", Routes: routes})
 }

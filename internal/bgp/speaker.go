@@ -21,16 +21,9 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 )
-
-// Route is a prefix to announce and how.
-type Route struct {
-	Prefix      netip.Prefix       // a VIP /32, /128 or an aggregate; masked
-	Communities []config.Community // standard and large
-	LocalPref   uint32             // sent to iBGP peers only (0: none)
-	Peers       []string           // names of the peers to send it to; empty: every peer
-}
 
 // Options configure a Speaker.
 type Options struct {
@@ -64,7 +57,7 @@ type Speaker struct {
 	started  bool       // GoBGP runs: a router ID is known
 	routerID netip.Addr // of the running GoBGP
 	sessions map[string]session
-	routes   []Route
+	routes   []announce.Route
 	// announced holds the tags of each prefix in GoBGP's RIB.
 	announced map[netip.Prefix][]tag
 	tags      *exportTags
@@ -219,7 +212,7 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 // SetRoutes makes the announced routes those of routes. A prefix may appear in several
 // routes: each peer gets the union of their communities and the highest local preference.
 // Only what changed is announced or withdrawn. Before the first peer, routes are kept.
-func (s *Speaker) SetRoutes(ctx context.Context, routes []Route) error {
+func (s *Speaker) SetRoutes(ctx context.Context, routes []announce.Route) error {
 	for _, r := range routes {
 		if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() || r.Prefix.Addr().Is4In6() {
 			return fmt.Errorf("invalid route prefix %q", r.Prefix)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/maglb/maglb/internal/bgp"
+	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/testenv"
 )
@@ -24,12 +24,12 @@ func TestRoutesCarryAttributesAndAreWithdrawn(t *testing.T) {
 	ibgp := peer("ibgp", "10.0.0.11", "10.0.0.3")
 	ibgp.MyASN = routerASN
 	speaker.setPeers(routerID, peer("ebgp", "10.0.0.1", "10.0.0.2"), ibgp)
-	vip := bgp.Route{
+	vip := announce.Route{
 		Prefix:      netip.MustParsePrefix("192.0.2.10/32"),
 		Communities: []config.Community{{Global: 65000<<16 | 1}, {Large: true, Global: 1, LocalData1: 2, LocalData2: 3}},
 		LocalPref:   200,
 	}
-	aggregate := bgp.Route{Prefix: netip.MustParsePrefix("198.51.100.0/24")}
+	aggregate := announce.Route{Prefix: netip.MustParsePrefix("198.51.100.0/24")}
 	speaker.setRoutes(vip, aggregate)
 
 	testenv.Eventually(t, "the VIP at the router with its attributes", func() error {
@@ -128,8 +128,8 @@ func TestPasswordsAndPeerSelection(t *testing.T) {
 	}
 
 	// A route for some peers only: moving it between peers withdraws it where it left.
-	toAll := bgp.Route{Prefix: netip.MustParsePrefix("192.0.2.21/32")}
-	selected := bgp.Route{Prefix: netip.MustParsePrefix("192.0.2.20/32"), Peers: []string{"plain"}}
+	toAll := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.21/32")}
+	selected := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.20/32"), Peers: []string{"plain"}}
 	speaker.setRoutes(toAll, selected)
 	waitForPeers(t, l, "192.0.2.20/32", "10.0.0.2")
 	waitForPeers(t, l, "192.0.2.21/32", "10.0.0.2", "10.0.0.3")
@@ -169,9 +169,9 @@ func TestIPv6Routes(t *testing.T) {
 	dualStack.DualStackAddressFamily = true
 	speaker.setPeers(routerID, peer("ipv6", "fd00::1", ""), dualStack)
 	speaker.setRoutes(
-		bgp.Route{Prefix: netip.MustParsePrefix("2001:db8::10/128"), Peers: []string{"ipv6"}},
-		bgp.Route{Prefix: netip.MustParsePrefix("2001:db8::20/128"), Peers: []string{"dual-stack"}},
-		bgp.Route{Prefix: netip.MustParsePrefix("192.0.2.30/32"), Peers: []string{"dual-stack"}},
+		announce.Route{Prefix: netip.MustParsePrefix("2001:db8::10/128"), Peers: []string{"ipv6"}},
+		announce.Route{Prefix: netip.MustParsePrefix("2001:db8::20/128"), Peers: []string{"dual-stack"}},
+		announce.Route{Prefix: netip.MustParsePrefix("192.0.2.30/32"), Peers: []string{"dual-stack"}},
 	)
 	for _, c := range []struct{ prefix, peer, nexthop string }{
 		{"2001:db8::10/128", "fd00::2", "fd00::2"},
@@ -197,8 +197,8 @@ func TestGracefulRestartKeepsRoutes(t *testing.T) {
 	l := newLab(t, frrNeighbor{addr: "10.0.0.2", asn: speakerASN, families: []string{"ipv4"}})
 	gr := peer("gr", "10.0.0.1", "")
 	gr.EnableGracefulRestart = true
-	kept := bgp.Route{Prefix: netip.MustParsePrefix("192.0.2.40/32")}
-	dropped := bgp.Route{Prefix: netip.MustParsePrefix("192.0.2.41/32")}
+	kept := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.40/32")}
+	dropped := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.41/32")}
 
 	speaker := startSpeaker(t, l.speakerNS)
 	speaker.setPeers(routerID, gr)

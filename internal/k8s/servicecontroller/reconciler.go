@@ -27,6 +27,7 @@ import (
 
 	"github.com/maglb/maglb/internal/allocator"
 	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/lbservice"
 )
 
 // replayKey is the request that re-converges every Service: on a configuration change and
@@ -136,7 +137,7 @@ func (r *Reconciler) replayAll(ctx context.Context) error {
 // converge decides one Service and publishes the decision. It reports whether pending
 // Services deserve another try (addresses were freed).
 func (r *Reconciler) converge(ctx context.Context, svc *corev1.Service) (reprocess bool) {
-	if !allocator.Handles(svc, r.LBClass) {
+	if !lbservice.Handles(svc, r.LBClass) {
 		return false
 	}
 	result := r.alloc.Converge(r.status.current(svc), r.namespaceLabels(ctx, svc.Namespace))
@@ -148,7 +149,7 @@ func (r *Reconciler) converge(ctx context.Context, svc *corev1.Service) (reproce
 		for _, ip := range result.IPs {
 			want.ingress = append(want.ingress, corev1.LoadBalancerIngress{IP: ip.String()})
 		}
-		level.Info(r.Logger).Log("controller", "ServiceReconciler", "service", allocator.Key(svc), "ips", fmt.Sprint(result.IPs), "pool", result.Pool, "shard", result.Shard)
+		level.Info(r.Logger).Log("controller", "ServiceReconciler", "service", lbservice.Key(svc), "ips", fmt.Sprint(result.IPs), "pool", result.Pool, "shard", result.Shard)
 		r.status.decide(ctx, client.ObjectKeyFromObject(svc), want)
 	}
 	r.poolStatus.touch(ctx, r.alloc.TakeChangedPools()...)

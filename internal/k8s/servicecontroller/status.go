@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/maglb/maglb/internal/allocator"
+	"github.com/maglb/maglb/internal/lbservice"
 )
 
 // statusWriters is how many Service writes run at once: allocation is decided in memory, one
@@ -32,7 +32,7 @@ type outcome struct {
 }
 
 func outcomeOf(svc *corev1.Service) outcome {
-	return outcome{ingress: svc.Status.LoadBalancer.Ingress, pool: svc.Annotations[allocator.AnnotationIPAllocatedFromPool]}
+	return outcome{ingress: svc.Status.LoadBalancer.Ingress, pool: svc.Annotations[lbservice.AnnotationIPAllocatedFromPool]}
 }
 
 func (o outcome) equal(other outcome) bool {
@@ -69,9 +69,9 @@ func (w *statusWriter) current(svc *corev1.Service) *corev1.Service {
 		out.Annotations = map[string]string{}
 	}
 	if o.pool == "" {
-		delete(out.Annotations, allocator.AnnotationIPAllocatedFromPool)
+		delete(out.Annotations, lbservice.AnnotationIPAllocatedFromPool)
 	} else {
-		out.Annotations[allocator.AnnotationIPAllocatedFromPool] = o.pool
+		out.Annotations[lbservice.AnnotationIPAllocatedFromPool] = o.pool
 	}
 	return out
 }
@@ -112,7 +112,7 @@ func (w *statusWriter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 		}
 		return ctrl.Result{}, err
 	}
-	_, legacy := svc.Annotations[allocator.LegacyAnnotationIPAllocatedFromPool]
+	_, legacy := svc.Annotations[lbservice.LegacyAnnotationIPAllocatedFromPool]
 	if !outcomeOf(&svc).equal(want) || legacy {
 		if err := w.write(ctx, &svc, want); err != nil {
 			if apierrors.IsNotFound(err) {
@@ -145,9 +145,9 @@ func (w *statusWriter) write(ctx context.Context, svc *corev1.Service, want outc
 	}
 	patch := map[string]any{
 		"metadata": map[string]any{"annotations": map[string]any{
-			allocator.AnnotationIPAllocatedFromPool: pool,
+			lbservice.AnnotationIPAllocatedFromPool: pool,
 			// An upgrade from an older MetalLB may leave the legacy key behind.
-			allocator.LegacyAnnotationIPAllocatedFromPool: nil,
+			lbservice.LegacyAnnotationIPAllocatedFromPool: nil,
 		}},
 		"status": map[string]any{"loadBalancer": map[string]any{"ingress": ingress}},
 	}

@@ -32,9 +32,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/maglb/maglb/datapath"
-	"github.com/maglb/maglb/internal/allocator"
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/lbservice"
 )
 
 // BGP is the node's BGP speaker.
@@ -71,7 +71,8 @@ type Reconciler struct {
 	config   *config.Config
 	peersSet *config.Config // the configuration whose peers BGP has
 	trigger  chan event.GenericEvent
-	// announced remembers, per service, the protocols last announced, for nodeAssigned events.
+	// announced remembers, per service, the protocols last announced and whether the
+	// datapath refused it, for events on changes.
 	announced map[string]map[string]bool
 	status    *statusWriter
 }
@@ -105,8 +106,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// One way through: the datapath programs what the node would serve, its verdicts go
+	// into the decision, then routes and ARP/NDP follow it; status objects are written
+	// afterwards, in the background.
 	plan := announce.Decide(in)
-	r.program(ctx, &plan, byKey)
+	if in.DatapathFailed = r.program(ctx, plan.Datapath); len(in.DatapathFailed) > 0 {
+		plan = announce.Decide(in)
+		// An id freed by this pass's removals serves a refused service at the next one.
+		recheck = minPositive(recheck, datapathRetry)
+	}
 
 	var errs []error
 	if r.peersSet != cfg {
@@ -123,10 +131,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if err := r.L2.SetAnnounced(plan.L2); err != nil {
 		errs = append(errs, fmt.Errorf("answering ARP/NDP: %w", err))
 	}
-	r.report(ctx, plan, byKey)
-	if err := r.status.sync(ctx, plan); err != nil {
-		errs = append(errs, err)
-	}
+	r.report(plan, byKey)
+	r.status.want(plan)
 	for i := range expired {
 		if err := forgetSpeaker(ctx, r.Client, &expired[i]); err != nil {
 			errs = append(errs, err)
@@ -137,60 +143,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	return ctrl.Result{RequeueAfter: recheck}, errors.Join(errs...)
 }
 
-// program syncs the datapath with the plan. A service that cannot be programmed is withdrawn
-// (its host routes and ARP/NDP) with an event saying why, since announcing a VIP the node
-// cannot forward would blackhole it.
-func (r *Reconciler) program(ctx context.Context, plan *announce.Plan, services map[string]*corev1.Service) {
+// datapathRetry is how soon a pass that left services unprogrammed is retried.
+const datapathRetry = 5 * time.Second
+
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 {
+		return b
+	}
+	return min(a, b)
+}
+
+// program syncs the datapath and returns the VIPs it could not program, with the reason.
+func (r *Reconciler) program(ctx context.Context, want []datapath.Service) map[netip.Addr]error {
 	if r.Mode != announce.EBPF {
-		return
+		return nil
 	}
+	err := r.Datapath.Sync(ctx, want)
 	failed := map[netip.Addr]error{}
-	var valid []datapath.Service
-	for _, s := range plan.Datapath {
-		if err := s.Validate(); err != nil {
-			failed[s.VIP] = err
-			continue
-		}
-		valid = append(valid, s)
+	for key, why := range datapath.Failed(err, want) {
+		failed[key.VIP] = why
 	}
-	if err := r.Datapath.Sync(ctx, valid); err != nil {
-		for _, s := range valid {
-			failed[s.VIP] = err
-		}
+	if err != nil {
+		level.Error(r.Logger).Log("op", "programDatapath", "failed", len(failed), "error", err)
 	}
-	if len(failed) == 0 {
-		return
-	}
-	plan.Routes = slices.DeleteFunc(plan.Routes, func(rt announce.Route) bool {
-		_, bad := failed[rt.Prefix.Addr()]
-		return bad && rt.Prefix.IsSingleIP()
-	})
-	for key, state := range plan.Services {
-		svc := services[key]
-		var why error
-		for _, ip := range allocator.IngressIPs(svc.Status.LoadBalancer) {
-			if err := failed[ip]; err != nil {
-				why = err
-				delete(plan.L2, ip)
-			}
-		}
-		if why == nil {
-			continue
-		}
-		state.BGPPeers, state.L2, state.BGPReason, state.L2Reason = nil, false, "datapathFailed", "datapathFailed"
-		plan.Services[key] = state
-		level.Error(r.Logger).Log("op", "programDatapath", "service", key, "error", why)
-		r.Recorder.Eventf(svc, corev1.EventTypeWarning, "DatapathFailed", "withdrawn from node %q: the datapath cannot forward it: %v", r.NodeName, why)
-	}
+	return failed
 }
 
 // report emits nodeAssigned when the node starts announcing a service with a protocol, and
-// updates metallb_speaker_announced.
-func (r *Reconciler) report(ctx context.Context, plan announce.Plan, services map[string]*corev1.Service) {
+// DatapathFailed when the datapath starts refusing it, and updates metallb_speaker_announced.
+// The recorder sends events in the background.
+func (r *Reconciler) report(plan announce.Plan, services map[string]*corev1.Service) {
 	now := map[string]map[string]bool{}
 	for key, state := range plan.Services {
+		if state.DatapathError != nil && !r.announced[key][announce.ReasonDatapathFailed] {
+			r.Recorder.Eventf(services[key], corev1.EventTypeWarning, "DatapathFailed", "withdrawn from node %q: the datapath cannot forward it: %v", r.NodeName, state.DatapathError)
+		}
 		protocols := map[string]bool{"bgp": len(state.BGPPeers) > 0, "layer2": state.L2}
-		now[key] = protocols
+		now[key] = map[string]bool{"bgp": protocols["bgp"], "layer2": state.L2, announce.ReasonDatapathFailed: state.DatapathError != nil}
 		for protocol, on := range protocols {
 			announcedGauge.WithLabelValues(r.NodeName, protocol, key).Set(boolFloat(on))
 			if on && !r.announced[key][protocol] {
@@ -266,18 +255,18 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 	byKey := map[string]*corev1.Service{}
 	for i := range services.Items {
 		svc := &services.Items[i]
-		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !allocator.Handles(svc, r.LBClass) {
+		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, r.LBClass) {
 			continue
 		}
-		key := allocator.Key(svc)
+		key := lbservice.Key(svc)
 		byKey[key] = svc
 		in.Services = append(in.Services, announce.Service{
 			Key:          key,
 			Labels:       svc.Labels,
-			IPs:          allocator.IngressIPs(svc.Status.LoadBalancer),
-			Pool:         svc.Annotations[allocator.AnnotationIPAllocatedFromPool],
+			IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
+			Pool:         svc.Annotations[lbservice.AnnotationIPAllocatedFromPool],
 			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-			SharedIP:     allocator.SharingKey(svc) != "",
+			SharedIP:     lbservice.SharingKey(svc) != "",
 			Ports:        ports(svc),
 			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
 		})
@@ -371,7 +360,10 @@ func networkUnavailable(n *corev1.Node) bool {
 // SetupWithManager watches every input; each change maps to the one request.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.trigger = make(chan event.GenericEvent, 1)
-	r.status = &statusWriter{client: mgr.GetClient(), namespace: r.Namespace, node: r.NodeName}
+	r.status = newStatusWriter(mgr.GetClient(), r.Namespace, r.NodeName, r.Logger)
+	if err := mgr.Add(r.status); err != nil {
+		return err
+	}
 	if err := mgr.Add(&heartbeat{client: mgr.GetClient(), namespace: r.Namespace, node: r.NodeName, logger: r.Logger}); err != nil {
 		return err
 	}

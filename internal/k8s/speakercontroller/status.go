@@ -9,7 +9,11 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,15 +28,40 @@ const (
 	labelServiceNamespace = "metallb.io/service-namespace"
 )
 
+const (
+	// statusWrites bounds the writes to the API server in flight at once: more load the API
+	// server enough to delay the watch events of deletions (measured: 16 doubled the
+	// slowest withdrawal of BenchmarkWithdraw).
+	statusWrites = 4
+	// statusRetry is how long the writer waits after a failed pass.
+	statusRetry = time.Second
+)
+
+// errCacheLag: an object the cache does not show yet exists; a later pass updates it.
+var errCacheLag = errors.New("a status object exists that the cache does not show yet")
+
 // statusWriter keeps one ServiceBGPStatus and one ServiceL2Status per service this node
-// announces, and deletes those of services it no longer announces.
+// announces, and deletes those of services it no longer announces. It writes in the
+// background, so that no announcement or withdrawal waits for the API server: want records
+// the latest wanted state, and each pass of Start writes only that, whatever came between.
 type statusWriter struct {
 	client    client.Client
 	namespace string
 	node      string
+	logger    log.Logger
+
+	mu   sync.Mutex
+	bgp  map[string]metallbv1beta1.MetalLBServiceBGPStatus
+	l2   map[string]metallbv1beta1.MetalLBServiceL2Status
+	wake chan struct{}
 }
 
-func (w *statusWriter) sync(ctx context.Context, plan announce.Plan) error {
+func newStatusWriter(c client.Client, namespace, node string, logger log.Logger) *statusWriter {
+	return &statusWriter{client: c, namespace: namespace, node: node, logger: logger, wake: make(chan struct{}, 1)}
+}
+
+// want makes the plan's services the state to write, replacing any not written yet.
+func (w *statusWriter) want(plan announce.Plan) {
 	bgp := map[string]metallbv1beta1.MetalLBServiceBGPStatus{}
 	l2 := map[string]metallbv1beta1.MetalLBServiceL2Status{}
 	for key, state := range plan.Services {
@@ -48,19 +77,87 @@ func (w *statusWriter) sync(ctx context.Context, plan announce.Plan) error {
 			l2[key] = status
 		}
 	}
-	return errors.Join(
-		syncObjects(ctx, w, "bgp", &metallbv1beta1.ServiceBGPStatusList{}, bgp,
+	w.mu.Lock()
+	w.bgp, w.l2 = bgp, l2
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *statusWriter) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // a pass is due already, and reads the latest state
+	}
+}
+
+// Start writes the wanted state after each change until ctx ends, retrying failed passes.
+func (w *statusWriter) Start(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		bgp, l2 := w.bgp, w.l2
+		w.mu.Unlock()
+		if err := w.write(ctx, bgp, l2); err != nil && ctx.Err() == nil {
+			logAt := level.Error
+			if errors.Is(err, errCacheLag) {
+				logAt = level.Debug
+			}
+			logAt(w.logger).Log("op", "writeStatus", "error", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(statusRetry):
+				w.poke()
+			}
+		}
+	}
+}
+
+func (w *statusWriter) write(ctx context.Context, bgp map[string]metallbv1beta1.MetalLBServiceBGPStatus, l2 map[string]metallbv1beta1.MetalLBServiceL2Status) error {
+	var writes []func() error
+	err := errors.Join(
+		syncObjects(ctx, w, "bgp", &metallbv1beta1.ServiceBGPStatusList{}, bgp, &writes,
 			func() *metallbv1beta1.ServiceBGPStatus { return &metallbv1beta1.ServiceBGPStatus{} },
 			func(o *metallbv1beta1.ServiceBGPStatus) *metallbv1beta1.MetalLBServiceBGPStatus { return &o.Status },
 			func(l *metallbv1beta1.ServiceBGPStatusList) []metallbv1beta1.ServiceBGPStatus { return l.Items }),
-		syncObjects(ctx, w, "l2", &metallbv1beta1.ServiceL2StatusList{}, l2,
+		syncObjects(ctx, w, "l2", &metallbv1beta1.ServiceL2StatusList{}, l2, &writes,
 			func() *metallbv1beta1.ServiceL2Status { return &metallbv1beta1.ServiceL2Status{} },
 			func(o *metallbv1beta1.ServiceL2Status) *metallbv1beta1.MetalLBServiceL2Status { return &o.Status },
 			func(l *metallbv1beta1.ServiceL2StatusList) []metallbv1beta1.ServiceL2Status { return l.Items }),
 	)
+	return errors.Join(err, runBounded(writes, statusWrites))
 }
 
-// syncObjects makes the node's status objects of one kind equal to want (by service key).
+// runBounded runs the functions, at most limit at once, and joins their errors.
+func runBounded(fns []func() error, limit int) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	slots := make(chan struct{}, limit)
+	for _, f := range fns {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if err := f(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// syncObjects adds to writes what makes the node's status objects of one kind equal to want
+// (by service key).
 func syncObjects[O any, PO interface {
 	*O
 	client.Object
@@ -68,26 +165,25 @@ func syncObjects[O any, PO interface {
 	*L
 	client.ObjectList
 }, S any](
-	ctx context.Context, w *statusWriter, prefix string, list PL, want map[string]S,
+	ctx context.Context, w *statusWriter, prefix string, list PL, want map[string]S, writes *[]func() error,
 	newObject func() PO, status func(PO) *S, items func(PL) []O,
 ) error {
 	if err := w.client.List(ctx, list, client.InNamespace(w.namespace), client.MatchingLabels{labelNode: w.node}); err != nil {
 		return err
 	}
-	var errs []error
 	have := map[string]bool{}
 	for _, item := range items(list) {
 		obj := PO(&item)
 		key := obj.GetLabels()[labelServiceNamespace] + "/" + obj.GetLabels()[labelServiceName]
 		wanted, ok := want[key]
 		if !ok || have[key] {
-			errs = append(errs, client.IgnoreNotFound(w.client.Delete(ctx, obj)))
+			*writes = append(*writes, func() error { return client.IgnoreNotFound(w.client.Delete(ctx, obj)) })
 			continue
 		}
 		have[key] = true
 		if !reflect.DeepEqual(*status(obj), wanted) {
 			*status(obj) = wanted
-			errs = append(errs, w.client.Status().Update(ctx, obj))
+			*writes = append(*writes, func() error { return w.client.Status().Update(ctx, obj) })
 		}
 	}
 	for key, wanted := range want {
@@ -99,17 +195,19 @@ func syncObjects[O any, PO interface {
 		obj.SetNamespace(w.namespace)
 		obj.SetName(statusName(prefix, key, w.node))
 		obj.SetLabels(map[string]string{labelNode: w.node, labelServiceName: name, labelServiceNamespace: namespace})
-		err := w.client.Create(ctx, obj)
-		if apierrors.IsAlreadyExists(err) {
-			continue // the cache lags; the next pass updates it
-		}
-		if err == nil {
-			*status(obj) = wanted
-			err = w.client.Status().Update(ctx, obj)
-		}
-		errs = append(errs, err)
+		*writes = append(*writes, func() error {
+			err := w.client.Create(ctx, obj)
+			if apierrors.IsAlreadyExists(err) {
+				return errCacheLag
+			}
+			if err == nil {
+				*status(obj) = wanted
+				err = w.client.Status().Update(ctx, obj)
+			}
+			return err
+		})
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // statusName is stable per service and node, so a restarted speaker finds its objects.
