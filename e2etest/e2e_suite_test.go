@@ -12,8 +12,9 @@
 // What the suites need to know about the environment comes from --lab, a JSON description
 // the dev-env writes (.dev-env/lab.json). For another cluster, write one with the same fields:
 // the routers and the command that runs vtysh in each (upstream's "exec in the FRR
-// container"), the LB nodes and their metrics URLs, the backend nodes running the echo server
-// (the pods of labagent pod), and the commands that take an LB node out of service and back.
+// container"), the LB nodes and their metrics URLs, the backend nodes and the pods behind them
+// that run the echo servers (labagent pod), and the commands that take an LB node out of
+// service and back.
 // --kubeconfig, --router-exec and --client-netns override what the description says.
 package e2etest
 
