@@ -403,19 +403,28 @@ func dialHTTP(vip string, port int32, localPort int) (*httpConn, error) {
 	return &httpConn{conn: c, reader: bufio.NewReader(c)}, nil
 }
 
-// get sends one request on the connection and reads the answer, and how many bytes the
-// body had.
-func (h *httpConn) get(path string, timeout time.Duration) (answer, int, error) {
+// roundTrip sends one request on the connection, with body (none when nil), and returns the
+// answer's body.
+func (h *httpConn) roundTrip(method, path string, body []byte, timeout time.Duration) ([]byte, error) {
 	_ = h.conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(h.conn, "GET %s HTTP/1.1\r\nHost: e2e\r\n\r\n", path); err != nil {
-		return answer{}, 0, err
+	if _, err := fmt.Fprintf(h.conn, "%s %s HTTP/1.1\r\nHost: e2e\r\nContent-Length: %d\r\n\r\n", method, path, len(body)); err != nil {
+		return nil, err
+	}
+	if _, err := h.conn.Write(body); err != nil {
+		return nil, fmt.Errorf("sending the body: %w", err)
 	}
 	resp, err := http.ReadResponse(h.reader, nil)
 	if err != nil {
-		return answer{}, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	return io.ReadAll(resp.Body)
+}
+
+// get sends one request on the connection and reads the answer, and how many bytes the
+// body had.
+func (h *httpConn) get(path string, timeout time.Duration) (answer, int, error) {
+	body, err := h.roundTrip("GET", path, nil, timeout)
 	if err != nil {
 		return answer{}, 0, err
 	}

@@ -8,9 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"syscall"
@@ -102,19 +100,7 @@ func upload(vip string, port int32, size int) (answer, int, error) {
 		return answer{}, 0, err
 	}
 	defer h.closeNow()
-	_ = h.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := fmt.Fprintf(h.conn, "POST / HTTP/1.1\r\nHost: e2e\r\nContent-Length: %d\r\n\r\n", size); err != nil {
-		return answer{}, 0, err
-	}
-	if _, err := h.conn.Write(make([]byte, size)); err != nil {
-		return answer{}, 0, fmt.Errorf("sending the body: %w", err)
-	}
-	resp, err := http.ReadResponse(h.reader, nil)
-	if err != nil {
-		return answer{}, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := h.roundTrip("POST", "/", make([]byte, size), 30*time.Second)
 	if err != nil {
 		return answer{}, 0, err
 	}
