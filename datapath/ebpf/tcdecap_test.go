@@ -57,6 +57,38 @@ func TestTCXDecapFixtures(t *testing.T) {
 	if c.Rejected != rejected || c.IPIP+c.GUE != opened || c.GUE == 0 || c.IPIP == 0 {
 		t.Errorf("counters %+v, want %d rejected and %d opened (IPIP and GUE)", c, rejected, opened)
 	}
+
+	// Inner and outer families differ: the link layer takes the inner family's type. Both
+	// programs count in the same map.
+	syn, synV6 := frame4(vipTCP80, syn80, nil)[14:], frame6(vip6, syn443, nil)[14:]
+	outer6 := ipv6(ipv6Header{src: env.opts.TunnelSource6.Addr(), dst: backendV2, next: protoIPIP, hopLimit: 64}, syn)
+	outer4 := ipv4Header{src: env.opts.TunnelSource4.Addr(), dst: backend2, proto: protoIPv6, ttl: 64}.bytes(len(synV6))
+	crossed := []struct {
+		name    string
+		in, out []byte
+	}{
+		{"4in6", concat(ethernet(backend2MAC, lb0MAC, etherIPv6, -1), outer6), concat(ethernet(backend2MAC, lb0MAC, etherIPv4, -1), syn)},
+		{"6in4", concat(ethernet(backend2MAC, lb0MAC, etherIPv4, -1), outer4, synV6), concat(ethernet(backend2MAC, lb0MAC, etherIPv6, -1), synV6)},
+	}
+	for _, f := range crossed {
+		t.Run("XDP decap IPIP "+f.name, func(t *testing.T) {
+			if verdict, out := env.run(t, d.objs.XdpDecap, f.in, env.lb0); verdict != xdpPass || !bytes.Equal(out, f.out) {
+				t.Errorf("verdict %s, output\n got: %s\nwant: %s", verdictNames[verdict], hex.EncodeToString(out), hex.EncodeToString(f.out))
+			}
+		})
+		t.Run("TCX decap IPIP "+f.name, func(t *testing.T) {
+			if verdict, out := runTC(t, env, d.objs.TcDecap, f.in); verdict != tcxNext || !bytes.Equal(out, f.out) {
+				t.Errorf("verdict %d, output\n got: %s\nwant: %s", int32(verdict), hex.EncodeToString(out), hex.EncodeToString(f.out))
+			}
+		})
+	}
+	after, err := d.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := c.IPIP + 2*uint64(len(crossed)); after.IPIP != want {
+		t.Errorf("IPIP counter %d after the family changes, want %d", after.IPIP, want)
+	}
 }
 
 // runTC runs prog (a TC program) on frame and returns its verdict and the frame it leaves.
