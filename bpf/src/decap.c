@@ -249,8 +249,10 @@ int tc_decap(struct __sk_buff *skb)
 	case OPEN:
 		break;
 	}
-	/* The flag sets the packet's protocol to the inner family. */
-	__u64 flags = out.inner_version == 4 ? ADJ_ROOM_DECAP_L3_IPV4 : ADJ_ROOM_DECAP_L3_IPV6;
+	/* The packet's protocol becomes the inner family's. A packet GRO merged keeps its segment
+	 * size: the payload of each segment is what it was. */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO |
+		      (out.inner_version == 4 ? ADJ_ROOM_DECAP_L3_IPV4 : ADJ_ROOM_DECAP_L3_IPV6);
 
 	if (bpf_skb_adjust_room(skb, -out.len, BPF_ADJ_ROOM_MAC, flags))
 		return TCX_VERDICT_NEXT;
