@@ -47,6 +47,7 @@ const (
 	DecapMapAllowedSources = "allowed_sources"
 	DecapMapDecapCounters  = "decap_counters"
 	DecapMapLocalAddrs     = "local_addrs"
+	DecapProgTcDecap       = "tc_decap"
 	DecapProgXdpDecap      = "xdp_decap"
 	DecapVarSettings       = "settings"
 )
@@ -93,6 +94,7 @@ type DecapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type DecapProgramSpecs struct {
+	TcDecap  *ebpf.ProgramSpec `ebpf:"tc_decap"`
 	XdpDecap *ebpf.ProgramSpec `ebpf:"xdp_decap"`
 }
 
@@ -156,11 +158,13 @@ type DecapVariables struct {
 //
 // It can be passed to LoadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type DecapPrograms struct {
+	TcDecap  *ebpf.Program `ebpf:"tc_decap"`
 	XdpDecap *ebpf.Program `ebpf:"xdp_decap"`
 }
 
 func (p *DecapPrograms) Close() error {
 	return _DecapClose(
+		p.TcDecap,
 		p.XdpDecap,
 	)
 }

@@ -18,11 +18,40 @@ import (
 // pinned there (a previous process's) is updated in place: the old program runs until the new
 // one replaces it, so forwarding never stops.
 func attachXDP(prog *ebpf.Program, ifname string, mode XDPMode, pinFile string) (link.Link, error) {
+	return attachPinned(prog, ifname, pinFile, func(ifindex int) (link.Link, error) {
+		flags := link.XDPDriverMode
+		if mode == XDPGeneric {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
+		if err != nil {
+			return nil, fmt.Errorf("attaching %s XDP to %s: %w", mode, ifname, err)
+		}
+		return l, nil
+	})
+}
+
+// attachTCXIngress attaches prog to the interface's TCX ingress hook through a link pinned at
+// pinFile, adopting a pinned link as attachXDP does.
+func attachTCXIngress(prog *ebpf.Program, ifname string, pinFile string) (link.Link, error) {
+	return attachPinned(prog, ifname, pinFile, func(ifindex int) (link.Link, error) {
+		l, err := link.AttachTCX(link.TCXOptions{Program: prog, Interface: ifindex, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return nil, fmt.Errorf("attaching TCX ingress to %s: %w", ifname, err)
+		}
+		return l, nil
+	})
+}
+
+// attachPinned updates the link pinned at pinFile to prog, or else attaches prog with attach
+// and pins the new link there.
+func attachPinned(prog *ebpf.Program, ifname, pinFile string, attach func(ifindex int) (link.Link, error)) (link.Link, error) {
 	if pinned, err := link.LoadPinnedLink(pinFile, nil); err == nil {
 		if err := pinned.Update(prog); err == nil {
 			return pinned, nil
 		}
-		// The interface it was attached to is gone: start over.
+		// The interface it was attached to is gone, or the link is of another hook: start
+		// over.
 		_ = pinned.Unpin()
 		_ = pinned.Close()
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -33,13 +62,9 @@ func attachXDP(prog *ebpf.Program, ifname string, mode XDPMode, pinFile string) 
 	if err != nil {
 		return nil, err
 	}
-	flags := link.XDPDriverMode
-	if mode == XDPGeneric {
-		flags = link.XDPGenericMode
-	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: iface.Index, Flags: flags})
+	l, err := attach(iface.Index)
 	if err != nil {
-		return nil, fmt.Errorf("attaching %s XDP to %s: %w", mode, ifname, err)
+		return nil, err
 	}
 	if err := l.Pin(pinFile); err != nil {
 		_ = l.Close()

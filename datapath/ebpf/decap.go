@@ -5,6 +5,7 @@ package ebpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 
 	"github.com/maglb/maglb/bpf"
 )
@@ -22,7 +24,9 @@ import (
 type DecapOptions struct {
 	// Interfaces receive the tunnelled packets. Empty: loaded but not attached (tests).
 	Interfaces []string
-	// XDPMode is native (the default) or generic.
+	// Hook is where the program attaches: DecapAuto (the default), DecapXDP or DecapTCX.
+	Hook DecapHook
+	// XDPMode is native (the default) or generic, for DecapXDP.
 	XDPMode XDPMode
 	// PinPath is the bpffs directory for the maps and the links; it may be the load
 	// balancer's.
@@ -38,12 +42,63 @@ type DecapOptions struct {
 	KeepOnClose bool
 }
 
+// DecapHook is where the decapsulation program attaches to an interface.
+type DecapHook string
+
+const (
+	// DecapAuto is DecapTCX on an interface where another XDP program (the load balancer's)
+	// is attached, DecapXDP elsewhere.
+	DecapAuto DecapHook = "auto"
+	// DecapXDP runs first, before any socket buffer exists; the interface's one XDP program.
+	DecapXDP DecapHook = "xdp"
+	// DecapTCX runs at TC ingress, after the XDP program, whose XDP_PASS it sees.
+	DecapTCX DecapHook = "tcx"
+)
+
+// decapXDPName is the name the kernel knows the XDP decapsulation program by.
+const decapXDPName = bpf.DecapProgXdpDecap
+
+// resolveHook is the hook for an interface whose attached XDP program is named attachedXDP
+// ("" when none is).
+func resolveHook(hook DecapHook, attachedXDP string) DecapHook {
+	if hook != DecapAuto {
+		return hook
+	}
+	if attachedXDP != "" && attachedXDP != decapXDPName {
+		return DecapTCX
+	}
+	return DecapXDP
+}
+
+// attachedXDPName names the XDP program attached to the interface, "" when none is.
+func attachedXDPName(ifname string) (string, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return "", err
+	}
+	xdp := l.Attrs().Xdp
+	if xdp == nil || !xdp.Attached || xdp.ProgId == 0 {
+		return "", nil
+	}
+	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(xdp.ProgId))
+	if err != nil {
+		return "", fmt.Errorf("reading the XDP program of %s: %w", ifname, err)
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return "", err
+	}
+	return info.Name, nil
+}
+
 // Decap strips IPIP and GUE headers from packets that the allowed sources tunnel to the node,
 // so that the inner packet reaches the VIP configured on the node without a tunnel device.
 type Decap struct {
 	opts  DecapOptions
 	objs  bpf.DecapObjects
 	links []link.Link
+	hooks map[string]DecapHook // by interface
 
 	mu        sync.Mutex
 	addresses map[bpf.DecapLocalAddr]bool
@@ -64,6 +119,12 @@ const decapLinkPrefix = "decap_link"
 // NewDecap loads the decapsulation program, adopting pinned links and maps, and attaches it.
 // Links a previous process pinned for interfaces no longer wanted are removed.
 func NewDecap(opts DecapOptions) (*Decap, error) {
+	if opts.Hook == "" {
+		opts.Hook = DecapAuto
+	}
+	if opts.Hook != DecapAuto && opts.Hook != DecapXDP && opts.Hook != DecapTCX {
+		return nil, fmt.Errorf("decapsulation hook %q is not one of auto, xdp, tcx", opts.Hook)
+	}
 	if opts.XDPMode == "" {
 		opts.XDPMode = XDPNative
 	}
@@ -83,7 +144,7 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 	if err := spec.Variables[bpf.DecapVarSettings].Set(bpf.DecapConfig{GuePort: networkOrder16(opts.GUEPort)}); err != nil {
 		return nil, err
 	}
-	d := &Decap{opts: opts, addresses: map[bpf.DecapLocalAddr]bool{}, sources: map[bpf.DecapSourcePrefix]bool{}}
+	d := &Decap{opts: opts, hooks: map[string]DecapHook{}, addresses: map[bpf.DecapLocalAddr]bool{}, sources: map[bpf.DecapSourcePrefix]bool{}}
 	load := func() error {
 		return spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}})
 	}
@@ -105,7 +166,7 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 		return nil, err
 	}
 	for _, ifname := range opts.Interfaces {
-		l, err := attachXDP(d.objs.XdpDecap, ifname, opts.XDPMode, linkPinFile(opts.PinPath, decapLinkPrefix, ifname))
+		l, err := d.attach(ifname)
 		if err != nil {
 			_ = d.release(true)
 			return nil, err
@@ -120,6 +181,28 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 	}
 	return d, nil
 }
+
+// attach attaches the program of the interface's hook. One pinned link per interface, of
+// either hook: a link of the other hook is replaced.
+func (d *Decap) attach(ifname string) (link.Link, error) {
+	hook := d.opts.Hook
+	if hook == DecapAuto {
+		attached, err := attachedXDPName(ifname)
+		if err != nil {
+			return nil, err
+		}
+		hook = resolveHook(hook, attached)
+	}
+	d.hooks[ifname] = hook
+	pinFile := linkPinFile(d.opts.PinPath, decapLinkPrefix, ifname)
+	if hook == DecapTCX {
+		return attachTCXIngress(d.objs.TcDecap, ifname, pinFile)
+	}
+	return attachXDP(d.objs.XdpDecap, ifname, d.opts.XDPMode, pinFile)
+}
+
+// Hooks tells where the program is attached, by interface.
+func (d *Decap) Hooks() map[string]DecapHook { return maps.Clone(d.hooks) }
 
 // readKeys adds the keys m holds to keys.
 func readKeys[K comparable](m *ebpf.Map, keys map[K]bool) error {

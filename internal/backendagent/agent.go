@@ -33,9 +33,11 @@ const DefaultResync = 30 * time.Second
 type Config struct {
 	// Interfaces the decapsulation program attaches to; empty: those of the default routes.
 	Interfaces []string
-	XDPMode    ebpf.XDPMode
-	GUEPort    uint16
-	PinPath    string
+	// DecapHook is where the program attaches; see decapHook for ebpf.DecapAuto.
+	DecapHook ebpf.DecapHook
+	XDPMode   ebpf.XDPMode
+	GUEPort   uint16
+	PinPath   string
 	// KeepOnExit leaves the program attached and its maps pinned when the agent stops.
 	KeepOnExit bool
 	// TunnelSources are allowed whatever the nodes.
@@ -70,6 +72,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Resync == 0 {
 		cfg.Resync = DefaultResync
 	}
+	if cfg.DecapHook == "" {
+		cfg.DecapHook = ebpf.DecapAuto
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = log.NewNopLogger()
 	}
@@ -102,8 +107,13 @@ func New(cfg Config) (*Agent, error) {
 		a.closeNetlink()
 		return nil, err
 	}
+	hook, err := a.decapHook(addrs)
+	if err != nil {
+		a.closeNetlink()
+		return nil, err
+	}
 	a.decap, err = ebpf.NewDecap(ebpf.DecapOptions{
-		Interfaces: cfg.Interfaces, XDPMode: cfg.XDPMode, PinPath: cfg.PinPath, GUEPort: cfg.GUEPort,
+		Interfaces: cfg.Interfaces, Hook: hook, XDPMode: cfg.XDPMode, PinPath: cfg.PinPath, GUEPort: cfg.GUEPort,
 		Addresses: addrs, AllowedSources: sources, KeepOnClose: cfg.KeepOnExit,
 	})
 	if err != nil {
@@ -112,8 +122,36 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.record(addrs, sources, nil)
 	level.Info(cfg.Logger).Log("op", "startup", "msg", "decapsulating", "interfaces", fmt.Sprint(cfg.Interfaces),
-		"xdpMode", cfg.XDPMode, "guePort", cfg.GUEPort, "addresses", fmt.Sprint(addrs), "allowedSources", fmt.Sprint(sources))
+		"hooks", fmt.Sprint(a.decap.Hooks()), "xdpMode", cfg.XDPMode, "guePort", cfg.GUEPort, "addresses", fmt.Sprint(addrs), "allowedSources", fmt.Sprint(sources))
 	return a, nil
+}
+
+// decapHook resolves the configured hook with the node's addresses and the LB nodes.
+func (a *Agent) decapHook(addrs []netip.Addr) (ebpf.DecapHook, error) {
+	var nodes []*corev1.Node
+	if a.cfg.DecapHook == ebpf.DecapAuto && a.cfg.LBNodes != nil {
+		var err error
+		if nodes, err = a.cfg.LBNodes(); err != nil {
+			return "", fmt.Errorf("listing the load balancer nodes: %w", err)
+		}
+	}
+	return decapHook(a.cfg.DecapHook, addrs, nodes), nil
+}
+
+// decapHook is ebpf.DecapTCX for ebpf.DecapAuto on a node that is one of the load balancers
+// (one of its addresses is an LB node's InternalIP): its speaker's XDP program needs the XDP
+// hook, and may attach after the agent. Otherwise the hook is left as asked; ebpf.DecapAuto
+// then still picks TCX on an interface whose XDP hook is taken.
+func decapHook(hook ebpf.DecapHook, addrs []netip.Addr, lbNodes []*corev1.Node) ebpf.DecapHook {
+	if hook != ebpf.DecapAuto {
+		return hook
+	}
+	for _, p := range allowedSources(nil, lbNodes) {
+		if slices.Contains(addrs, p.Addr()) {
+			return ebpf.DecapTCX
+		}
+	}
+	return hook
 }
 
 // Stats reads the decapsulation counters.

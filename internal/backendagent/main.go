@@ -57,6 +57,7 @@ type options struct {
 	logLevel       string
 	port           int
 	interfaces     string
+	decapHook      string
 	xdpMode        string
 	gueport        uint
 	pinPath        string
@@ -75,6 +76,7 @@ func Main(args []string) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
 	fs.IntVar(&o.port, "port", DefaultPort, "HTTP port of /metrics and /healthz; 0 disables them")
 	fs.StringVar(&o.interfaces, "backend-interfaces", "", "comma-separated interfaces the decapsulation program attaches to; empty: the interfaces of the default routes (IPv4 and IPv6)")
+	fs.StringVar(&o.decapHook, "decap-hook", string(ebpf.DecapAuto), "where the decapsulation program attaches: xdp, tcx (TC ingress, behind the interface's XDP program), or auto: tcx on a load balancer node (its address is an LB node's InternalIP) and on an interface where another XDP program (the speaker's load balancer) is attached, xdp elsewhere")
 	fs.StringVar(&o.xdpMode, "xdp-mode", string(ebpf.XDPNative), "how the XDP program attaches: native, or generic where the driver has no XDP support")
 	fs.UintVar(&o.gueport, "gue-port", ebpf.DefaultGUEPort, "UDP port of GUE encapsulation; the same as the speakers'")
 	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the program's maps and links are pinned")
@@ -103,6 +105,10 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if mode != ebpf.XDPNative && mode != ebpf.XDPGeneric {
 		return fmt.Errorf("--xdp-mode %q is not one of native, generic", o.xdpMode)
 	}
+	hook := ebpf.DecapHook(o.decapHook)
+	if hook != ebpf.DecapAuto && hook != ebpf.DecapXDP && hook != ebpf.DecapTCX {
+		return fmt.Errorf("--decap-hook %q is not one of auto, xdp, tcx", o.decapHook)
+	}
 	var sources []netip.Prefix
 	for _, value := range o.tunnelSources {
 		for _, field := range strings.Split(value, ",") {
@@ -114,7 +120,7 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		}
 	}
 	cfg := Config{
-		XDPMode: mode, GUEPort: uint16(o.gueport), PinPath: o.pinPath, KeepOnExit: o.keep,
+		DecapHook: hook, XDPMode: mode, GUEPort: uint16(o.gueport), PinPath: o.pinPath, KeepOnExit: o.keep,
 		TunnelSources: sources, Logger: logger,
 	}
 	if o.interfaces != "" {
