@@ -100,6 +100,35 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 		}
 	})
 
+	It("serves through an LB node that hosts an endpoint itself, from its own flows and those other LB nodes tunnel to it", Label("smoke"), func() {
+		requireDatapath("ebpf")
+		lb := lbNames()[0]
+		pods := podsOn(lb)
+		if len(pods) == 0 {
+			Skip("the environment lists no pod on " + lb)
+		}
+		svc := createBackedService(ctx, ns, "on-lb-node", map[string]string{"metallb.io/address-pool": "e2e-datapath"},
+			[]string{lb, backendNames()[0]}, withLocalTraffic)
+		onLB := vipOf(ctx, svc)
+		Eventually(nexthops("tor", onLB)).Should(Equal(lbAddresses(lbNames()...)))
+		everyNodeForwards(onLB)
+		// ECMP spreads the flows over every LB node, and each node's ring sends about a third of
+		// them to lb's pod: the ones through lb go up its own stack, the others arrive tunnelled
+		// and lb decapsulates them behind its load balancer. Every flow must be answered.
+		const flows = 90
+		perPod := map[string]int{}
+		for i := range flows {
+			a, _, err := fetch(onLB, env.HTTPPort, "/", 0)
+			Expect(err).NotTo(HaveOccurred(), "flow %d", i)
+			Expect(a.Client).To(Equal(env.ClientAddress), "externalTrafficPolicy Local keeps the client's address")
+			perPod[a.Pod]++
+		}
+		AddReportEntry("pods", perPod)
+		for _, pod := range pods {
+			Expect(perPod[pod]).To(BeNumerically(">=", flows/10), "flows answered by %s on LB node %s: %v", pod, lb, perPod)
+		}
+	})
+
 	It("takes a flow to the same backend through whichever LB node ECMP picks", Label("smoke"), func() {
 		requireDatapath("ebpf")
 		const flows, firstPort = 90, 41000

@@ -173,19 +173,28 @@ func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 // the environment lists none.
 func endpointAddresses(node string, family corev1.IPFamily) []string {
 	var addrs []string
-	for _, name := range slices.Sorted(maps.Keys(env.Pods)) {
-		if p := env.Pods[name]; p.Node == node {
-			addr := p.Address
-			if family == corev1.IPv6Protocol {
-				addr = p.Address6
-			}
-			addrs = append(addrs, addr)
+	for _, name := range podsOn(node) {
+		addr := env.Pods[name].Address
+		if family == corev1.IPv6Protocol {
+			addr = env.Pods[name].Address6
 		}
+		addrs = append(addrs, addr)
 	}
 	if len(addrs) == 0 {
 		return []string{nodeAddress(node, family)}
 	}
 	return addrs
+}
+
+// podsOn returns the names of the environment's pods on node.
+func podsOn(node string) []string {
+	var names []string
+	for _, name := range slices.Sorted(maps.Keys(env.Pods)) {
+		if env.Pods[name].Node == node {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // nodeAddress is a backend or LB node's address of family.

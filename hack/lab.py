@@ -507,27 +507,31 @@ metadata:
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
 
-    def backend_agent_argv(self, be):
-        """The backend agent of a backend node, as a user runs it in a workload cluster: the
-        LB nodes' addresses (the load balancers' outer sources) as --tunnel-sources."""
+    def backend_agent_argv(self, node):
+        """The backend agent of a node, as a user runs it in a workload cluster: the LB nodes'
+        addresses (the load balancers' outer sources) as --tunnel-sources. On an LB node the
+        speaker's load balancer holds the XDP hook, so the agent decapsulates at TCX."""
         t = self.topology
         sources = ",".join(f"{t.address(lb)}/32,{t.address6(lb)}/128" for lb in t.lbs)
-        return ["ip", "netns", "exec", t.netns(be), binary("speaker"), "--role=backend-agent",
-                "--backend-interfaces", "eth0", "--xdp-mode", "generic", "--datapath-pin-path", self.bpffs / be,
+        hook = "tcx" if node in t.lbs else "xdp"
+        return ["ip", "netns", "exec", t.netns(node), binary("speaker"), "--role=backend-agent",
+                "--backend-interfaces", "eth0", "--xdp-mode", "generic", "--decap-hook", hook,
+                "--datapath-pin-path", self.bpffs / f"{node}-agent",
                 "--tunnel-sources", sources, "--port", BACKEND_AGENT_METRICS_PORT, "--log-level", "debug"]
 
     def start_backend_agents(self):
-        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(labnet.BACKENDS)}: decapsulation "
-             "(XDP generic) of what the LB nodes tunnel, nothing from elsewhere")
+        t = self.topology
+        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(t.nodes)}: decapsulation of what the "
+             "LB nodes tunnel, nothing from elsewhere (XDP generic; at TCX on the LB nodes, behind their load balancer)")
         self._record_binary("speaker")
-        for be in labnet.BACKENDS:
-            self.procs.start(f"{be}-agent", self.backend_agent_argv(be))
-        for be in labnet.BACKENDS:
-            ns = self.topology.netns(be)
-            wait_until(f"{be}'s backend agent serving /healthz",
+        for node in t.nodes:
+            self.procs.start(f"{node}-agent", self.backend_agent_argv(node))
+        for node in t.nodes:
+            ns = t.netns(node)
+            wait_until(f"{node}'s backend agent serving /healthz",
                        lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
                                          f"http://127.0.0.1:{BACKEND_AGENT_METRICS_PORT}/healthz"), 15,
-                       f"{be}-agent", self.procs)
+                       f"{node}-agent", self.procs)
 
     def start_pods(self):
         t = self.topology
@@ -678,7 +682,7 @@ metadata:
 
     def expected_processes(self):
         names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *self.topology.pods]
-        names += [f"{be}-agent" for be in labnet.BACKENDS]
+        names += [f"{node}-agent" for node in self.topology.nodes]
         names += [f"speaker-{lb}" for lb in self.topology.lbs]
         names += [f"kube-proxy-{node}" for node in self.topology.nodes]
         return names
@@ -742,7 +746,7 @@ metadata:
             for name, procs in (("controller", ["controller"]),
                                 ("labagent", ["relay", "nodes", *self.topology.pods]),
                                 ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs]
-                                 + [f"{be}-agent" for be in labnet.BACKENDS])):
+                                 + [f"{node}-agent" for node in self.topology.nodes])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
                     continue
@@ -767,8 +771,8 @@ metadata:
         for lb in self.topology.lbs:
             self.procs.stop(f"speaker-{lb}")
             self.start_speaker(lb)
-        for be in labnet.BACKENDS:
-            self.procs.stop(f"{be}-agent")
+        for node in self.topology.nodes:
+            self.procs.stop(f"{node}-agent")
         self.start_backend_agents()
 
     def print_info(self, already_up):
@@ -822,7 +826,7 @@ client-netns: {client}""", flush=True)
 
 MAX_LB_NODES = 8
 SPEAKER_METRICS_PORT = 7472
-BACKEND_AGENT_METRICS_PORT = 7476  # inside each backend's namespace
+BACKEND_AGENT_METRICS_PORT = 7476  # inside each node's namespace
 
 
 def speaker_metrics_port(lb):

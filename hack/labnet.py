@@ -263,17 +263,17 @@ spec:
 kind: Namespace
 metadata:
   name: demo""")
-    # gold-web keeps the client's address (ETP=Local); silver-web lets kube-proxy on the
-    # backend node masquerade it (ETP=Cluster).
-    for shard, policy in zip(pools, ("Local", "Cluster")):
-        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard}, policy)
+    # gold-web keeps the client's address (ETP=Local) and has a pod on lb1, an LB node of its
+    # shard that is a backend too; silver-web lets kube-proxy on the backend node masquerade
+    # the client's address (ETP=Cluster).
+    for shard, policy, nodes in zip(pools, ("Local", "Cluster"), (("lb1", *BACKENDS), BACKENDS)):
+        docs += service_manifests("demo", f"{shard}-web", {"metallb.io/address-pool": shard}, policy, nodes)
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations, traffic_policy):
+def service_manifests(namespace, name, annotations, traffic_policy, nodes):
     """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
-    EndpointSlices that put the backend nodes' pods behind it (no endpoint controller runs
-    here)."""
+    EndpointSlices that put the pods of nodes behind it (no endpoint controller runs here)."""
     annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
     docs = [f"""apiVersion: v1
 kind: Service
@@ -293,9 +293,9 @@ spec:
     for family, address in (("IPv4", Topology.pod_address), ("IPv6", Topology.pod_address6)):
         endpoints = "".join(f"""
 - addresses: ["{address(pod)}"]
-  nodeName: {be}
+  nodeName: {node}
   targetRef: {{kind: Pod, namespace: {namespace}, name: {pod}}}
-  conditions: {{ready: true, serving: true, terminating: false}}""" for be in BACKENDS for pod in Topology.pods_of(be))
+  conditions: {{ready: true, serving: true, terminating: false}}""" for node in nodes for pod in Topology.pods_of(node))
         docs.append(f"""apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
