@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/maglb/maglb/datapath"
 	"github.com/maglb/maglb/datapath/internal/netnstest"
@@ -73,33 +72,7 @@ func TestLBNodeAsBackend(t *testing.T) {
 	}
 	balancer := func(ns *netnstest.NS) *Datapath {
 		ns.Sysctl(t, "net.ipv4.ip_forward", "1")
-		var dp *Datapath
-		if err := ns.Do(func() (err error) {
-			dp, err = New(Options{Interface: "eth0", XDPMode: XDPGeneric, PinPath: testPinPath(t)})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = dp.Close() })
-		// The first Sync asks the kernel to resolve the backends' neighbours; a later one
-		// caches their next hops (the node's own address needs none).
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if err := ns.Do(func() error { return dp.Sync(t.Context(), services) }); err != nil {
-				t.Fatal(err)
-			}
-			resolved := 0
-			for _, b := range dp.backends {
-				if b.entry.Ifindex != 0 || b.entry.Local != 0 {
-					resolved++
-				}
-			}
-			if resolved == len(backends) {
-				return dp
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the backends' next hops were never resolved")
-			}
-		}
+		return startBalancer(t, ns, services)
 	}
 	nsA := node("lbA", "sw-lbA", lbA)
 	backendOf(nsA, "lbA")

@@ -78,40 +78,12 @@ func TestEndToEnd(t *testing.T) {
 		serve(t, be, vip, fmt.Sprintf("backend%d", i))
 	}
 
-	var dp *Datapath
-	if err := lb.Do(func() (err error) {
-		dp, err = New(Options{Interface: "eth0", XDPMode: XDPGeneric, PinPath: testPinPath(t)})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dp.Close() })
 	backends := []datapath.Backend{{Addr: backendAddr[0], Weight: 1}, {Addr: backendAddr[1], Weight: 1}}
 	services := []datapath.Service{
 		{VIP: vip, Protocol: datapath.TCP, Port: 80, Backends: backends},
 		{VIP: vip, Protocol: datapath.UDP, Port: 5353, Backends: backends, Encap: datapath.EncapGUE},
 	}
-	// The first Sync asks the kernel to resolve the backends' neighbours; a later one caches
-	// their next hops.
-	cached := func() bool {
-		for _, b := range dp.backends {
-			if b.entry.Ifindex == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if err := lb.Do(func() error { return dp.Sync(t.Context(), services) }); err != nil {
-			t.Fatal(err)
-		}
-		if cached() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the backends' next hops were never resolved")
-		}
-	}
+	dp := startBalancer(t, lb, services)
 
 	// The client's link has the usual MTU of 1500: an upload fills its segments, the load
 	// balancer answers those that no longer fit with the outer header with "fragmentation
@@ -251,4 +223,37 @@ func counter(t *testing.T, ns *netnstest.NS, dev, name string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// startBalancer runs the load balancer (generic XDP) on eth0 of ns and programs services,
+// syncing until every backend's next hop is cached (or the backend is the node itself): the
+// first Sync asks the kernel to resolve the backends' neighbours, a later one caches them.
+func startBalancer(t *testing.T, ns *netnstest.NS, services []datapath.Service) *Datapath {
+	var dp *Datapath
+	if err := ns.Do(func() (err error) {
+		dp, err = New(Options{Interface: "eth0", XDPMode: XDPGeneric, PinPath: testPinPath(t)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dp.Close() })
+	resolved := func() bool {
+		for _, b := range dp.backends {
+			if b.entry.Ifindex == 0 && b.entry.Local == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err := ns.Do(func() error { return dp.Sync(t.Context(), services) }); err != nil {
+			t.Fatal(err)
+		}
+		if resolved() {
+			return dp
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backends' next hops were never resolved")
+		}
+	}
 }
