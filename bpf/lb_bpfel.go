@@ -49,7 +49,8 @@ const (
 	LBDropReasonDROP_IPV6HEADERS          LBDropReason = 7
 	LBDropReasonDROP_ICMP                 LBDropReason = 8
 	LBDropReasonDROP_PORT                 LBDropReason = 9
-	LBDropReasonDROP_REASONS              LBDropReason = 10
+	LBDropReasonDROP_IPV4OPTIONS          LBDropReason = 10
+	LBDropReasonDROP_REASONS              LBDropReason = 11
 )
 
 type LBFlow struct {
@@ -74,7 +75,7 @@ type LBStats struct {
 	Bytes     uint64
 	NewFlows  uint64
 	LruMisses uint64
-	Drops     [10]uint64
+	Drops     [11]uint64
 }
 
 type LBVipAddress struct {

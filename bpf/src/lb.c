@@ -86,6 +86,7 @@ enum drop_reason {
 	DROP_IPV6_HEADERS,         /* more or other IPv6 extension headers than walked, to a VIP address */
 	DROP_ICMP,                 /* ICMP to a VIP address that is neither echo nor an error quoting a service's flow */
 	DROP_PORT,                 /* TCP or UDP to a VIP address on a port none of its services has */
+	DROP_IPV4_OPTIONS,         /* IPv4 with options, to a VIP address */
 	DROP_REASONS,
 };
 
@@ -204,7 +205,8 @@ enum parsed {
 	PARSED_ICMP_FRAGMENT, /* a fragment of ICMP: neither answered nor forwarded */
 	PARSED_PROTOCOL,      /* any other protocol */
 	PARSED_IPV6_HEADERS,  /* IPv6 extension headers beyond the walked ones */
-	PARSED_OTHER,         /* not IP, truncated, IPv4 with options: left to the stack */
+	PARSED_IPV4_OPTIONS,  /* an IPv4 header with options */
+	PARSED_OTHER,         /* not IP, truncated: left to the stack */
 };
 
 /* Extension headers walked before the upper-layer header; a fragment header ends the walk. */
@@ -314,11 +316,13 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 	if (pkt->l2.proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iph = l3;
 
-		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl != 5)
+		if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5)
 			return PARSED_OTHER;
 		pkt->family = FAMILY_IPV4;
 		pkt->flow.src[0] = iph->saddr;
 		pkt->flow.dst[0] = iph->daddr;
+		if (iph->ihl != 5)
+			return PARSED_IPV4_OPTIONS;
 		pkt->flow.proto = iph->protocol;
 		pkt->l3_len = bpf_ntohs(iph->tot_len);
 		pkt->l4_off = pkt->l2.len + sizeof(*iph);
@@ -961,6 +965,8 @@ static __always_inline int to_vip_address(struct xdp_md *ctx, struct packet *pkt
 		count_drop(NULL, global, DROP_PORT);
 	else if (parsed == PARSED_IPV6_HEADERS)
 		count_drop(NULL, global, DROP_IPV6_HEADERS);
+	else if (parsed == PARSED_IPV4_OPTIONS)
+		count_drop(NULL, global, DROP_IPV4_OPTIONS);
 	else if (parsed == PARSED_ICMP_FRAGMENT)
 		count_drop(NULL, global, DROP_ICMP);
 	else

@@ -259,8 +259,8 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 		ipip("v6 all-ports TCP", frame6(vip6AllPorts, l4{proto: protoTCP, sport: 5, dport: 8443, flags: tcpSYN}, nil), backendV2, backend2MAC),
 		drop("v6 all-ports VIP, UDP not served", frame6(vip6AllPorts, udp443, nil)),
 		// IPv4 header variants.
-		pass("v4 with options", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{1, 1, 1, 0} })),
-		pass("v4 with record-route option", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{7, 7, 4, 0, 0, 0, 0, 0} })),
+		drop("v4 with options", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{1, 1, 1, 0} })),
+		drop("v4 with record-route option", frame4(vipTCP80, syn80, func(h *ipv4Header) { h.options = []byte{7, 7, 4, 0, 0, 0, 0, 0} })),
 		pass("v4 header length below 5", func() []byte { f := frame4(vipTCP80, syn80, nil); f[14] = 0x44; return f }()),
 		pass("v4 ethertype with version 6", func() []byte { f := frame4(vipTCP80, syn80, nil); f[14] = 0x65; return f }()),
 		ipip("v4 DF set", frame4(vipTCP80, l4{proto: protoTCP, sport: 40020, dport: 80, flags: tcpSYN}, func(h *ipv4Header) { h.flags = 0x4000 }), backend2, backend2MAC),
@@ -428,7 +428,7 @@ func TestFixtures(t *testing.T) {
 	stats := env.stats(t)
 	wantDrops := map[string]uint64{
 		"ttl_exceeded": 4, "no_backend": 1, "no_route": 1, "encap": 0,
-		"fragmentation_needed": 8, "too_big": 2, "protocol": 4, "ipv6_extension_headers": 2, "icmp": 5, "port": 6,
+		"fragmentation_needed": 8, "too_big": 2, "protocol": 4, "ipv6_extension_headers": 2, "icmp": 5, "port": 6, "ipv4_options": 2,
 	}
 	for reason, want := range wantDrops {
 		if got := stats.Global.Drops[reason]; got != want {

@@ -29,6 +29,8 @@ var dropReasons = [bpf.LBDropReasonDROP_REASONS]string{
 	bpf.LBDropReasonDROP_ICMP: "icmp",
 	// TCP or UDP to a VIP address on a port none of its services has.
 	bpf.LBDropReasonDROP_PORT: "port",
+	// IPv4 with options, to a VIP address.
+	bpf.LBDropReasonDROP_IPV4OPTIONS: "ipv4_options",
 }
 
 // Stats sums the per-CPU counters of every programmed service and the global ones.
