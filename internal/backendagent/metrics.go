@@ -16,7 +16,8 @@ type collector struct {
 	rejected *prometheus.Desc
 }
 
-func newCollector(stats func() (ebpf.DecapCounters, error)) *collector {
+// NewCollector returns the collector of stats that the agent serves at /metrics.
+func NewCollector(stats func() (ebpf.DecapCounters, error)) prometheus.Collector {
 	return &collector{
 		stats: stats,
 		packets: prometheus.NewDesc("maglb_decap_packets_total",

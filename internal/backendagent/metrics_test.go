@@ -15,7 +15,7 @@ import (
 
 func TestCollector(t *testing.T) {
 	registry := prometheus.NewPedanticRegistry()
-	registry.MustRegister(newCollector(func() (ebpf.DecapCounters, error) {
+	registry.MustRegister(NewCollector(func() (ebpf.DecapCounters, error) {
 		return ebpf.DecapCounters{IPIP: 7, GUE: 3, Bytes: 1500, Rejected: 2}, nil
 	}))
 	families, err := registry.Gather()
@@ -43,7 +43,7 @@ func TestCollector(t *testing.T) {
 	}
 
 	failing := prometheus.NewPedanticRegistry()
-	failing.MustRegister(newCollector(func() (ebpf.DecapCounters, error) { return ebpf.DecapCounters{}, errors.New("map gone") }))
+	failing.MustRegister(NewCollector(func() (ebpf.DecapCounters, error) { return ebpf.DecapCounters{}, errors.New("map gone") }))
 	if _, err := failing.Gather(); err == nil {
 		t.Error("a failing read was not reported at the scrape")
 	}
