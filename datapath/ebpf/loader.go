@@ -34,11 +34,12 @@ type Datapath struct {
 	mu     sync.Mutex
 	closed bool
 	// What the maps hold, so that Sync writes only differences.
-	vips       map[bpf.LBVipKey]bpf.LBVipMeta
-	backends   map[netip.Addr]programmedBackend
-	serviceIDs *idPool
-	backendIDs *idPool
-	generation uint32 // of the last backend written; generation 0 marks a free id
+	vips         map[bpf.LBVipKey]bpf.LBVipMeta
+	vipAddresses map[bpf.LBVipAddress]bool
+	backends     map[netip.Addr]programmedBackend
+	serviceIDs   *idPool
+	backendIDs   *idPool
+	generation   uint32 // of the last backend written; generation 0 marks a free id
 }
 
 type programmedBackend struct {
@@ -69,12 +70,13 @@ func New(opts Options) (*Datapath, error) {
 		return nil, err
 	}
 	d := &Datapath{
-		opts:       opts,
-		ringSpec:   spec.Maps[bpf.LBMapRings].InnerMap.Copy(),
-		vips:       map[bpf.LBVipKey]bpf.LBVipMeta{},
-		backends:   map[netip.Addr]programmedBackend{},
-		serviceIDs: newIDPool(opts.MaxServices),
-		backendIDs: newIDPool(opts.MaxBackends),
+		opts:         opts,
+		ringSpec:     spec.Maps[bpf.LBMapRings].InnerMap.Copy(),
+		vips:         map[bpf.LBVipKey]bpf.LBVipMeta{},
+		vipAddresses: map[bpf.LBVipAddress]bool{},
+		backends:     map[netip.Addr]programmedBackend{},
+		serviceIDs:   newIDPool(opts.MaxServices),
+		backendIDs:   newIDPool(opts.MaxBackends),
 	}
 	pinned := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinPath}}
 	err = spec.LoadAndAssign(&d.objs, pinned)
@@ -179,6 +181,18 @@ func (d *Datapath) adopt() error {
 	}
 	if err := vips.Err(); err != nil {
 		return fmt.Errorf("reading pinned VIPs: %w", err)
+	}
+
+	var (
+		addr    bpf.LBVipAddress
+		present uint8
+	)
+	addrs := d.objs.VipAddresses.Iterate()
+	for addrs.Next(&addr, &present) {
+		d.vipAddresses[addr] = true
+	}
+	if err := addrs.Err(); err != nil {
+		return fmt.Errorf("reading pinned VIP addresses: %w", err)
 	}
 
 	var (
