@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
-	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,17 +98,7 @@ func benchAnnounce(b *testing.B, n int) {
 // bench pool from it, and a fast client for the setup, which is not measured.
 func newBenchLab(b *testing.B) (*bgpLab, client.Client) {
 	lab := newBGPLab(b, map[string]string{"lb1": "172.30.0.2"})
-	ensureNamespace(b, metallbNamespace)
-	for _, obj := range []client.Object{
-		pool("bench", "10.100.0.0/16", ""),
-		&metallbv1beta2.BGPPeer{
-			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
-			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1"},
-		},
-		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: metallbNamespace}},
-	} {
-		create(b, obj)
-	}
+	announcePool(b, "bench", "10.100.0.0/16")
 	cfg := rest.CopyConfig(lab.env.Config)
 	cfg.QPS, cfg.Burst = 2000, 4000
 	c, err := client.New(cfg, client.Options{Scheme: k8s.NewScheme()})

@@ -15,11 +15,7 @@ import (
 	"testing"
 	"time"
 
-	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
-	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	"golang.org/x/sys/unix"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/netlab"
@@ -80,17 +76,7 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 	decap := startDecap(t, backend, "eth0", netip.MustParseAddr(backendAddr), netip.MustParsePrefix(lbAddr+"/32"))
 	served := serveDSR(t, backend, vip, "be1")
 
-	ensureNamespace(t, metallbNamespace)
-	for _, obj := range []client.Object{
-		pool("dsr", "198.51.100.0/28", ""),
-		&metallbv1beta2.BGPPeer{
-			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
-			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1", HoldTime: &metav1.Duration{Duration: 9 * time.Second}},
-		},
-		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "dsr", Namespace: metallbNamespace}},
-	} {
-		create(t, obj)
-	}
+	announcePool(t, "dsr", "198.51.100.0/28")
 	loadBalancer(t, service, vip.String(), "dsr", "be1")
 	// The speaker pins into a bpffs of the test's own, which outlives the speaker's process
 	// (and its private mounts, which `ip netns exec` gives it): what it leaves is visible.
@@ -290,17 +276,7 @@ func serveDSR(t *testing.T, ns *netlab.Namespace, vip netip.Addr, name string) *
 // the limit, and the metrics show the ids used and the capacity.
 func TestDatapathCapacityWithdrawsOnlyTheExcess(t *testing.T) {
 	lab := newBGPLab(t, map[string]string{"lb1": "172.30.0.2"})
-	ensureNamespace(t, metallbNamespace)
-	for _, obj := range []client.Object{
-		pool("capacity", "198.51.100.16/28", ""),
-		&metallbv1beta2.BGPPeer{
-			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
-			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1", HoldTime: &metav1.Duration{Duration: 9 * time.Second}},
-		},
-		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "capacity", Namespace: metallbNamespace}},
-	} {
-		create(t, obj)
-	}
+	announcePool(t, "capacity", "198.51.100.16/28")
 	// The datapath fills its ids in address order: .23 is the one left without.
 	loadBalancer(t, "first", "198.51.100.21", "capacity", "lb1")
 	loadBalancer(t, "second", "198.51.100.22", "capacity", "lb1")

@@ -288,6 +288,22 @@ func TestBGPAndShards(t *testing.T) {
 	})
 }
 
+// announcePool creates the pool name of cidr, the BGPPeer tor (the lab's ToR) and a
+// BGPAdvertisement of every pool: what a test needs to see cidr's VIPs at the router.
+func announcePool(t testing.TB, name, cidr string) {
+	ensureNamespace(t, metallbNamespace)
+	for _, obj := range []client.Object{
+		pool(name, cidr, ""),
+		&metallbv1beta2.BGPPeer{
+			ObjectMeta: metav1.ObjectMeta{Name: "tor", Namespace: metallbNamespace},
+			Spec:       metallbv1beta2.BGPPeerSpec{MyASN: nodeASN, ASN: torASN, Address: "172.30.0.1", HoldTime: &metav1.Duration{Duration: 9 * time.Second}},
+		},
+		&metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metallbNamespace}},
+	} {
+		create(t, obj)
+	}
+}
+
 func pool(name, cidr, shard string) *maglbv1beta1.IPAddressPool {
 	p := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metallbNamespace}}
 	p.Spec.Addresses = []string{cidr}
