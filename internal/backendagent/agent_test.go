@@ -285,7 +285,8 @@ func wordBytes(words [4]uint32) [16]byte {
 	return b
 }
 
-func pinnedLinkID(t *testing.T, pins string) link.ID {
+// pinnedLink describes the decapsulation link pinned for eth0 under pins.
+func pinnedLink(t *testing.T, pins string) *link.Info {
 	t.Helper()
 	l, err := link.LoadPinnedLink(filepath.Join(pins, "decap_link_eth0"), nil)
 	if err != nil {
@@ -296,8 +297,10 @@ func pinnedLinkID(t *testing.T, pins string) link.ID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.ID
+	return info
 }
+
+func pinnedLinkID(t *testing.T, pins string) link.ID { return pinnedLink(t, pins).ID }
 
 // attachedProgram is the id of the XDP program on dev (default eth0) in ns, 0 for none.
 func attachedProgram(t *testing.T, ns *netlab.Namespace, dev ...string) uint32 {

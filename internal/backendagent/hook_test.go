@@ -61,18 +61,7 @@ func TestLBNodeDecapsulatesAtTCX(t *testing.T) {
 		cancel()
 		<-stopped
 	}
-	linkType := func() link.Type {
-		l, err := link.LoadPinnedLink(pins+"/decap_link_eth0", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		info, err := l.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.Type
-	}
+	linkType := func() link.Type { return pinnedLink(t, pins).Type }
 
 	start()
 	if id := attachedProgram(t, ns); id != 0 {
