@@ -113,17 +113,20 @@ func (e *lbEnv) sync(t testing.TB, services []datapath.Service) {
 	}
 }
 
-// run runs prog once on frame as if received on ingress, inside the namespace.
+// run runs an XDP prog once on frame as if received on ingress, inside the namespace.
 func (e *lbEnv) run(t testing.TB, prog *ebpf.Program, frame []byte, ingress int) (uint32, []byte) {
+	t.Helper()
+	return e.runWith(t, prog, frame, xdpContext{DataEnd: uint32(len(frame)), IngressIfindex: uint32(ingress)})
+}
+
+// runWith runs prog once on frame with the program type's context (nil: none), inside the
+// namespace, and returns its verdict and the frame it left.
+func (e *lbEnv) runWith(t testing.TB, prog *ebpf.Program, frame []byte, context any) (uint32, []byte) {
 	t.Helper()
 	var verdict uint32
 	out := make([]byte, len(frame)+256)
 	err := e.ns.Do(func() (err error) {
-		opts := &ebpf.RunOptions{
-			Data:    frame,
-			DataOut: out,
-			Context: xdpContext{DataEnd: uint32(len(frame)), IngressIfindex: uint32(ingress)},
-		}
+		opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: context}
 		verdict, err = prog.Run(opts)
 		out = opts.DataOut
 		return err

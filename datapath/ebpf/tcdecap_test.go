@@ -8,8 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-
-	"github.com/cilium/ebpf"
 )
 
 // TCX verdicts as BPF_PROG_RUN returns them.
@@ -41,7 +39,7 @@ func TestTCXDecapFixtures(t *testing.T) {
 			want = f.in
 		}
 		t.Run(f.name, func(t *testing.T) {
-			got, out := runTC(t, env, d.objs.TcDecap, f.in)
+			got, out := env.runWith(t, d.objs.TcDecap, f.in, nil)
 			if got != verdict {
 				t.Errorf("verdict %d, want %d", int32(got), int32(verdict))
 			}
@@ -77,7 +75,7 @@ func TestTCXDecapFixtures(t *testing.T) {
 			}
 		})
 		t.Run("TCX decap IPIP "+f.name, func(t *testing.T) {
-			if verdict, out := runTC(t, env, d.objs.TcDecap, f.in); verdict != tcxNext || !bytes.Equal(out, f.out) {
+			if verdict, out := env.runWith(t, d.objs.TcDecap, f.in, nil); verdict != tcxNext || !bytes.Equal(out, f.out) {
 				t.Errorf("verdict %d, output\n got: %s\nwant: %s", int32(verdict), hex.EncodeToString(out), hex.EncodeToString(f.out))
 			}
 		})
@@ -89,23 +87,6 @@ func TestTCXDecapFixtures(t *testing.T) {
 	if want := c.IPIP + 2*uint64(len(crossed)); after.IPIP != want {
 		t.Errorf("IPIP counter %d after the family changes, want %d", after.IPIP, want)
 	}
-}
-
-// runTC runs prog (a TC program) on frame and returns its verdict and the frame it leaves.
-func runTC(t testing.TB, env *lbEnv, prog *ebpf.Program, frame []byte) (uint32, []byte) {
-	t.Helper()
-	var verdict uint32
-	out := make([]byte, len(frame)+256)
-	err := env.ns.Do(func() (err error) {
-		opts := &ebpf.RunOptions{Data: frame, DataOut: out}
-		verdict, err = prog.Run(opts)
-		out = opts.DataOut
-		return err
-	})
-	if err != nil {
-		t.Fatalf("running %v: %v", prog, err)
-	}
-	return verdict, out
 }
 
 func TestResolveHook(t *testing.T) {
