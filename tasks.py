@@ -79,7 +79,7 @@ APT_PACKAGES = [
     "conntrack",
 ]
 
-# Version of kube-apiserver, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
+# Version of kube-apiserver, kube-controller-manager, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
 K8S_VERSION = "1.37.2"
 
 # Upstream MetalLB's controller, built for the differential test and the benchmarks.
@@ -111,7 +111,7 @@ BENCHMARKS = [
 # `generate` runs these in order; CI fails when they change anything committed.
 GENERATORS = [
     Generator("deepcopy for upstream/ (controller-gen object)", [
-        "go", "tool", "controller-gen", "object:headerFile=hack/boilerplate.go.txt", "paths=./upstream/...",
+        "go", "tool", "controller-gen", "object:headerFile=hack/boilerplate.go.txt", "paths=./upstream/...", "paths=./api/...",
     ]),
     Generator("CRDs of upstream MetalLB's kinds (controller-gen crd)", [
         "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=go.universe.tf/metallb/api/...",
@@ -119,6 +119,10 @@ GENERATORS = [
     ]),
     Generator("CRDs of MagLB's kinds, IPAddressPool with spec.shard (controller-gen crd)", [
         "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=./upstream/api/...",
+        "output:crd:artifacts:config=config/crd/bases",
+    ]),
+    Generator("CRDs of maglb.io, WorkloadCluster (controller-gen crd)", [
+        "go", "tool", "controller-gen", "crd:crdVersions=v1", "paths=./api/...",
         "output:crd:artifacts:config=config/crd/bases",
     ]),
     Generator("eBPF programs and their Go bindings (bpf2go, clang-14)", [
@@ -180,7 +184,7 @@ def deps(c):
 
 @task(help={"force": "rebuild even when the cached binaries report the wanted version"})
 def k8s_bins(c, force=False):
-    """Build kube-apiserver, kubectl, kube-proxy, etcd, etcdctl (cached); prints their directory last."""
+    """Build kube-apiserver, kube-controller-manager, kubectl, kube-proxy, etcd, etcdctl (cached); prints their directory last."""
     bin_dir = _k8s_bins(force)
     print(bin_dir, flush=True)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kubectl, kube-proxy, etcd and etcdctl from the Go module proxy into $OUT.
+# Builds kube-apiserver, kube-controller-manager, kubectl, kube-proxy, etcd and etcdctl from the Go module proxy into $OUT.
 # Kubernetes' staging modules are pinned through replace directives, so `go install pkg@version`
 # refuses them; a throwaway module that requires k8s.io/kubernetes and replaces every staging
 # module by its published version builds them instead.
@@ -39,6 +39,7 @@ import (
 	_ "go.etcd.io/etcd/etcdctl/v3"
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
@@ -57,7 +58,7 @@ build() { # name ldflags package
 	go build -trimpath -ldflags "$2" -o "$OUT/.$1.tmp" "$3"
 	mv -f "$OUT/.$1.tmp" "$OUT/$1"
 }
-for target in kube-apiserver kubectl kube-proxy; do
+for target in kube-apiserver kube-controller-manager kubectl kube-proxy; do
 	step "building $target (a cold build takes minutes)"
 	build "$target" "$LDFLAGS" "k8s.io/kubernetes/cmd/$target"
 done

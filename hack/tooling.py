@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The binaries `hack/build-k8s-bins.sh` builds; the tests use kube-apiserver, etcd and kubectl
 # (KUBEBUILDER_ASSETS), the lab also kube-proxy.
-K8S_BINARIES = ["kube-apiserver", "kubectl", "kube-proxy", "etcd", "etcdctl"]
+K8S_BINARIES = ["kube-apiserver", "kube-controller-manager", "kubectl", "kube-proxy", "etcd", "etcdctl"]
 
 
 class TaskError(Exception):
