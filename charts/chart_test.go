@@ -141,7 +141,7 @@ func substance(t *testing.T, o unstructured.Unstructured) any {
 			"hostNetwork": pod["hostNetwork"], "nodeSelector": pod["nodeSelector"], "tolerations": pod["tolerations"],
 			"volumes": pod["volumes"], "podSecurityContext": pod["securityContext"],
 			"terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"],
-			"scrape": get("spec", "template", "metadata", "annotations"),
+			"scrape":                        get("spec", "template", "metadata", "annotations"),
 		}
 	}
 	return nil
