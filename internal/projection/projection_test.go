@@ -164,9 +164,9 @@ func TestProjectedService(t *testing.T) {
 			Namespace: "maglb-wc-east", Name: name,
 			Labels: map[string]string{"app": "web", "maglb.io/workload-cluster": "east", "maglb.io/workload-namespace": "shop", "maglb.io/workload-name": "web"},
 			Annotations: map[string]string{
-				"metallb.io/address-pool":                  "gold",
-				"metallb.universe.tf/allow-shared-ip":      "east/key",
-				"maglb.io/workload-uid":                    "uid-1",
+				"metallb.io/address-pool":                   "gold",
+				"metallb.universe.tf/allow-shared-ip":       "east/key",
+				"maglb.io/workload-uid":                     "uid-1",
 				"maglb.io/workload-external-traffic-policy": "Local",
 			},
 		},
