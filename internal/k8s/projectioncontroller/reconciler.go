@@ -154,7 +154,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	cfg, problem := r.restConfig(ctx, &wc)
-	selector, err := metav1.LabelSelectorAsSelector(wc.Spec.ServiceSelector)
+	selector, err := serviceSelector(&wc)
 	switch {
 	case problem != "":
 		r.stop(wc.Name)
@@ -361,4 +361,12 @@ func (r *Reconciler) releaseWorkloadServices(ctx context.Context, cluster string
 	if err != nil {
 		level.Warn(r.Logger).Log("controller", "projection", "workloadcluster", cluster, "msg", "workload Services keep the finalizer "+projection.Finalizer, "error", err)
 	}
+}
+
+// serviceSelector is the WorkloadCluster's selector of Services; every Service when unset.
+func serviceSelector(wc *v1alpha1.WorkloadCluster) (labels.Selector, error) {
+	if wc.Spec.ServiceSelector == nil {
+		return labels.Everything(), nil
+	}
+	return metav1.LabelSelectorAsSelector(wc.Spec.ServiceSelector)
 }

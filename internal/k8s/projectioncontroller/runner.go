@@ -36,6 +36,7 @@ import (
 
 	"github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/internal/k8s"
+	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/projection"
 )
 
@@ -188,6 +189,7 @@ func (rn *runner) run(ctx context.Context) {
 		Reconciler:              reconcile.Func(rn.reconcile),
 		MaxConcurrentReconciles: workers,
 		SkipNameValidation:      ptr.To(true),
+		Logger:                  logging.Logr(rn.logger),
 		NewQueue: func(string, workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
 			return rn.queue
 		},

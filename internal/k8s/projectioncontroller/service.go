@@ -24,12 +24,20 @@ import (
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
-// goneRecheck is how soon a projection being deleted is looked at again.
-const goneRecheck = time.Second
+const (
+	// goneRecheck is how soon a projection being deleted is looked at again.
+	goneRecheck = time.Second
+	// staleRetry is how soon a write refused because the cache was behind is retried.
+	staleRetry = 200 * time.Millisecond
+)
 
 // reconcile makes the projection of one workload Service match it.
 func (rn *runner) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	res, err := rn.project(ctx, req.NamespacedName)
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// The cache was behind a write: look again once it has caught up.
+		return reconcile.Result{RequeueAfter: staleRetry}, nil
+	}
 	rn.setFailure(req.NamespacedName, err)
 	if err != nil {
 		level.Error(rn.logger).Log("service", req.NamespacedName, "error", err)
