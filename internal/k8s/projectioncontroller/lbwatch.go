@@ -91,7 +91,8 @@ func (r *Reconciler) routeProjected(o client.Object) {
 // mirror records a Warning event of a projected Service on its workload Service, once per
 // occurrence, for the occurrences since the runner started.
 func (rn *runner) mirror(ctx context.Context, ev *corev1.Event) {
-	if eventTime(ev).Before(rn.started) {
+	// Event times are kept to the second.
+	if eventTime(ev).Before(rn.started.Truncate(time.Second)) {
 		return
 	}
 	rn.mu.Lock()

@@ -203,7 +203,9 @@ func (rn *runner) run(ctx context.Context) {
 	}
 	for _, obj := range []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Node{}} {
 		if _, err := rn.workload.GetCache().GetInformer(ctx, obj); err != nil {
-			level.Error(rn.logger).Log("op", "start", "error", err)
+			if ctx.Err() == nil {
+				level.Error(rn.logger).Log("op", "start", "error", err)
+			}
 			return
 		}
 	}

@@ -38,6 +38,9 @@ func (rn *runner) reconcile(ctx context.Context, req reconcile.Request) (reconci
 		// The cache was behind a write: look again once it has caught up.
 		return reconcile.Result{RequeueAfter: staleRetry}, nil
 	}
+	if ctx.Err() != nil {
+		return reconcile.Result{}, nil // stopping
+	}
 	rn.setFailure(req.NamespacedName, err)
 	if err != nil {
 		level.Error(rn.logger).Log("service", req.NamespacedName, "error", err)
