@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/go-kit/log/level"
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -30,7 +31,18 @@ func (h *workloadClusterHandler) Handle(ctx context.Context, req admission.Reque
 	if err := h.decoder.DecodeRaw(req.Object, &wc); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	if err := h.validator.checkWorkloadCluster(ctx, &wc); err != nil {
+	if wc.DeletionTimestamp != nil {
+		return admission.Allowed("") // its finalizers must be able to come off, whatever it holds
+	}
+	err := h.validator.checkWorkloadCluster(ctx, &wc)
+	if err == nil && req.Operation == admissionv1.Update {
+		var old v1alpha1.WorkloadCluster
+		if err = h.decoder.DecodeRaw(req.OldObject, &old); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+		err = checkNamespaceKept(&old, &wc)
+	}
+	if err != nil {
 		level.Error(h.validator.Logger).Log("webhook", "workloadclusters", "action", req.Operation, "name", wc.Name, "error", err)
 		return admission.Denied(err.Error())
 	}
@@ -38,7 +50,8 @@ func (h *workloadClusterHandler) Handle(ctx context.Context, req admission.Reque
 }
 
 // checkWorkloadCluster admits a WorkloadCluster whose service selector parses and whose
-// projection namespace is its own: neither MagLB's nor another WorkloadCluster's.
+// projection namespace is its own: neither MagLB's nor another WorkloadCluster's; an update
+// keeps the namespace.
 func (v *Validator) checkWorkloadCluster(ctx context.Context, wc *v1alpha1.WorkloadCluster) error {
 	if wc.Spec.ServiceSelector != nil {
 		if _, err := metav1.LabelSelectorAsSelector(wc.Spec.ServiceSelector); err != nil {
@@ -57,6 +70,14 @@ func (v *Validator) checkWorkloadCluster(ctx context.Context, wc *v1alpha1.Workl
 		if other.Name != wc.Name && other.ProjectionNamespace() == namespace {
 			return fmt.Errorf("WorkloadCluster %s: projection namespace %s is already WorkloadCluster %s's; each workload cluster needs its own", wc.Name, namespace, other.Name)
 		}
+	}
+	return nil
+}
+
+// checkNamespaceKept refuses to move projections: the old namespace's would be left behind.
+func checkNamespaceKept(old, wc *v1alpha1.WorkloadCluster) error {
+	if old.ProjectionNamespace() != wc.ProjectionNamespace() {
+		return fmt.Errorf("WorkloadCluster %s: the projection namespace cannot change from %s to %s; delete the WorkloadCluster and create it anew", wc.Name, old.ProjectionNamespace(), wc.ProjectionNamespace())
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/maglb/maglb/api/v1alpha1"
@@ -26,6 +27,7 @@ func TestWorkloadClusterValidation(t *testing.T) {
 		}
 	})
 	create := func(text string) error {
+		t.Helper()
 		obj := &unstructured.Unstructured{}
 		if err := yaml.Unmarshal([]byte(text), &obj.Object); err != nil {
 			t.Fatal(err)
@@ -84,4 +86,16 @@ spec: {kubeconfigSecret: {name: x}, namespace: maglb-wc-east}`,
 			}
 		})
 	}
+
+	t.Run("projection namespace changed", func(t *testing.T) {
+		var west v1alpha1.WorkloadCluster
+		if err := c.Get(ctx, client.ObjectKey{Name: "west"}, &west); err != nil {
+			t.Fatal(err)
+		}
+		west.Spec.Namespace = "elsewhere"
+		want := "the projection namespace cannot change from projections-west to elsewhere"
+		if err := c.Update(ctx, &west); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("update: %v, want an error containing %q", err, want)
+		}
+	})
 }

@@ -153,7 +153,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.Client.Patch(ctx, &wc, patch)
 	}
 
-	cfg, problem := r.restConfig(ctx, &wc)
+	cfg, kubeconfig, problem := r.restConfig(ctx, &wc)
 	selector, err := serviceSelector(&wc)
 	switch {
 	case problem != "":
@@ -167,35 +167,36 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			condition(v1alpha1.ConditionConnected, metav1.ConditionUnknown, ReasonInvalidSelector, "not connecting while spec.serviceSelector is invalid"),
 			condition(v1alpha1.ConditionSynced, metav1.ConditionFalse, ReasonInvalidSelector, "spec.serviceSelector: "+err.Error()))
 	}
-	rn := r.ensureRunner(&wc, cfg, selector)
+	rn := r.ensureRunner(&wc, cfg, kubeconfig, selector)
 	connected := rn.connection()
 	synced, counts := rn.syncState(ctx)
 	return ctrl.Result{}, r.writeStatus(ctx, &wc, &counts, connected, synced)
 }
 
-// restConfig reads the WorkloadCluster's kubeconfig; problem says in words why it cannot.
-func (r *Reconciler) restConfig(ctx context.Context, wc *v1alpha1.WorkloadCluster) (_ *rest.Config, problem string) {
+// restConfig reads the WorkloadCluster's kubeconfig, returned raw too; problem says in words
+// why it cannot.
+func (r *Reconciler) restConfig(ctx context.Context, wc *v1alpha1.WorkloadCluster) (_ *rest.Config, kubeconfig []byte, problem string) {
 	ref := types.NamespacedName{Namespace: r.Namespace, Name: wc.Spec.KubeconfigSecret.Name}
 	var secret corev1.Secret
 	if err := r.Client.Get(ctx, ref, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Sprintf("Secret %s not found", ref)
+			return nil, nil, fmt.Sprintf("Secret %s not found", ref)
 		}
-		return nil, fmt.Sprintf("reading Secret %s: %v", ref, err)
+		return nil, nil, fmt.Sprintf("reading Secret %s: %v", ref, err)
 	}
 	data, ok := secret.Data[wc.KubeconfigKey()]
 	if !ok {
-		return nil, fmt.Sprintf("Secret %s has no key %q", ref, wc.KubeconfigKey())
+		return nil, nil, fmt.Sprintf("Secret %s has no key %q", ref, wc.KubeconfigKey())
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(data)
 	if err != nil {
-		return nil, fmt.Sprintf("key %q of Secret %s is not a usable kubeconfig: %v", wc.KubeconfigKey(), ref, err)
+		return nil, nil, fmt.Sprintf("key %q of Secret %s is not a usable kubeconfig: %v", wc.KubeconfigKey(), ref, err)
 	}
-	return cfg, ""
+	return cfg, data, ""
 }
 
 // ensureRunner returns the cluster's runner, started afresh when what it runs with changed.
-func (r *Reconciler) ensureRunner(wc *v1alpha1.WorkloadCluster, cfg *rest.Config, selector labels.Selector) *runner {
+func (r *Reconciler) ensureRunner(wc *v1alpha1.WorkloadCluster, cfg *rest.Config, kubeconfig []byte, selector labels.Selector) *runner {
 	spec := runnerSpec{
 		cluster:   wc.Name,
 		namespace: wc.ProjectionNamespace(),
@@ -204,7 +205,7 @@ func (r *Reconciler) ensureRunner(wc *v1alpha1.WorkloadCluster, cfg *rest.Config
 		lbClass:   r.LBClass,
 		config:    cfg,
 	}
-	identity := spec.identity()
+	identity := spec.identity(kubeconfig)
 	r.mu.Lock()
 	old := r.runners[wc.Name]
 	if old != nil && old.identity == identity {
@@ -222,12 +223,11 @@ func (r *Reconciler) ensureRunner(wc *v1alpha1.WorkloadCluster, cfg *rest.Config
 	return rn
 }
 
-func (s runnerSpec) identity() string {
+// identity tells runners apart: a new one runs when any of it changes.
+func (s runnerSpec) identity(kubeconfig []byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00", s.cluster, s.namespace, s.class, s.selector, s.lbClass, s.config.Host, s.config.BearerToken)
-	h.Write(s.config.CAData)
-	h.Write(s.config.CertData)
-	h.Write(s.config.KeyData)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", s.cluster, s.namespace, s.class, s.selector, s.lbClass)
+	h.Write(kubeconfig)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -307,7 +307,7 @@ func (r *Reconciler) finalize(ctx context.Context, wc *v1alpha1.WorkloadCluster)
 	if !controllerutil.ContainsFinalizer(wc, clusterFinalizer) {
 		return nil
 	}
-	if cfg, problem := r.restConfig(ctx, wc); problem == "" {
+	if cfg, _, problem := r.restConfig(ctx, wc); problem == "" {
 		r.releaseWorkloadServices(ctx, wc.Name, cfg)
 	}
 	namespace := wc.ProjectionNamespace()
