@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -302,5 +303,55 @@ func TestIngressAndMessage(t *testing.T) {
 	}
 	if msg := AllocatedMessage(want, "gold", "g1"); msg != `Assigned IP ["198.51.100.1" "2001:db8::1"] from the LB cluster's pool "gold", shard "g1"` {
 		t.Errorf("AllocatedMessage = %s", msg)
+	}
+}
+
+func TestCount(t *testing.T) {
+	taken := func(name string, ingress ...string) corev1.Service {
+		s := workloadService()
+		s.Name = name
+		for _, ip := range ingress {
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+		}
+		return *s
+	}
+	withVIP := func(ip string) *corev1.Service {
+		return &corev1.Service{Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: ip}}}}}
+	}
+	deleting := taken("deleting")
+	deleting.DeletionTimestamp = &metav1.Time{}
+	clusterIP := taken("clusterip")
+	clusterIP.Spec.Type = corev1.ServiceTypeClusterIP
+	services := []corev1.Service{taken("shown", "198.51.100.1"), taken("pending"), taken("stale", "198.51.100.9"), taken("missing"), deleting, clusterIP}
+	projected := map[types.NamespacedName]*corev1.Service{
+		{Namespace: "shop", Name: "shown"}:   withVIP("198.51.100.1"),
+		{Namespace: "shop", Name: "pending"}: withVIP("198.51.100.2"),
+		{Namespace: "shop", Name: "stale"}:   withVIP("198.51.100.3"),
+	}
+	if got, want := Count(services, projected, "c", labels.Everything()), (Tally{Taken: 4, Projected: 3, WithVIP: 1}); got != want {
+		t.Errorf("Count = %+v, want %+v", got, want)
+	}
+}
+
+func TestSynced(t *testing.T) {
+	all := Tally{Taken: 2, Projected: 2, WithVIP: 2}
+	for _, tc := range []struct {
+		state  SyncState
+		status metav1.ConditionStatus
+		reason string
+		msg    string
+	}{
+		{SyncState{CacheSynced: true, Connected: true, Tally: all}, metav1.ConditionTrue, "Synced", "every taken Service (2) is projected"},
+		{SyncState{CacheSynced: true, Connected: true, Tally: Tally{Taken: 2, Projected: 2}}, metav1.ConditionTrue, "Synced", "every taken Service (2) is projected; 2 without a VIP yet"},
+		{SyncState{Connected: true, Tally: all}, metav1.ConditionFalse, "CacheNotSynced", "waiting for the workload cluster's Services, EndpointSlices and Nodes"},
+		{SyncState{CacheSynced: true, Connected: true, Tally: all, Failures: map[string]string{"b/x": "boom", "a/y": "bang"}},
+			metav1.ConditionFalse, "ProjectionFailed", "2 Services not projected; a/y: bang"},
+		{SyncState{CacheSynced: true, Connected: true, Tally: Tally{Taken: 3, Projected: 1}}, metav1.ConditionFalse, "Projecting", "1 of 3 taken Services projected"},
+		{SyncState{CacheSynced: true, Tally: all}, metav1.ConditionFalse, "NotConnected", "projections are kept as last seen until the workload cluster answers"},
+	} {
+		status, reason, msg := Synced(tc.state)
+		if status != tc.status || reason != tc.reason || msg != tc.msg {
+			t.Errorf("Synced(%+v) = %s %s %q, want %s %s %q", tc.state, status, reason, msg, tc.status, tc.reason, tc.msg)
+		}
 	}
 }

@@ -116,10 +116,13 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 	wantWeights("ipv6", "2001:db8::11=2")
 
 	// The VIP goes back, with the event naming the LB cluster's pool and shard.
-	vips := ingressOf(t, wc, svc)
-	if !inPool(vips) {
-		t.Errorf("workload ingress = %v, want VIPs of %s", vips, poolRange)
-	}
+	var vips []string
+	testenv.Eventually(t, "VIP written back", func() error {
+		if vips = ingressOf(t, wc, svc); !inPool(vips) || !slices.Equal(vips, ingressIPs(p)) {
+			return fmt.Errorf("workload ingress %v, want the projection's %v", vips, ingressIPs(p))
+		}
+		return nil
+	})
 	testenv.Eventually(t, "IPAllocated event", func() error {
 		want := fmt.Sprintf("Normal IPAllocated: Assigned IP [%q] from the LB cluster's pool %q, shard %q", vips[0], poolName, poolShard)
 		if list := events(t, wc, svc); !hasEvent(list, want) {

@@ -169,8 +169,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	rn := r.ensureRunner(&wc, cfg, kubeconfig, selector)
 	connected := rn.connection()
-	synced, counts := rn.syncState(ctx)
-	return ctrl.Result{}, r.writeStatus(ctx, &wc, &counts, connected, synced)
+	synced, tally := rn.syncState(ctx)
+	return ctrl.Result{}, r.writeStatus(ctx, &wc, &tally, connected, synced)
 }
 
 // restConfig reads the WorkloadCluster's kubeconfig, returned raw too; problem says in words
@@ -274,7 +274,7 @@ func condition(typ string, status metav1.ConditionStatus, reason, message string
 
 // writeStatus writes the WorkloadCluster's status when it changed; lastSyncTime alone is
 // refreshed at most every lastSyncInterval.
-func (r *Reconciler) writeStatus(ctx context.Context, wc *v1alpha1.WorkloadCluster, counts *syncCounts, connected, synced metav1.Condition) error {
+func (r *Reconciler) writeStatus(ctx context.Context, wc *v1alpha1.WorkloadCluster, tally *projection.Tally, connected, synced metav1.Condition) error {
 	status := wc.Status.DeepCopy()
 	for _, c := range []metav1.Condition{connected, synced} {
 		c.ObservedGeneration = wc.Generation
@@ -282,8 +282,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, wc *v1alpha1.WorkloadClust
 	}
 	status.Namespace = wc.ProjectionNamespace()
 	status.ObservedGeneration = wc.Generation
-	if counts != nil {
-		status.ProjectedServices, status.ServicesWithVIP = int32(counts.projected), int32(counts.withVIP)
+	if tally != nil {
+		status.ProjectedServices, status.ServicesWithVIP = int32(tally.Projected), int32(tally.WithVIP)
 	}
 	changed := !equality.Semantic.DeepEqual(&wc.Status, status)
 	if synced.Status == metav1.ConditionTrue {

@@ -3,13 +3,10 @@
 package projectioncontroller
 
 import (
-	"cmp"
 	"context"
-	"fmt"
 	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,9 +89,13 @@ func newRunner(r *Reconciler, spec runnerSpec, identity string) *runner {
 		identity:   identity,
 		r:          r,
 		logger:     log.With(r.Logger, "controller", "projection", "workloadcluster", spec.cluster),
-		connected:  condition(v1alpha1.ConditionConnected, metav1.ConditionUnknown, ReasonProbing, "probing the workload cluster's API server"),
-		failures:   map[types.NamespacedName]string{},
-		mirrored:   map[types.UID]int32{},
+		// The queue exists from the start: LB-cluster events may be routed here at once.
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),
+			workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: "projection-" + spec.cluster}),
+		started:   time.Now(),
+		connected: condition(v1alpha1.ConditionConnected, metav1.ConditionUnknown, ReasonProbing, "probing the workload cluster's API server"),
+		failures:  map[types.NamespacedName]string{},
+		mirrored:  map[types.UID]int32{},
 	}
 }
 
@@ -125,9 +126,6 @@ func newWorkloadClient(cfg *rest.Config) (client.Client, error) {
 // shows in the WorkloadCluster's status.
 func (rn *runner) start(ctx context.Context) {
 	ctx, rn.cancel = context.WithCancel(ctx)
-	rn.started = time.Now()
-	rn.queue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),
-		workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: "projection-" + rn.cluster})
 	if err := rn.build(); err != nil {
 		// Only a programming error gets here (the options are static).
 		level.Error(rn.logger).Log("op", "start", "error", err)
@@ -309,7 +307,7 @@ func (rn *runner) setConnected(c metav1.Condition) {
 	}
 	level.Info(rn.logger).Log("op", "probe", "connected", c.Status, "reason", c.Reason, "msg", c.Message)
 	rn.r.poke(rn.cluster)
-	if !wasConnected && c.Status == metav1.ConditionTrue && synced && rn.cancel != nil {
+	if !wasConnected && c.Status == metav1.ConditionTrue && synced {
 		// Deletions of orphans waited for the connection.
 		rn.enqueueProjected(context.Background())
 	}
@@ -354,16 +352,11 @@ func (rn *runner) probeLoop(ctx context.Context) {
 	}
 }
 
-// syncCounts are the counters of a WorkloadCluster's status.
-type syncCounts struct {
-	projected, withVIP int
-}
-
-// syncState tells whether every taken Service is projected, and counts.
-func (rn *runner) syncState(ctx context.Context) (metav1.Condition, syncCounts) {
+// syncState decides the Synced condition and counts the projections.
+func (rn *runner) syncState(ctx context.Context) (metav1.Condition, projection.Tally) {
 	var projected corev1.ServiceList
 	if err := rn.r.Client.List(ctx, &projected, client.InNamespace(rn.namespace), client.MatchingLabels{v1alpha1.LabelWorkloadCluster: rn.cluster}); err != nil {
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionUnknown, "Error", err.Error()), syncCounts{}
+		return condition(v1alpha1.ConditionSynced, metav1.ConditionUnknown, "Error", err.Error()), projection.Tally{}
 	}
 	byOrigin := map[types.NamespacedName]*corev1.Service{}
 	for i := range projected.Items {
@@ -371,52 +364,21 @@ func (rn *runner) syncState(ctx context.Context) (metav1.Condition, syncCounts) 
 			byOrigin[key] = &projected.Items[i]
 		}
 	}
-	counts := syncCounts{projected: len(byOrigin)}
 	rn.mu.Lock()
-	synced, failures := rn.synced, maps.Clone(rn.failures)
+	state := projection.SyncState{CacheSynced: rn.synced, Connected: rn.connected.Status == metav1.ConditionTrue, Failures: map[string]string{}}
+	for key, err := range rn.failures {
+		state.Failures[key.String()] = err
+	}
 	rn.mu.Unlock()
-	if !synced {
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionFalse, "CacheNotSynced",
-			"waiting for the workload cluster's Services, EndpointSlices and Nodes"), counts
-	}
-	var services corev1.ServiceList
-	if err := rn.workload.GetCache().List(ctx, &services); err != nil {
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionUnknown, "Error", err.Error()), counts
-	}
-	taken, missing := 0, 0
-	counts = syncCounts{}
-	for i := range services.Items {
-		svc := &services.Items[i]
-		if svc.DeletionTimestamp != nil || !projection.Taken(svc, rn.class, rn.selector) {
-			continue
+	// Until the cache has synced, the LB cluster's projections are all there is to count.
+	state.Tally = projection.Tally{Projected: len(byOrigin)}
+	if state.CacheSynced {
+		var services corev1.ServiceList
+		if err := rn.workload.GetCache().List(ctx, &services); err != nil {
+			return condition(v1alpha1.ConditionSynced, metav1.ConditionUnknown, "Error", err.Error()), state.Tally
 		}
-		taken++
-		p, ok := byOrigin[client.ObjectKeyFromObject(svc)]
-		if !ok {
-			missing++
-			continue
-		}
-		counts.projected++
-		if ingress := projection.Ingress(p); len(ingress) > 0 && projection.IngressEqual(ingress, svc.Status.LoadBalancer.Ingress) {
-			counts.withVIP++
-		}
+		state.Tally = projection.Count(services.Items, byOrigin, rn.class, rn.selector)
 	}
-	switch {
-	case len(failures) > 0:
-		keys := slices.SortedFunc(maps.Keys(failures), compareKeys)
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionFalse, "ProjectionFailed",
-			fmt.Sprintf("%d Services not projected; %s: %s", len(failures), keys[0], failures[keys[0]])), counts
-	case missing > 0:
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionFalse, "Projecting",
-			fmt.Sprintf("%d of %d taken Services projected", taken-missing, taken)), counts
-	case !rn.isConnected():
-		return condition(v1alpha1.ConditionSynced, metav1.ConditionFalse, "NotConnected",
-			"projections are kept as last seen until the workload cluster answers"), counts
-	}
-	return condition(v1alpha1.ConditionSynced, metav1.ConditionTrue, "Synced",
-		fmt.Sprintf("every taken Service (%d) is projected", taken)), counts
-}
-
-func compareKeys(a, b types.NamespacedName) int {
-	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	status, reason, message := projection.Synced(state)
+	return condition(v1alpha1.ConditionSynced, status, reason, message), state.Tally
 }
