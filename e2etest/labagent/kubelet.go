@@ -158,12 +158,19 @@ func (k *kubelet) sync(ctx context.Context, logger log.Logger, clients kubernete
 		return nil // the informer brings the newer Pod
 	}
 	if err == nil {
-		level.Info(logger).Log("op", "status", "pod", p.Namespace+"/"+p.Name, "phase", want.Phase, "podIPs", fmt.Sprint(want.PodIPs))
+		level.Info(logger).Log("op", "status", "pod", p.Namespace+"/"+p.Name, "phase", want.Phase, "ready", podReady(want),
+			"podIPs", fmt.Sprint(want.PodIPs))
 	}
 	return err
 }
 
 func statusEqual(a, b corev1.PodStatus) bool { return equality.Semantic.DeepEqual(a, b) }
+
+func podReady(s corev1.PodStatus) bool {
+	return slices.ContainsFunc(s.Conditions, func(c corev1.PodCondition) bool {
+		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+	})
+}
 
 // claimSlots says which Pod holds each slot: the Pod of the slot's name bound to the slot's
 // node. A slot held by a Pod that is still there stays with it; a free slot goes to the oldest
