@@ -28,7 +28,7 @@ from pathlib import Path
 
 import labnet
 import labworkload
-from labcluster import (Cluster, LabError, Processes, binary, check_ports_free, generate_pki, port_open, tail,  # noqa: F401
+from labcluster import (Cluster, LabError, Processes, binary, check_ports_free, generate_pki, port_open, tail,
                         wait_until)
 from tooling import REPO, note, step
 
@@ -116,7 +116,9 @@ class Lab:
                          + [(METRICS_PORT, "controller metrics"), (HEALTH_PORT, "controller health probes"),
                             (WEBHOOK_PORT, "controller webhooks")]
                          + [(speaker_metrics_port(lb), f"{lb} speaker metrics relay") for lb in self.topology.lbs])
-        self.cluster.start()
+        self.cluster.launch()
+        self.workloads.launch_control_planes()
+        self.cluster.wait_ready()
 
     def install_crds(self):
         step(f"CRDs: kubectl apply --server-side -f config/crd/bases/; namespace {NAMESPACE}")

@@ -280,9 +280,9 @@ def port_open(port):
 
 
 class Cluster:
-    """etcd and kube-apiserver on loopback, with their data under state/<name>: the LB cluster
-    (name "", processes etcd and kube-apiserver) or a workload cluster (name wcK, processes
-    etcd-wcK and kube-apiserver-wcK). Every cluster trusts the lab's one CA and serves with its
+    """etcd and kube-apiserver on loopback: the LB cluster (name "": processes etcd and
+    kube-apiserver, state/etcd, state/kubeconfig) or a workload cluster (name wcK: etcd-wcK,
+    kube-apiserver-wcK, state/etcd-wcK, state/kubeconfig-wcK). Every cluster trusts the lab's one CA and serves with its
     certificate (valid for 127.0.0.1), so one admin certificate reaches them all."""
 
     def __init__(self, name, bin_dir, procs, pki, state, etcd_port, apiserver_port, service_cidrs, namespace):
@@ -307,8 +307,8 @@ class Cluster:
         return [(self.etcd_port, f"{what}etcd client"), (self.etcd_port + 10, f"{what}etcd peer"),
                 (self.apiserver_port, f"{what}kube-apiserver")]
 
-    def start(self):
-        """Starts etcd and kube-apiserver, writes the kubeconfig and waits for /readyz."""
+    def launch(self):
+        """Starts etcd and kube-apiserver and writes the kubeconfig; wait_ready() waits for them."""
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         peer_url = f"http://127.0.0.1:{self.etcd_port + 10}"
         self.procs.start(self.process("etcd"), [
@@ -322,11 +322,22 @@ class Cluster:
             "--unsafe-no-fsync",
         ])
         write_kubeconfig(self.kubeconfig, self.server, self.pki, self.namespace)
-        self.start_apiserver()
+        self.launch_apiserver()
+
+    def wait_ready(self):
+        started = time.monotonic()
+        wait_until(f"{self.process('kube-apiserver')} /readyz", self.ready, 90, self.process("kube-apiserver"),
+                   self.procs)
         if self.procs.pid(self.process("etcd")) is None:
             raise LabError(f"{self.process('etcd')} exited", log=self.procs.log(self.process("etcd")))
+        note(f"{self.process('kube-apiserver')} ready after {time.monotonic() - started:.1f}s")
 
     def start_apiserver(self):
+        """Starts kube-apiserver alone (its etcd runs) and waits for /readyz."""
+        self.launch_apiserver()
+        self.wait_ready()
+
+    def launch_apiserver(self):
         p = self.pki
         self.procs.start(self.process("kube-apiserver"), [
             self.bin_dir / "kube-apiserver",
@@ -346,10 +357,6 @@ class Cluster:
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
         ])
-        started = time.monotonic()
-        wait_until(f"{self.process('kube-apiserver')} /readyz", self.ready, 90, self.process("kube-apiserver"),
-                   self.procs)
-        note(f"{self.process('kube-apiserver')} ready after {time.monotonic() - started:.1f}s")
 
     def stop_apiserver(self):
         self.procs.stop(self.process("kube-apiserver"))

@@ -158,11 +158,17 @@ class WorkloadClusters:
 
     # steps --------------------------------------------------------------------------------
 
-    def start_control_planes(self):
+    def launch_control_planes(self):
+        """Starts each cluster's etcd and kube-apiserver; start_control_planes() waits for them."""
         for wc, c in self.clusters.items():
             step(f"workload cluster {wc}: etcd on 127.0.0.1:{c.etcd_port}, kube-apiserver on {c.server} "
-                 f"(Services {c.service_cidrs}), kube-controller-manager ({CONTROLLERS})")
-            c.start()
+                 f"(Services {c.service_cidrs})")
+            c.launch()
+
+    def start_control_planes(self):
+        for wc, c in self.clusters.items():
+            step(f"workload cluster {wc}: kube-apiserver ready, kube-controller-manager ({CONTROLLERS})")
+            c.wait_ready()
             self.lab.procs.start(c.process("kube-controller-manager"), [
                 c.bin_dir / "kube-controller-manager",
                 "--kubeconfig", c.kubeconfig,
