@@ -77,6 +77,9 @@ type Endpoint struct {
 	Addr  netip.Addr
 	Node  string
 	Ready bool // upstream's "can serve": ready, or serving while terminating
+	// Weight > 0 marks a node of a workload cluster (a projected Service's endpoint): the
+	// datapath tunnels to Addr itself, with this weight, where that node's kube-proxy takes over.
+	Weight uint32
 }
 
 // Port is a service port.
@@ -462,11 +465,12 @@ func l2Interfaces(pool *config.Pool, svc Service, me string) []string {
 
 // datapathServices returns one datapath service per VIP and port, whose backends are the
 // nodes with ready endpoints, weighted by how many: each node's kube-proxy takes the packet
-// from there to a local endpoint, so ETP=Local keeps the client IP.
+// from there to a local endpoint, so ETP=Local keeps the client IP. A projected Service's
+// endpoints are such nodes already, in a workload cluster, with their weights.
 func datapathServices(in Input, svc Service) []datapath.Service {
 	weights := map[string]uint32{}
 	for _, e := range svc.Endpoints {
-		if e.Ready && e.Node != "" {
+		if e.Ready && e.Weight == 0 && e.Node != "" {
 			weights[e.Node]++
 		}
 	}
@@ -478,6 +482,11 @@ func datapathServices(in Input, svc Service) []datapath.Service {
 				if addr, ok := n.AddrOfFamily(ip); ok {
 					backends = append(backends, datapath.Backend{Addr: addr, Weight: w})
 				}
+			}
+		}
+		for _, e := range svc.Endpoints {
+			if e.Ready && e.Weight > 0 && e.Addr.Is4() == ip.Is4() {
+				backends = append(backends, datapath.Backend{Addr: e.Addr, Weight: e.Weight})
 			}
 		}
 		if len(backends) == 0 {

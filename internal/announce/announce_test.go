@@ -338,6 +338,35 @@ func TestDatapathServices(t *testing.T) {
 	}
 }
 
+// A projected Service's endpoints are workload nodes outside the LB cluster: the datapath
+// tunnels to each address of the VIP's family with its weight; not-ready ones are left out.
+func TestDatapathServicesOfProjectedService(t *testing.T) {
+	workloadNode := func(addr string, weight uint32, ready bool) Endpoint {
+		return Endpoint{Addr: netip.MustParseAddr(addr), Ready: ready, Weight: weight}
+	}
+	services := []Service{{
+		Key: "maglb-wc-wc1/demo-echo-0a1b2c3d", Pool: "gold", IPs: addrs("198.51.100.1", "2001:db8::1"),
+		Ports: []Port{{datapath.TCP, 80}},
+		Endpoints: []Endpoint{
+			workloadNode("172.31.0.32", 1, true), workloadNode("172.31.0.31", 3, true), workloadNode("172.31.0.33", 2, false),
+			workloadNode("fd00:31::31", 3, true),
+		},
+	}}
+	want := []datapath.Service{
+		{VIP: netip.MustParseAddr("198.51.100.1"), Protocol: datapath.TCP, Port: 80, Backends: []datapath.Backend{
+			{Addr: netip.MustParseAddr("172.31.0.31"), Weight: 3}, {Addr: netip.MustParseAddr("172.31.0.32"), Weight: 1}}},
+		{VIP: netip.MustParseAddr("2001:db8::1"), Protocol: datapath.TCP, Port: 80, Backends: []datapath.Backend{
+			{Addr: netip.MustParseAddr("fd00:31::31"), Weight: 3}}},
+	}
+	plan := Decide(Input{NodeName: "lb1", Nodes: labNodes, Config: labConfig(t, nil), Services: services, Datapath: EBPF})
+	if diff := cmp.Diff(want, plan.Datapath, equateAddrs); diff != "" {
+		t.Errorf("datapath (-want +got):\n%s", diff)
+	}
+	if st := plan.Services[services[0].Key]; len(st.BGPPeers) == 0 {
+		t.Errorf("the projected Service is not announced: %+v", st)
+	}
+}
+
 // TestDatapathFailed: the datapath's verdict is an input. A service with a VIP the datapath
 // cannot program is neither announced nor programmed, with the reason; the others are.
 func TestDatapathFailed(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/datapath"
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
@@ -290,7 +291,8 @@ func ports(svc *corev1.Service) []announce.Port {
 }
 
 // endpointsByService returns the endpoints of every service, as upstream reads readiness:
-// ready, or serving while terminating.
+// ready, or serving while terminating. The endpoints of projected EndpointSlices are workload
+// nodes, weighted as their annotation says (1 when it does not name them).
 func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedName][]announce.Endpoint {
 	out := map[types.NamespacedName][]announce.Endpoint{}
 	for _, s := range items {
@@ -299,6 +301,13 @@ func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedN
 			continue
 		}
 		key := types.NamespacedName{Namespace: s.Namespace, Name: name}
+		var weights map[netip.Addr]uint32
+		if s.Labels[discoveryv1.LabelManagedBy] == maglbv1alpha1.EndpointSliceManagedBy {
+			weights, _ = maglbv1alpha1.ParseEndpointWeights(s.Annotations[maglbv1alpha1.AnnotationEndpointWeights])
+			if weights == nil {
+				weights = map[netip.Addr]uint32{}
+			}
+		}
 		for _, e := range s.Endpoints {
 			c := e.Conditions
 			ready := c.Ready == nil || *c.Ready || (c.Serving != nil && *c.Serving)
@@ -307,9 +316,15 @@ func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedN
 				node = *e.NodeName
 			}
 			for _, a := range e.Addresses {
-				if ip, err := netip.ParseAddr(a); err == nil {
-					out[key] = append(out[key], announce.Endpoint{Addr: ip, Node: node, Ready: ready})
+				ip, err := netip.ParseAddr(a)
+				if err != nil {
+					continue
 				}
+				ep := announce.Endpoint{Addr: ip.Unmap(), Node: node, Ready: ready}
+				if weights != nil {
+					ep.Weight = max(weights[ep.Addr], 1)
+				}
+				out[key] = append(out[key], ep)
 			}
 		}
 	}
