@@ -235,10 +235,13 @@ def generate_pki(pki):
         key.chmod(0o600)
 
 
-def write_kubeconfig(path, server, pki, namespace):
+def write_kubeconfig(path, server, pki, namespace, token=None):
+    """A kubeconfig for server: the admin's client certificate, or a bearer token."""
     def b64(name):
         return base64.b64encode((pki / name).read_bytes()).decode()
 
+    user = f"token: {token}" if token else \
+        f"client-certificate-data: {b64('admin.crt')}\n    client-key-data: {b64('admin.key')}"
     path.write_text(f"""\
 apiVersion: v1
 kind: Config
@@ -250,8 +253,7 @@ clusters:
 users:
 - name: admin
   user:
-    client-certificate-data: {b64("admin.crt")}
-    client-key-data: {b64("admin.key")}
+    {user}
 contexts:
 - name: maglb-dev-env
   context:

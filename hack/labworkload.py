@@ -20,8 +20,8 @@ import json
 import time
 
 import labnet
-from labcluster import Cluster, LabError, wait_until
-from tooling import note, step
+from labcluster import Cluster, LabError, wait_until, write_kubeconfig
+from tooling import REPO, note, step
 
 PORT_STRIDE = 100
 DEMO_NAMESPACE = "demo"
@@ -29,6 +29,10 @@ DEMO_SERVICE = "echo"
 DEMO_SLOTS = ("pod1", "pod2")
 KUBECONFIG_KEY = "kubeconfig"
 CONTROLLERS = "endpointslice,garbagecollector,namespace"
+# What a workload cluster grants projection: a ServiceAccount with least privilege.
+PROJECTION_RBAC = REPO / "config" / "workload-cluster"
+PROJECTION_ACCOUNT = "maglb-projection"  # its name and namespace
+TOKEN_DURATION = "8760h"
 
 
 def service_cidrs(wc):
@@ -217,8 +221,8 @@ class WorkloadClusters:
                  f"and WorkloadCluster {wc}")
             c.kubectl("apply", "-f", "-", input=demo_manifests(wc), capture=True)
             secret = self.lab.kubectl("create", "secret", "generic", kubeconfig_secret(wc), "-n", ns,
-                                      f"--from-file={KUBECONFIG_KEY}={c.kubeconfig}", "--dry-run=client", "-o", "yaml",
-                                      capture=True)
+                                      f"--from-file={KUBECONFIG_KEY}={self.projection_kubeconfig(c)}", "--dry-run=client",
+                                      "-o", "yaml", capture=True)
             self.lab.kubectl("apply", "-f", "-", input=secret, capture=True)
             self.lab.kubectl("apply", "-f", "-", input=workload_cluster_manifest(wc), capture=True)
         for wc, c in self.clusters.items():
@@ -234,6 +238,20 @@ class WorkloadClusters:
                                listed, 60, c.process("kube-controller-manager"), self.lab.procs)
             note(f"{wc}: kube-controller-manager listed {', '.join(sorted(ready['IPv4']))} (and IPv6) after "
                  f"{time.monotonic() - started:.1f}s")
+
+    def projection_kubeconfig(self, c):
+        """The kubeconfig the LB cluster's controller gets: the ServiceAccount of
+        config/workload-cluster/ (applied here) with a token, so that projection runs with the
+        rights a user grants it; the admin's while that directory does not exist."""
+        if not (PROJECTION_RBAC / "kustomization.yaml").is_file():
+            note(f"{PROJECTION_RBAC.relative_to(REPO)}/ missing: {c.name}'s Secret holds the admin's kubeconfig")
+            return c.kubeconfig
+        c.kubectl("apply", "-k", PROJECTION_RBAC, capture=True)
+        token = c.kubectl("create", "token", PROJECTION_ACCOUNT, "-n", PROJECTION_ACCOUNT,
+                          f"--duration={TOKEN_DURATION}", capture=True).strip()
+        path = c.kubeconfig.with_name(f"{c.kubeconfig.name}-projection")
+        write_kubeconfig(path, c.server, c.pki, "default", token=token)
+        return path
 
     def projecting(self):
         """Whether a projection controller runs: some WorkloadCluster has status conditions."""
