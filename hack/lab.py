@@ -5,11 +5,11 @@ kube-proxy and pods behind it; then a sample configuration and two demo Services
 workload clusters of hack/labworkload.py behind the LB cluster.
 
 State lives in <repo>/.dev-env/: pki/, etcd/, logs/<process>.log, pids/<process>.pid (pid and
-start time, so a recycled pid is never signalled), kubeconfig, frr/, etcd-wcK/ and kubeconfig-wcK
-(workload clusters), bpf/ (a bpffs the LB
-nodes and backends pin into), lab.json (the options it was brought up with). Processes run in
-their own session, so they outlive the task and a Ctrl-C in the terminal; `dev-env-cleanup`
-stops them, deletes the namespaces and unmounts the bpffs.
+start time, so a recycled pid is never signalled), kubeconfig, frr/, bpf/ (a bpffs the LB
+nodes and backends pin into), etcd-wcK/ and kubeconfig-wcK (workload clusters), lab.json (the
+options it was brought up with). Processes run in their own session, so they outlive the task
+and a Ctrl-C in the terminal; `dev-env-cleanup` stops them, deletes the namespaces and unmounts
+the bpffs.
 
 Run as a script, it starts or stops one node's speaker of a running lab, which is how the e2e
 suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`; and a workload
@@ -86,10 +86,6 @@ class Lab:
 
     def kubectl(self, *args, input=None, capture=False):
         return self.cluster.kubectl(*args, input=input, capture=capture)
-
-    @staticmethod
-    def binary(name):
-        return binary(name)
 
     @staticmethod
     def http_ok(url):

@@ -20,7 +20,7 @@ import json
 import time
 
 import labnet
-from labcluster import Cluster, LabError, wait_until, write_kubeconfig
+from labcluster import Cluster, LabError, binary, wait_until, write_kubeconfig
 from tooling import REPO, note, step
 
 PORT_STRIDE = 100
@@ -151,10 +151,8 @@ class WorkloadClusters:
         return [p for c in self.clusters.values() for p in c.ports]
 
     def expected_processes(self):
-        names = []
-        for wc, c in self.clusters.items():
-            names += [c.process(role) for role in ("etcd", "kube-apiserver", "kube-controller-manager", "nodes", "kubelet")]
-        return names
+        roles = ("etcd", "kube-apiserver", "kube-controller-manager", "nodes", "kubelet")
+        return [c.process(role) for c in self.clusters.values() for role in roles]
 
     @property
     def labagent_processes(self):
@@ -173,7 +171,7 @@ class WorkloadClusters:
         for wc, c in self.clusters.items():
             step(f"workload cluster {wc}: kube-apiserver ready, kube-controller-manager ({CONTROLLERS})")
             c.wait_ready()
-            self.lab.procs.start(c.process("kube-controller-manager"), [
+            c.procs.start(c.process("kube-controller-manager"), [
                 c.bin_dir / "kube-controller-manager",
                 "--kubeconfig", c.kubeconfig,
                 f"--controllers={CONTROLLERS}",
@@ -199,17 +197,17 @@ class WorkloadClusters:
                  f"the pod slots by `labagent kubelet`")
             c.kubectl("apply", "-f", "-", input=node_manifests(wc), capture=True)
             node_flags = [arg for node in nodes for arg in ("--node", f"{node}={t.address(node)},{t.address6(node)}")]
-            if self.lab.procs.pid(c.process("nodes")) is None:
-                self.lab.procs.start(c.process("nodes"), [self.lab.binary("labagent"), "nodes", "--kubeconfig",
+            if c.procs.pid(c.process("nodes")) is None:
+                c.procs.start(c.process("nodes"), [binary("labagent"), "nodes", "--kubeconfig",
                                                           c.kubeconfig, *node_flags])
-            if self.lab.procs.pid(c.process("kubelet")) is None:
+            if c.procs.pid(c.process("kubelet")) is None:
                 slots = [arg for node in nodes for pod in t.pods_of(node)
                          for arg in ("--slot", f"{pod}={node},{t.pod_address(pod)},{t.pod_address6(pod)}")]
-                self.lab.procs.start(c.process("kubelet"), [self.lab.binary("labagent"), "kubelet", "--kubeconfig",
+                c.procs.start(c.process("kubelet"), [binary("labagent"), "kubelet", "--kubeconfig",
                                                             c.kubeconfig, *node_flags, *slots])
             wait_until(f"{wc}'s nodes Ready", lambda: c.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                                 "--timeout=5s", capture=True),
-                       30, c.process("nodes"), self.lab.procs)
+                       30, c.process("nodes"), c.procs)
 
     def populate(self):
         """The demo Pods and Service in each workload cluster, and its registration in the LB
@@ -235,7 +233,7 @@ class WorkloadClusters:
                 return all(len(ready.get(f, ())) == want for f in ("IPv4", "IPv6")) and ready
             started = time.monotonic()
             ready = wait_until(f"{wc}'s EndpointSlices of {DEMO_NAMESPACE}/{DEMO_SERVICE} listing its {want} Pods",
-                               listed, 60, c.process("kube-controller-manager"), self.lab.procs)
+                               listed, 60, c.process("kube-controller-manager"), c.procs)
             note(f"{wc}: kube-controller-manager listed {', '.join(sorted(ready['IPv4']))} (and IPv6) after "
                  f"{time.monotonic() - started:.1f}s")
 
