@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -17,9 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -83,24 +84,24 @@ func (k *kubelet) run(ctx context.Context, logger log.Logger) error {
 	if err != nil {
 		return err
 	}
-	factory := informers.NewSharedInformerFactory(clients, 0)
-	pods := factory.Core().V1().Pods()
 	changed := make(chan struct{}, 1)
-	kick := func(any) {
+	pods := kickingStore{Store: cache.NewStore(cache.MetaNamespaceKeyFunc), kick: func() {
 		select {
 		case changed <- struct{}{}:
 		default:
 		}
-	}
-	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: kick, UpdateFunc: func(_, o any) { kick(o) }, DeleteFunc: kick,
+	}}
+	// A reflector of its own rather than an informer's: after the API server comes back, the
+	// Pods are watched again within seconds, where an informer's backoff reaches a minute.
+	reflector := cache.NewReflectorWithOptions(
+		cache.NewListWatchFromClient(clients.CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything()),
+		&corev1.Pod{}, pods, cache.ReflectorOptions{Name: "kubelet", Backoff: &wait.Backoff{
+			Duration: 500 * time.Millisecond, Cap: 2 * time.Second, Factor: 2, Jitter: 0.2, Steps: math.MaxInt32}})
+	go reflector.RunWithContext(ctx)
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return reflector.LastSyncResourceVersion() != "", nil
 	}); err != nil {
-		return err
-	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {
-		return ctx.Err()
+		return nil
 	}
 	level.Info(logger).Log("op", "startup", "msg", "running the Pods bound to", "nodes", fmt.Sprint(k.nodes), "slots", len(k.slots))
 	held := map[string]types.UID{}
@@ -109,13 +110,9 @@ func (k *kubelet) run(ctx context.Context, logger log.Logger) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		all, err := pods.Lister().List(labels.Everything())
-		if err != nil {
-			return err
-		}
 		var bound []*corev1.Pod
-		for _, p := range all {
-			if _, ok := k.nodes[p.Spec.NodeName]; ok {
+		for _, o := range pods.List() {
+			if p := o.(*corev1.Pod); k.nodes[p.Spec.NodeName] != nil {
 				bound = append(bound, p)
 			}
 		}
@@ -132,6 +129,32 @@ func (k *kubelet) run(ctx context.Context, logger log.Logger) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// kickingStore is the cache of Pods; every change to it wakes the sync loop.
+type kickingStore struct {
+	cache.Store
+	kick func()
+}
+
+func (s kickingStore) Add(o any) error {
+	defer s.kick()
+	return s.Store.Add(o)
+}
+
+func (s kickingStore) Update(o any) error {
+	defer s.kick()
+	return s.Store.Update(o)
+}
+
+func (s kickingStore) Delete(o any) error {
+	defer s.kick()
+	return s.Store.Delete(o)
+}
+
+func (s kickingStore) Replace(list []any, resourceVersion string) error {
+	defer s.kick()
+	return s.Store.Replace(list, resourceVersion)
 }
 
 // sync deletes a Pod whose grace period is over, or writes the status it should have.
