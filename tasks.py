@@ -84,6 +84,8 @@ K8S_VERSION = "1.37.2"
 
 # Upstream MetalLB's controller, built for the differential test and the benchmarks.
 UPSTREAM_METALLB_VERSION = "0.15.2"
+# The helm binary the chart tests render charts/maglb with.
+HELM_VERSION = "3.22.0"
 
 # `bench` runs these in order (they print their own tables).
 BENCHMARKS = [
@@ -130,6 +132,8 @@ GENERATORS = [
     ]),
     Generator("all-in-one manifest config/manifests/maglb.yaml (kubectl kustomize config/default)",
               tooling.render_manifest),
+    Generator("the Helm chart's CRDs and RBAC rules, charts/maglb (kubectl kustomize config/crd, config/rbac)",
+              tooling.render_chart_files),
 ]
 
 
@@ -173,6 +177,7 @@ def _test_env():
     return {
         "KUBEBUILDER_ASSETS": str(tooling.ensure_k8s_bins(K8S_VERSION)),
         "MAGLB_UPSTREAM_METALLB": str(tooling.ensure_upstream_metallb(UPSTREAM_METALLB_VERSION)),
+        "MAGLB_HELM": str(tooling.ensure_helm(HELM_VERSION)),
     }
 
 

@@ -181,6 +181,26 @@ def ensure_upstream_metallb(version, force=False):
     return binary
 
 
+def helm_binary(version):
+    return cache_dir() / f"helm-v{version}" / "bin" / "helm"
+
+
+def ensure_helm(version, force=False):
+    """Returns the path of helm version, built from the Go module proxy when needed."""
+    binary = helm_binary(version)
+
+    def problem():
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            return "not built yet"
+        out = subprocess.run([str(binary), "version", "--short"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True).stdout.strip()
+        return None if out.startswith(f"v{version}") else f"helm reports {out!r}"
+
+    _ensure_built(f"helm v{version}", binary.parent, problem, "build-helm.sh", {"HELM_VERSION": version},
+                  "~5 minutes", force)
+    return binary
+
+
 def _ensure_built(what, bin_dir, problem_fn, script, env, cold_time, force):
     """Runs hack/<script> into bin_dir unless problem_fn finds nothing wrong with what is there.
     A lock keeps two runs from building into the same directory."""
@@ -222,13 +242,23 @@ class Generator:
             run(self.command)
 
 
-def render_manifest(bin_dir, overlay="config/default", output="config/manifests/maglb.yaml"):
-    """Renders a kustomize overlay with the built kubectl into a committed manifest."""
+def render_manifest(bin_dir, overlay="config/default", output="config/manifests/maglb.yaml", transform=None):
+    """Renders a kustomize overlay with the built kubectl into a committed manifest, through
+    transform (text to text) when given."""
     proc = run([bin_dir / "kubectl", "kustomize", REPO / overlay], capture=True)
     out = REPO / output
     out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Generated from {overlay} by `python3 tasks.py generate`. Do not edit.\n"
-    out.write_text(header + proc.stdout)
+    out.write_text(header + (transform(proc.stdout) if transform else proc.stdout))
+
+
+def render_chart_files(bin_dir):
+    """The Helm chart's copies of what config/ defines once: the CRDs, as a template (the BGPPeer
+    conversion webhook is in the release's namespace), and the RBAC rules, which the chart's
+    templates/rbac.yaml reads."""
+    render_manifest(bin_dir, "config/crd", "charts/maglb/charts/crds/templates/crds.yaml",
+                    transform=lambda text: text.replace("namespace: metallb-system", "namespace: {{ .Release.Namespace }}"))
+    render_manifest(bin_dir, "config/rbac", "charts/maglb/files/rbac.yaml")
 
 
 def generate(generators, bin_dir):
