@@ -237,16 +237,19 @@ LAB_HELP = {
     "protocol": "bgp (the default: the ToR learns the VIPs over BGP, ECMP) or layer2 (ARP)",
     "lb_nodes": "how many LB nodes (default 3)",
     "encap": "ipip (the default) or gue: how the ebpf datapath reaches the backends",
+    "workload_clusters": "how many workload clusters behind the LB cluster (default 1, 0 for none): each its own "
+                         "API server and kube-controller-manager, two nodes on the rack (backend agent, kube-proxy), "
+                         "the Service demo/echo, and a WorkloadCluster in the LB cluster",
 }
 
 
 @task(help=LAB_HELP)
-def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip"):
-    """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services."""
+def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=1):
+    """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services, workload clusters."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap).up())()
+    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap, workload_clusters).up())()
 
 
 @task(help={

@@ -11,12 +11,14 @@ import lab
 from tooling import REPO, step
 
 # Each pass brings the lab up with its options and runs the specs its label filter selects;
-# the default lab (ebpf, bgp) runs last, so that it is what stays up.
+# the default lab (ebpf, bgp) runs last, so that it is what stays up. Every pass but layer2 has
+# two workload clusters behind the LB cluster.
+DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
-    "layer2": ({"datapath": "ebpf", "protocol": "layer2"}, "layer2 || metrics"),
-    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp"}, "bgp || survival || metrics || mtu"),
-    "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue"}, "mtu || (datapath && smoke)"),
-    "ebpf": ({"datapath": "ebpf", "protocol": "bgp"}, "!layer2"),
+    "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || metrics || mtu"),
+    "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
+    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2"),
 }
 
 
@@ -29,11 +31,13 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
     shutil.rmtree(reports, ignore_errors=True)
     failed = []
     for name in passes:
-        options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else ({"datapath": "ebpf", "protocol": "bgp"}, name)
+        options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else (DEFAULT_PASS_OPTIONS, name)
         encap = options.get("encap", "ipip")
-        step(f"e2e pass {name}: lab with datapath {options['datapath']} ({encap}), protocol {options['protocol']}; "
+        step(f"e2e pass {name}: lab with datapath {options['datapath']} ({encap}), protocol {options['protocol']}, "
+             f"{options['workload_clusters']} workload cluster(s); "
              f"specs {label_filter or filter_}")
-        the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes, encap)
+        the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes, encap,
+                          options["workload_clusters"])
         the_lab.up()
         args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
                 f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",

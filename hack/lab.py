@@ -1,27 +1,25 @@
 """The local development environment (`tasks.py dev-env`): etcd and kube-apiserver on loopback,
 the metallb.io CRDs, the controller, and the network lab of hack/labnet.py: a client, a ToR
 running FRR, LB nodes each running a speaker, and two backend nodes, every node with
-kube-proxy and pods behind it; then a sample configuration and two demo Services.
+kube-proxy and pods behind it; then a sample configuration and two demo Services; and the
+workload clusters of hack/labworkload.py behind the LB cluster.
 
 State lives in <repo>/.dev-env/: pki/, etcd/, logs/<process>.log, pids/<process>.pid (pid and
 start time, so a recycled pid is never signalled), kubeconfig, frr/, bpf/ (a bpffs the LB
-nodes and backends pin into), lab.json (the options it was brought up with). Processes run in
-their own session, so they outlive the task and a Ctrl-C in the terminal; `dev-env-cleanup`
-stops them, deletes the namespaces and unmounts the bpffs.
+nodes and backends pin into), etcd-wcK/ and kubeconfig-wcK (workload clusters), lab.json (the
+options it was brought up with). Processes run in their own session, so they outlive the task
+and a Ctrl-C in the terminal; `dev-env-cleanup` stops them, deletes the namespaces and unmounts
+the bpffs.
 
 Run as a script, it starts or stops one node's speaker of a running lab, which is how the e2e
-suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`.
+suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`; and a workload
+cluster's kube-apiserver: `hack/lab.py workload-apiserver stop|start wc1`.
 """
 
-import base64
 import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
-import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -29,272 +27,29 @@ import urllib.request
 from pathlib import Path
 
 import labnet
-from tooling import REPO, TaskError, note, step
+import labworkload
+from labcluster import (Cluster, LabError, Processes, binary, check_ports_free, generate_pki, port_open, tail,
+                        wait_until)
+from tooling import REPO, note, step
 
 STATE = REPO / ".dev-env"
 NAMESPACE = "metallb-system"
 
-# Loopback ports, all in 2xxxx so they never meet the random ports the tests pick.
+# Loopback ports, all in 2xxxx so they never meet the random ports the tests pick (workload
+# cluster wcK's etcd and kube-apiserver: these plus 100·K).
 ETCD_CLIENT_PORT = 23790
-ETCD_PEER_PORT = 23800
 APISERVER_PORT = 26443
 METRICS_PORT = 27472
 HEALTH_PORT = 27473
 WEBHOOK_PORT = 29443
-
-# Started in this order, stopped in reverse; a process is ranked by its name's first match.
-PROCESS_ORDER = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "relay", "nodes", "be", "kube-proxy", "speaker"]
-STOP_TIMEOUT = 10.0
-TAIL_LINES = 30
-
-
-class LabError(TaskError):
-    """A failed step; log names the log file whose tail explains it."""
-
-    def __init__(self, message, log=None):
-        super().__init__(message)
-        self.log = log
-
-
-def tail(path, lines=TAIL_LINES):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-
-def _start_time(pid):
-    """The process's start time in clock ticks since boot, or None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
-class Processes:
-    """The lab's background processes, tracked through pid files."""
-
-    def __init__(self, state=STATE):
-        self.pids = state / "pids"
-        self.logs = state / "logs"
-
-    def log(self, name):
-        return self.logs / f"{name}.log"
-
-    def _pidfile(self, name):
-        return self.pids / f"{name}.pid"
-
-    def start(self, name, argv, env=None):
-        self.pids.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.log(name), "ab") as log:
-            try:
-                proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
-                                        env=dict(os.environ, **(env or {})))
-            except OSError as e:
-                raise LabError(f"starting {name}: {e}") from None
-        self._pidfile(name).write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
-        return proc.pid
-
-    def pid(self, name):
-        """The pid of the named process if it runs (same pid and start time as recorded)."""
-        try:
-            fields = self._pidfile(name).read_text().split()
-        except OSError:
-            return None
-        if not fields or not fields[0].isdigit():
-            return None
-        pid = int(fields[0])
-        started = _start_time(pid)
-        if started is None or (len(fields) > 1 and fields[1] != started):
-            return None
-        return pid
-
-    def names(self):
-        found = [p.stem for p in self.pids.glob("*.pid")] if self.pids.is_dir() else []
-
-        def rank(name):
-            return next((i for i, prefix in enumerate(PROCESS_ORDER) if name.startswith(prefix)), len(PROCESS_ORDER))
-        return sorted(found, key=lambda n: (rank(n), n))
-
-    def running(self):
-        return {n: pid for n in self.names() if (pid := self.pid(n)) is not None}
-
-    def stop(self, name):
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT; only the pid recorded for name."""
-        pid = self.pid(name)
-        if pid is not None:
-            note(f"stopping {name} (pid {pid})")
-            self._signal(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self._alive(pid):
-                note(f"{name} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s: SIGKILL")
-                self._signal(pid, signal.SIGKILL)
-                deadline = time.monotonic() + STOP_TIMEOUT
-                while self._alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if self._alive(pid):
-                    raise TaskError(f"{name} (pid {pid}) survived SIGKILL")
-        self._pidfile(name).unlink(missing_ok=True)
-
-    def stop_all(self):
-        for name in reversed(self.names()):
-            self.stop(name)
-
-    @staticmethod
-    def _signal(pid, sig):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    @staticmethod
-    def _alive(pid):
-        # Reap it if it is our child (started in this run), else a zombie would look alive.
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return _start_time(pid) is not None
-
-
-def check_ports_free(ports):
-    for port, what in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                raise LabError(f"port {port} ({what}) is in use by another process; free it and retry") from None
-
-
-def wait_until(what, check, timeout, proc_name, procs, interval=0.25):
-    """Polls check() until it returns something true, and returns that; fails early when the
-    process proc_name exits."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # noqa: BLE001 - reported when the wait times out
-            last = e
-        if procs.pid(proc_name) is None:
-            raise LabError(f"{proc_name} exited while waiting for {what}", log=procs.log(proc_name))
-        time.sleep(interval)
-    detail = f" (last error: {last})" if last else ""
-    raise LabError(f"{what}: not ready after {timeout:.0f}s{detail}", log=procs.log(proc_name))
-
-
-# ---------------------------------------------------------------------------------------------
-# PKI
-
-
-OPENSSL_CONFIG = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign, digitalSignature
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = {sans}
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-authorityKeyIdentifier = keyid
-"""
-
-APISERVER_SANS = ["IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes",
-                  "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
-
-
-def _openssl(pki, *args):
-    proc = subprocess.run(["openssl", *args], cwd=pki, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise LabError(f"openssl {' '.join(args[:2])} failed:\n{proc.stdout}")
-
-
-def generate_pki(pki):
-    """CA, apiserver serving certificate, admin client certificate (system:masters) and the
-    service-account key pair."""
-    if shutil.which("openssl") is None:
-        raise LabError("openssl not found (python3 tasks.py deps installs it)")
-    pki.mkdir(parents=True, exist_ok=True)
-    cnf = pki / "openssl.cnf"
-    cnf.write_text(OPENSSL_CONFIG.format(sans=", ".join(APISERVER_SANS)))
-    _openssl(pki, "req", "-x509", "-config", cnf, "-extensions", "ca", "-newkey", "rsa:2048", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=maglb-dev-env-ca")
-    for name, subject, extensions in (
-        ("apiserver", "/CN=kube-apiserver", "server"),
-        ("admin", "/O=system:masters/CN=admin", "client"),
-    ):
-        _openssl(pki, "req", "-new", "-config", cnf, "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
-        _openssl(pki, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "365",
-                 "-extfile", cnf, "-extensions", extensions)
-    _openssl(pki, "genrsa", "-out", "sa.key", "2048")
-    _openssl(pki, "rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-    for key in pki.glob("*.key"):
-        key.chmod(0o600)
-
-
-def write_kubeconfig(path, server, pki):
-    def b64(name):
-        return base64.b64encode((pki / name).read_bytes()).decode()
-
-    path.write_text(f"""\
-apiVersion: v1
-kind: Config
-clusters:
-- name: maglb-dev-env
-  cluster:
-    server: {server}
-    certificate-authority-data: {b64("ca.crt")}
-users:
-- name: admin
-  user:
-    client-certificate-data: {b64("admin.crt")}
-    client-key-data: {b64("admin.key")}
-contexts:
-- name: maglb-dev-env
-  context:
-    cluster: maglb-dev-env
-    user: admin
-    namespace: {NAMESPACE}
-current-context: maglb-dev-env
-""")
-    path.chmod(0o600)
-
 
 # ---------------------------------------------------------------------------------------------
 # The lab
 
 
 class Lab:
-    def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip", state=STATE):
+    def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip",
+                 workload_clusters=1, state=STATE):
         if datapath not in ("ebpf", "kubeproxy"):
             raise LabError(f"--datapath {datapath}: want ebpf or kubeproxy")
         if encap not in ("ipip", "gue"):
@@ -303,18 +58,25 @@ class Lab:
             raise LabError(f"--protocol {protocol}: want bgp or layer2")
         if not 1 <= int(lb_nodes) <= MAX_LB_NODES:
             raise LabError(f"--lb-nodes {lb_nodes}: want 1 to {MAX_LB_NODES}")
+        if not 0 <= int(workload_clusters) <= labnet.MAX_WORKLOAD_CLUSTERS:
+            raise LabError(f"--workload-clusters {workload_clusters}: want 0 to {labnet.MAX_WORKLOAD_CLUSTERS}")
         self.bin_dir = Path(bin_dir)
         self.k8s_version = k8s_version
-        self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes), "encap": encap}
-        self.topology = labnet.Topology(int(lb_nodes))
+        self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes), "encap": encap,
+                        "workload_clusters": int(workload_clusters)}
+        self.topology = labnet.Topology(int(lb_nodes), int(workload_clusters))
         self.state = state
+        self.namespace = NAMESPACE
         self.procs = Processes(state)
         self.pki = state / "pki"
-        self.kubeconfig = state / "kubeconfig"
+        self.cluster = Cluster("", bin_dir, self.procs, self.pki, state, ETCD_CLIENT_PORT, APISERVER_PORT,
+                               "10.96.0.0/16,fd00:96::/112", NAMESPACE)
+        self.kubeconfig = self.cluster.kubeconfig
+        self.server = self.cluster.server
         self.frr_dir = state / "frr"
         self.rr_dir = state / "frr-rr"
         self.bpffs = state / "bpf"
-        self.server = f"https://127.0.0.1:{APISERVER_PORT}"
+        self.workloads = labworkload.WorkloadClusters(self)
 
     # kubectl ---------------------------------------------------------------------------------
 
@@ -323,19 +85,7 @@ class Lab:
         return self.bin_dir / "kubectl"
 
     def kubectl(self, *args, input=None, capture=False):
-        proc = subprocess.run([str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *map(str, args)],
-                              cwd=REPO, input=input, text=True,
-                              stdout=subprocess.PIPE if capture else sys.stderr, stderr=subprocess.STDOUT if capture else None)
-        if proc.returncode != 0:
-            detail = f":\n{proc.stdout}" if capture else ""
-            raise LabError(f"kubectl {' '.join(map(str, args))} failed (exit status {proc.returncode}){detail}")
-        return proc.stdout
-
-    def apiserver_ready(self):
-        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
-        with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
-            return r.status == 200
+        return self.cluster.kubectl(*args, input=input, capture=capture)
 
     @staticmethod
     def http_ok(url):
@@ -358,46 +108,13 @@ class Lab:
         generate_pki(self.pki)
 
         step(f"etcd on 127.0.0.1:{ETCD_CLIENT_PORT}, kube-apiserver v{self.k8s_version} on {self.server}")
-        check_ports_free([(ETCD_CLIENT_PORT, "etcd client"), (ETCD_PEER_PORT, "etcd peer"),
-                          (APISERVER_PORT, "kube-apiserver"), (METRICS_PORT, "controller metrics"),
-                          (HEALTH_PORT, "controller health probes"), (WEBHOOK_PORT, "controller webhooks")]
+        check_ports_free(self.cluster.ports + self.workloads.ports
+                         + [(METRICS_PORT, "controller metrics"), (HEALTH_PORT, "controller health probes"),
+                            (WEBHOOK_PORT, "controller webhooks")]
                          + [(speaker_metrics_port(lb), f"{lb} speaker metrics relay") for lb in self.topology.lbs])
-        etcd_url = f"http://127.0.0.1:{ETCD_CLIENT_PORT}"
-        self.procs.start("etcd", [
-            self.bin_dir / "etcd",
-            "--data-dir", self.state / "etcd",
-            "--listen-client-urls", etcd_url,
-            "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
-            "--initial-cluster", f"default=http://127.0.0.1:{ETCD_PEER_PORT}",
-            "--unsafe-no-fsync",
-        ])
-        p = self.pki
-        self.procs.start("kube-apiserver", [
-            self.bin_dir / "kube-apiserver",
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={APISERVER_PORT}",
-            "--advertise-address=127.0.0.1",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16,fd00:96::/112",
-            "--endpoint-reconciler-type=none",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-        ])
-        write_kubeconfig(self.kubeconfig, self.server, self.pki)
-        started = time.monotonic()
-        wait_until("kube-apiserver /readyz", self.apiserver_ready, 90, "kube-apiserver", self.procs)
-        if self.procs.pid("etcd") is None:
-            raise LabError("etcd exited", log=self.procs.log("etcd"))
-        note(f"kube-apiserver ready after {time.monotonic() - started:.1f}s")
+        self.cluster.launch()
+        self.workloads.launch_control_planes()
+        self.cluster.wait_ready()
 
     def install_crds(self):
         step(f"CRDs: kubectl apply --server-side -f config/crd/bases/; namespace {NAMESPACE}")
@@ -489,6 +206,7 @@ metadata:
         argv = [binary("labagent"), "relay"]
         for node in self.topology.nodes:
             argv += ["--into", f"{self.topology.netns(node)}=127.0.0.1:{APISERVER_PORT},127.0.0.1:{APISERVER_PORT}"]
+        argv += self.workloads.relay_args()
         for lb in lbs:
             argv += ["--out", f"{self.topology.netns(lb)}=127.0.0.1:{speaker_metrics_port(lb)},127.0.0.1:{SPEAKER_METRICS_PORT}"]
         self.procs.start("relay", argv)
@@ -506,6 +224,7 @@ metadata:
             self.procs.start("nodes", argv)
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
                                                           "--timeout=5s", capture=True), 30, "nodes", self.procs)
+        self.workloads.register_nodes()
 
     def backend_agent_argv(self, node):
         """The backend agent of a node, as a user runs it in a workload cluster: the LB nodes'
@@ -521,12 +240,12 @@ metadata:
 
     def start_backend_agents(self):
         t = self.topology
-        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(t.nodes)}: decapsulation of what the "
-             "LB nodes tunnel, nothing from elsewhere (XDP generic; at TCX on the LB nodes, behind their load balancer)")
+        step(f"backend agents: speaker --role=backend-agent on eth0 of {', '.join(t.rack_nodes)}: decapsulation of what "
+             "the LB nodes tunnel, nothing from elsewhere (XDP generic; at TCX on the LB nodes, behind their load balancer)")
         self._record_binary("speaker")
-        for node in t.nodes:
+        for node in t.rack_nodes:
             self.procs.start(f"{node}-agent", self.backend_agent_argv(node))
-        for node in t.nodes:
+        for node in t.rack_nodes:
             ns = t.netns(node)
             wait_until(f"{node}'s backend agent serving /healthz",
                        lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
@@ -535,26 +254,26 @@ metadata:
 
     def start_pods(self):
         t = self.topology
-        step(f"pods: {', '.join(t.pods)}: HTTP :{labnet.HTTP_PORT} and UDP :{labnet.UDP_PORT} answering "
+        step(f"pods: {', '.join(t.all_pods)}: HTTP :{labnet.HTTP_PORT} and UDP :{labnet.UDP_PORT} answering "
              "'<pod> on <node> saw <client>'")
-        for pod in t.pods:
+        for pod in t.all_pods:
             self.procs.start(pod, [
-                binary("labagent"), "pod", "--netns", t.netns(pod), "--name", pod, "--node", pod.rsplit("-pod", 1)[0],
+                binary("labagent"), "pod", "--netns", t.netns(pod), "--name", pod, "--node", t.node_of(pod),
                 "--http-port", labnet.HTTP_PORT, "--udp-port", labnet.UDP_PORT,
             ])
-        for pod in t.pods:
-            node_ns, addr = t.netns(pod.rsplit("-pod", 1)[0]), t.pod_address(pod)
+        for pod in t.all_pods:
+            node_ns, addr = t.netns(t.node_of(pod)), t.pod_address(pod)
             wait_until(f"{pod} answering its node on {addr}:{labnet.HTTP_PORT}",
                        lambda: labnet.sh("ip", "netns", "exec", node_ns, "curl", "-sSf", "--max-time", "2",
                                          f"http://{addr}:{labnet.HTTP_PORT}/"), 15, pod, self.procs)
 
     def start_kube_proxies(self):
         t = self.topology
-        step(f"kube-proxy (iptables) on every node: {', '.join(t.nodes)}")
-        for node in t.nodes:
+        step(f"kube-proxy (iptables) on every node, against its cluster's API server: {', '.join(t.rack_nodes)}")
+        for node in t.rack_nodes:
             self.procs.start(f"kube-proxy-{node}", [
                 "ip", "netns", "exec", t.netns(node), self.bin_dir / "kube-proxy",
-                "--kubeconfig", self.kubeconfig, "--hostname-override", node, "--proxy-mode", "iptables",
+                "--kubeconfig", (self.workloads.cluster_of(node) or self.cluster).kubeconfig, "--hostname-override", node, "--proxy-mode", "iptables",
                 "--conntrack-max-per-core", "0", "--healthz-bind-address", "127.0.0.1:10256",
                 "--metrics-bind-address", "127.0.0.1:10249", "--v", "2",
             ])
@@ -596,12 +315,8 @@ metadata:
 
     def demo_vips(self):
         out = json.loads(self.kubectl("get", "services", "-n", "demo", "-o", "json", capture=True))
-        vips = []
-        for svc in out["items"]:
-            for ingress in svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []:
-                host = f"[{ingress['ip']}]" if ":" in ingress["ip"] else ingress["ip"]
-                vips.append((f"{host}:{labnet.HTTP_PORT}", f"demo/{svc['metadata']['name']}"))
-        return sorted(vips, key=lambda v: (v[1], v[0].startswith("[")))  # per Service, IPv4 first
+        svcs = sorted(out["items"], key=lambda svc: svc["metadata"]["name"])
+        return [vip for svc in svcs for vip in labworkload.ingress_vips(svc, f"demo/{svc['metadata']['name']}")]
 
     def wait_for_vips(self):
         step("waiting for the demo VIPs to answer a curl from the client namespace")
@@ -643,7 +358,7 @@ metadata:
                               "metrics": f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"} for lb in t.lbs},
             "backends": {be: {"address": t.address(be), "address6": t.address6(be), "netns": t.netns(be)}
                          for be in labnet.BACKENDS},
-            "pods": {pod: {"node": pod.rsplit("-pod", 1)[0], "address": t.pod_address(pod),
+            "pods": {pod: {"node": t.node_of(pod), "address": t.pod_address(pod),
                            "address6": t.pod_address6(pod), "netns": t.netns(pod)} for pod in t.pods},
             "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
             "pools": labnet.POOLS[self.options["protocol"]],
@@ -651,8 +366,10 @@ metadata:
             "vip_range6": labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else labnet.L2_VIPS6,
             "http_port": labnet.HTTP_PORT,
             "udp_port": labnet.UDP_PORT,
-            "node_down": [sys.executable, str(Path(__file__).resolve()), "speaker", "stop"],
-            "node_up": [sys.executable, str(Path(__file__).resolve()), "speaker", "start"],
+            "node_down": [*LAB_SCRIPT, "speaker", "stop"],
+            "node_up": [*LAB_SCRIPT, "speaker", "start"],
+            "kubeconfig_secret_namespace": NAMESPACE,
+            "workload_clusters": self.workloads.description(LAB_SCRIPT),
         }
         (self.state / "lab.json").write_text(json.dumps(description, indent=2) + "\n")
 
@@ -675,17 +392,18 @@ metadata:
 
     def steps(self):
         """A fresh start, in order."""
-        return [self.start_apiserver, self.install_crds, self.start_controller, self.build_network,
-                self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents,
-                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config, self.wait_for_vips,
-                self.write_description]
+        return [self.start_apiserver, self.install_crds, self.start_controller, self.workloads.start_control_planes,
+                self.build_network, self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents,
+                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config,
+                self.workloads.populate, self.wait_for_vips, self.workloads.wait_for_vips, self.write_description]
 
     def expected_processes(self):
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *self.topology.pods]
-        names += [f"{node}-agent" for node in self.topology.nodes]
-        names += [f"speaker-{lb}" for lb in self.topology.lbs]
-        names += [f"kube-proxy-{node}" for node in self.topology.nodes]
-        return names
+        t = self.topology
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *t.all_pods]
+        names += [f"{node}-agent" for node in t.rack_nodes]
+        names += [f"speaker-{lb}" for lb in t.lbs]
+        names += [f"kube-proxy-{node}" for node in t.rack_nodes]
+        return names + self.workloads.expected_processes()
 
     def recorded_options(self):
         try:
@@ -699,7 +417,7 @@ metadata:
             raise LabError("the lab needs root: it creates network namespaces, runs FRR and attaches BPF programs")
         running = self.procs.running()
         same = self.recorded_options() == self.options
-        if same and set(running) >= set(self.expected_processes()) and self._api_ok():
+        if same and set(running) >= set(self.expected_processes()) and self.cluster.answers():
             self._update()
             return
         if self.state.exists() or labnet.existing_lab_netns():
@@ -731,12 +449,6 @@ metadata:
         step("removing what was started (logs kept in .dev-env/logs)")
         cleanup(self.state, keep_logs=True)
 
-    def _api_ok(self):
-        try:
-            return self.apiserver_ready()
-        except Exception:  # noqa: BLE001
-            return False
-
     def _update(self):
         """The lab is up with the same options: reapply the CRDs and the configuration, and
         restart the processes whose binary changed."""
@@ -744,9 +456,10 @@ metadata:
         try:
             self.install_crds()
             for name, procs in (("controller", ["controller"]),
-                                ("labagent", ["relay", "nodes", *self.topology.pods]),
+                                ("labagent", ["relay", "nodes", *self.workloads.labagent_processes,
+                                              *self.topology.all_pods]),
                                 ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs]
-                                 + [f"{node}-agent" for node in self.topology.nodes])):
+                                 + [f"{node}-agent" for node in self.topology.rack_nodes])):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
                     continue
@@ -758,7 +471,9 @@ metadata:
                  "speaker": self._restart_speakers}[name]()
             self.register_nodes()
             self.apply_lab_config()
+            self.workloads.populate()
             self.wait_for_vips()
+            self.workloads.wait_for_vips()
             self.write_description()
         except (Exception, KeyboardInterrupt) as e:
             print(f"error: {e or type(e).__name__}", file=sys.stderr)
@@ -771,7 +486,7 @@ metadata:
         for lb in self.topology.lbs:
             self.procs.stop(f"speaker-{lb}")
             self.start_speaker(lb)
-        for node in self.topology.nodes:
+        for node in self.topology.rack_nodes:
             self.procs.stop(f"{node}-agent")
         self.start_backend_agents()
 
@@ -786,13 +501,18 @@ metadata:
         v6_hint = (f"\n  ip netns exec {client} curl -gs http://{v6[0]}/          # the same over IPv6 (the VIP's "
                    f"second family)") if v6 else ""
         router_cmd = f"vtysh --vty_socket {self.frr_dir}"
+        wcs = self.workloads.clusters
+        workloads = "".join(f"\nWorkload cluster {wc}: kube-apiserver on {c.server}, nodes "
+                            f"{', '.join(t.workload_nodes(wc))} (backend agent, kube-proxy) on the same rack, "
+                            f"Service {labworkload.DEMO_NAMESPACE}/{labworkload.DEMO_SERVICE}." for wc, c in wcs.items())
+        workload_hints = "".join(f"\n{line}" for line in self.workloads.info())
         metrics = "\n".join(f"  curl -s http://127.0.0.1:{speaker_metrics_port(lb)}/metrics | grep -E '^(metallb|maglb)_'"
                             f"   # speaker {lb}" for lb in t.lbs)
         print(f"""
 MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, the controller (webhooks on
 127.0.0.1:{WEBHOOK_PORT}), and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
 (speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends,
-kube-proxy) -> pods {', '.join(t.pods)}.
+kube-proxy) -> pods {', '.join(t.pods)}.{workloads}
 Processes: {pids}.
 
 Try:
@@ -813,18 +533,21 @@ Try:
   curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep ^metallb_   # controller
 {metrics}
   /usr/bin/python3 hack/lab.py speaker stop lb1   # take lb1 out (and `start` to bring it back)
-  less .dev-env/logs/speaker-lb1.log   # every process logs under .dev-env/logs
+  less .dev-env/logs/speaker-lb1.log   # every process logs under .dev-env/logs{workload_hints}
 
 Rerun `python3 tasks.py dev-env` to pick up rebuilt binaries; `python3 tasks.py e2etest` runs the suites here;
 stop everything with `python3 tasks.py dev-env-cleanup`.
 
 kubeconfig: {self.kubeconfig}
 client-netns: {client}""", flush=True)
-        for hostport, name in vips:
+        for wc, c in wcs.items():
+            print(f"workload-kubeconfig: {wc} {c.kubeconfig}", flush=True)
+        for hostport, name in vips + self.workloads.vips():
             print(f"vip: {hostport} {name}", flush=True)
 
 
 MAX_LB_NODES = 8
+LAB_SCRIPT = [sys.executable, str(Path(__file__).resolve())]
 SPEAKER_METRICS_PORT = 7472
 BACKEND_AGENT_METRICS_PORT = 7476  # inside each node's namespace
 
@@ -834,18 +557,8 @@ def speaker_metrics_port(lb):
     return 27500 + int(lb[2:])
 
 
-def binary(name):
-    return REPO / "bin" / name
-
-
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def port_open(port):
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def is_mounted(path):
@@ -883,26 +596,34 @@ def cleanup(state=STATE, keep_logs=False):
 
 
 def main(argv):
-    """hack/lab.py speaker stop|start NODE: stops (SIGTERM, as a kubelet would) or restarts the
-    speaker of one LB node of the running lab."""
-    if len(argv) != 3 or argv[0] != "speaker" or argv[1] not in ("stop", "start"):
-        print("usage: hack/lab.py speaker stop|start lbN", file=sys.stderr)
+    """hack/lab.py speaker stop|start lbN: stops (SIGTERM, as a kubelet would) or restarts the
+    speaker of one LB node of the running lab; hack/lab.py workload-apiserver stop|start wcK does
+    the same with a workload cluster's kube-apiserver (its etcd and data stay)."""
+    commands = {"speaker": "lb_nodes", "workload-apiserver": "workload_clusters"}
+    if len(argv) != 3 or argv[0] not in commands or argv[1] not in ("stop", "start"):
+        print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py workload-apiserver stop|start wcK",
+              file=sys.stderr)
         return 2
-    action, node = argv[1], argv[2]
+    command, action, target = argv
     try:
         d = json.loads((STATE / "lab.json").read_text())
     except OSError:
         print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
         return 1
-    if node not in d["lb_nodes"]:
-        print(f"{node} is not one of the lab's LB nodes {sorted(d['lb_nodes'])}", file=sys.stderr)
+    known = d.get(commands[command]) or {}
+    if target not in known:
+        print(f"{target} is not one of the lab's {commands[command].replace('_', ' ')} {sorted(known)}", file=sys.stderr)
         return 2
     lab = Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"])
-    name = f"speaker-{node}"
+    if command == "workload-apiserver":
+        cluster = lab.workloads.clusters[target]
+        name, start = cluster.process("kube-apiserver"), cluster.start_apiserver
+    else:
+        name, start = f"speaker-{target}", lambda: lab.start_speaker(target)
     if action == "stop":
         lab.procs.stop(name)
     elif lab.procs.pid(name) is None:
-        lab.start_speaker(node)
+        start()
         note(f"started {name} (pid {lab.procs.pid(name)})")
     return 0
 

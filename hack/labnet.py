@@ -4,7 +4,10 @@
                                                               |- rr        .2    (FRR bgpd, iBGP)
                                                               |- lb1..lbN  .11.. (speakers, datapath, kube-proxy)
                                                               |- be1, be2  .21.. (backend agent, kube-proxy)
-                                                                   '- pods 10.244.<host>.<n> (echo servers)
+                                                              |    '- pods 10.244.<host>.<n> (echo servers)
+                                                              '- wcK-n1, wcK-n2 .(20+10K+n) (workload cluster
+                                                                   wcK's nodes: backend agent, kube-proxy)
+                                                                   '- pod slots wcK-nJ-pod1..3
 
 The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
@@ -23,6 +26,9 @@ Every link is dual-stack: IPv6 addresses carry the IPv4 host numbers (fd00:31::1
 and so are the pools and demo Services (layer 2 answers NDP for the IPv6 VIPs, on the rack's
 prefix).
 
+Workload clusters (hack/labworkload.py) put their nodes on the same rack: to the LB nodes they are
+backends like be1 and be2, with pod slots behind them that their cluster's Pods are bound to.
+
 Everything is created in namespaces named maglb-<role>; nothing is configured in the host's
 own network namespace. Pure helpers here (names, addresses, configuration text) do no I/O;
 build() and destroy() run `ip`.
@@ -33,7 +39,8 @@ import subprocess
 from dataclasses import dataclass
 
 NETNS_PREFIX = "maglb-"
-LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+)(-pod\d+)?$")
+LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+|wc\d+-n\d+)(-pod\d+)?$")
+WORKLOAD_NODE = re.compile(r"^wc(\d+)-n(\d+)$")
 
 TOR_ASN = 64500
 NODE_ASN = 64512
@@ -56,6 +63,11 @@ BACKENDS = ("be1", "be2")
 # Pods behind each node: two on each backend node; one on lb1, an LB node that is a backend
 # too when a Service's endpoints include that pod.
 PODS = {"be1": 2, "be2": 2, "lb1": 1}
+# Each workload cluster: two nodes with three pod slots each (Pods of the cluster bound to a
+# node take the slot of their name).
+WORKLOAD_NODES = 2
+WORKLOAD_POD_SLOTS = 3
+MAX_WORKLOAD_CLUSTERS = 9  # wc9-n2 is .112 on the rack, below the layer 2 VIPs
 POD_GATEWAY = "169.254.1.1"
 POD_GATEWAY6 = "fe80::1"
 
@@ -80,6 +92,7 @@ class NetError(Exception):
 @dataclass(frozen=True)
 class Topology:
     lb_nodes: int
+    workload_clusters: int = 0
 
     @property
     def lbs(self):
@@ -94,17 +107,41 @@ class Topology:
         return NETNS_PREFIX + role
 
     @property
+    def wcs(self):
+        """The workload clusters' names, wc1..wcK."""
+        return [f"wc{k}" for k in range(1, self.workload_clusters + 1)]
+
+    @staticmethod
+    def workload_nodes(wc):
+        return [f"{wc}-n{j}" for j in range(1, WORKLOAD_NODES + 1)]
+
+    @property
+    def rack_nodes(self):
+        """Every node on the rack: the LB cluster's, then the workload clusters'."""
+        return self.nodes + [node for wc in self.wcs for node in self.workload_nodes(wc)]
+
+    @property
     def all_netns(self):
-        return [self.netns(r) for r in ["client", "tor", "rr", *self.nodes, *self.pods]]
+        return [self.netns(r) for r in ["client", "tor", "rr", *self.rack_nodes, *self.all_pods]]
 
     @property
     def pods(self):
-        """Every pod's name, <node>-pod<n>, for the nodes of this topology."""
+        """The LB cluster's pods, <node>-pod<n>."""
         return [pod for node in self.nodes for pod in self.pods_of(node)]
+
+    @property
+    def all_pods(self):
+        """The LB cluster's pods and the workload clusters' pod slots."""
+        return [pod for node in self.rack_nodes for pod in self.pods_of(node)]
 
     @staticmethod
     def pods_of(node):
-        return [f"{node}-pod{i}" for i in range(1, PODS.get(node, 0) + 1)]
+        count = WORKLOAD_POD_SLOTS if WORKLOAD_NODE.match(node) else PODS.get(node, 0)
+        return [f"{node}-pod{i}" for i in range(1, count + 1)]
+
+    @staticmethod
+    def node_of(pod):
+        return pod.rsplit("-pod", 1)[0]
 
     @staticmethod
     def pod_address(pod):
@@ -125,7 +162,7 @@ class Topology:
 
     @staticmethod
     def address(node):
-        """A node's address on the rack: rr .2, lbN .10+N, beN .20+N."""
+        """A node's address on the rack: rr .2, lbN .10+N, beN .20+N, wcK-nJ .20+10K+J."""
         return f"{RACK_PREFIX}.{Topology._host(node)}"
 
     @staticmethod
@@ -137,6 +174,8 @@ class Topology:
     def _host(node):
         if node == "rr":
             return 2
+        if m := WORKLOAD_NODE.match(node):
+            return 20 + 10 * int(m[1]) + int(m[2])
         kind, index = node[:2], int(node[2:])
         return (10 if kind == "lb" else 20) + index
 
@@ -390,7 +429,7 @@ def build(topology):
     ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
               "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1",
               "net.ipv6.fib_multipath_hash_policy=1")
-    for node in ["rr", *topology.nodes]:
+    for node in ["rr", *topology.rack_nodes]:
         ns = topology.netns(node)
         port = f"p-{node}"
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", tor)

@@ -21,6 +21,14 @@
 //
 // keeps the lab's Node objects Ready, as kubelets would: every few seconds it writes each
 // node's Ready condition and address, and renews its Lease in kube-node-lease.
+//
+//	labagent kubelet --kubeconfig K --node NAME=ADDR[,ADDR6] ... --slot POD=NODE,ADDR[,ADDR6] ...
+//
+// runs the Pods bound to the nodes, as their kubelets would, in the lab's pod slots: a Pod
+// named like a slot of its node is Running and Ready with the slot's addresses (Ready=False
+// while its annotation lab.maglb.io/ready is "false"); any other stays Pending, its Ready
+// condition saying why. A deleted Pod is removed once its grace period ends, freeing its slot.
+// So the cluster's own EndpointSlice controller sees real Pods.
 package main
 
 import (
@@ -43,7 +51,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labagent relay|pod|nodes [flags]")
+		fmt.Fprintln(os.Stderr, "usage: labagent relay|pod|nodes|kubelet [flags]")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -71,8 +79,14 @@ func main() {
 		flags.Var(&k.nodes, "node", "NAME=ADDR[,ADDR]: a node to keep Ready, with its InternalIPs (repeatable)")
 		flags.DurationVar(&k.interval, "interval", 10*time.Second, "how often the nodes' status and leases are renewed")
 		run = func(logger log.Logger) error { return k.run(ctx, logger) }
+	case "kubelet":
+		var k kubelet
+		flags.StringVar(&k.kubeconfig, "kubeconfig", "", "the cluster's kubeconfig")
+		flags.Var(&k.nodes, "node", "NAME=ADDR[,ADDR]: a node whose Pods to run, with its InternalIPs (repeatable)")
+		flags.Var(&k.slots, "slot", "POD=NODE,ADDR[,ADDR]: a pod slot of a node, with its addresses (repeatable)")
+		run = func(logger log.Logger) error { return k.run(ctx, logger) }
 	default:
-		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, pod or nodes)\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "labagent: unknown command %q (relay, pod, nodes or kubelet)\n", os.Args[1])
 		os.Exit(2)
 	}
 	_ = flags.Parse(os.Args[2:])
