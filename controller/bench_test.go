@@ -30,7 +30,7 @@ import (
 
 const (
 	benchNamespace = "bench"
-	// benchServicesEnv overrides how many Services the end-to-end benchmark allocates.
+	// benchServicesEnv overrides how many Services the end-to-end and projection benchmarks create.
 	benchServicesEnv = "MAGLB_BENCH_SERVICES"
 )
 
@@ -43,7 +43,7 @@ const (
 // MAGLB_BENCH_SERVICES=500 makes a quick run. Upstream's client is limited to 20 requests/s,
 // so a full run takes about five minutes.
 func BenchmarkEndToEnd5000Services(b *testing.B) {
-	n := benchServiceCount(b)
+	n := benchServiceCount(b, 5000)
 	results := map[string]endToEnd{}
 	for _, impl := range implementations(b) {
 		b.Run(impl.name, func(b *testing.B) {
@@ -62,11 +62,12 @@ func BenchmarkEndToEnd5000Services(b *testing.B) {
 	fmt.Print(endToEndTable(n, results))
 }
 
-func benchServiceCount(b *testing.B) int {
+// benchServiceCount is MAGLB_BENCH_SERVICES, else def.
+func benchServiceCount(b *testing.B, def int) int {
 	b.Helper()
 	v := os.Getenv(benchServicesEnv)
 	if v == "" {
-		return 5000
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
