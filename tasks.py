@@ -109,6 +109,9 @@ BENCHMARKS = [
     ("projection: 1,000 LoadBalancer Services created at once in a workload cluster, create to VIP in its status:"
      " p50/p99 and Services/s against the goal of 200/s (two API servers, allocation and projection in process)",
      ["go", "test", "-run", "^$", "-bench", "Projection1000Services", "-benchtime", "1x", "-timeout", "20m", "./controller/"]),
+    ("projection: a workload endpoint's readiness flipped 50 times → the workload node's weight in an LB node's BPF ring"
+     " (controller binary, speaker with the ebpf datapath): p50/p99 against the goal p99 < 2 s",
+     ["go", "test", "-run", "^$", "-bench", "ProjectionEndpointToDatapath", "-benchtime", "1x", "-timeout", "10m", "./speaker/"]),
 ]
 
 # `generate` runs these in order; CI fails when they change anything committed.
