@@ -238,12 +238,12 @@ var _ = Describe("Projection", Label("projection"), Ordered, func() {
 		before, err := resourceVersions(ctx, wc, svc)
 		Expect(err).NotTo(HaveOccurred())
 
-		runLabCommand(stop, wc)
+		runCommand(stop)
 		down := time.Now()
 		restarted := false
 		DeferCleanup(func() {
 			if !restarted {
-				runLabCommand(start, wc)
+				runCommand(start)
 			}
 		})
 		Eventually(workloadCondition(ctx, wc, maglbv1alpha1.ConditionConnected)).Should(
@@ -260,7 +260,7 @@ var _ = Describe("Projection", Label("projection"), Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		AddReportEntry("while down", condition.Reason+": "+condition.Message)
 
-		runLabCommand(start, wc)
+		runCommand(start)
 		restarted = true
 		Eventually(workloadCondition(ctx, wc, maglbv1alpha1.ConditionConnected)).Should(HaveField("Status", metav1.ConditionTrue))
 		node := workloadNodeNames(wc)[0]

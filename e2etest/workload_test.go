@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -82,14 +81,6 @@ func workloadCondition(ctx context.Context, name, conditionType string) func() (
 		}
 		return metav1.Condition{}, nil
 	}
-}
-
-// runLabCommand runs one of the environment's commands with args appended.
-func runLabCommand(command []string, args ...string) {
-	GinkgoHelper()
-	Expect(command).NotTo(BeEmpty(), "the environment's description has no command for this")
-	out, err := exec.Command(command[0], append(slices.Clone(command[1:]), args...)...).CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", strings.Join(command, " "), strings.Join(args, " "), out)
 }
 
 // ---------------------------------------------------------------------------------------------
