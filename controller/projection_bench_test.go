@@ -53,9 +53,11 @@ func BenchmarkProjection1000Services(b *testing.B) {
 	fmt.Printf("\nprojection, %d LoadBalancer Services created at once in a workload cluster, one /16 pool in the LB cluster:\n"+
 		"  create request → VIP in the workload Service's status: p50 %v, p99 %v, max %v\n"+
 		"  %.1f Services/s from the first create to the last VIP (goal ≥ %d/s: %s)\n"+
-		"  the %d create requests (32 clients) took %v; %d Services had their VIP by then\n",
+		"  the %d create requests (32 clients) took %v; %d Services had their VIP by then\n"+
+		"  controller CPU %.1fs; %.2f of the machine's cores busy on average\n",
 		n, r.percentile(50).Round(time.Millisecond), r.percentile(99).Round(time.Millisecond), r.percentile(100).Round(time.Millisecond),
-		r.servicesPerSecond(), projectionGoal, verdict, n, r.createsDone.Sub(r.first).Round(time.Millisecond), r.withVIPThen)
+		r.servicesPerSecond(), projectionGoal, verdict, n, r.createsDone.Sub(r.first).Round(time.Millisecond), r.withVIPThen,
+		r.controllerCPU.Seconds(), r.busyCores)
 }
 
 // projectionRun is one measured run: per Service, when its create request was sent and when
@@ -67,6 +69,11 @@ type projectionRun struct {
 	// their VIP by then. On a busy machine the creates themselves take a while.
 	createsDone time.Time
 	withVIPThen int
+	// controllerCPU is the CPU time this process (allocation and projection; the benchmark's
+	// own clients are light) used meanwhile; busyCores, how many of the machine's cores were
+	// busy on average (two API servers, etcds, the controller and whatever else runs here).
+	controllerCPU time.Duration
+	busyCores     float64
 }
 
 func (r projectionRun) percentile(p int) time.Duration {
@@ -97,6 +104,7 @@ func measureProjection(b *testing.B, n int) projectionRun {
 	errs := make(chan error, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
+	cpuBefore, busyBefore := processCPU(b, os.Getpid()), machineBusy(b)
 	b.StartTimer()
 	for range 32 {
 		wg.Go(func() {
@@ -129,7 +137,8 @@ func measureProjection(b *testing.B, n int) projectionRun {
 	}
 	b.StopTimer()
 
-	r := projectionRun{first: slices.MinFunc(created, func(x, y time.Time) int { return x.Compare(y) }), createsDone: createsDone, withVIPThen: withVIPThen}
+	r := projectionRun{first: slices.MinFunc(created, func(x, y time.Time) int { return x.Compare(y) }), createsDone: createsDone, withVIPThen: withVIPThen,
+		controllerCPU: processCPU(b, os.Getpid()) - cpuBefore}
 	for i := range n {
 		at := seen.at(benchServiceName(i))
 		r.latencies = append(r.latencies, at.Sub(created[i]))
@@ -138,6 +147,7 @@ func measureProjection(b *testing.B, n int) projectionRun {
 		}
 	}
 	slices.Sort(r.latencies)
+	r.busyCores = (machineBusy(b) - busyBefore).Seconds() / r.last.Sub(r.first).Seconds()
 	return r
 }
 
