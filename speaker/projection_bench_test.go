@@ -19,6 +19,7 @@ import (
 	"time"
 
 	cebpf "github.com/cilium/ebpf"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/bpf"
@@ -83,8 +85,8 @@ func benchEndpointFlips(b *testing.B, flips int) []time.Duration {
 		}
 	}
 	svc, slice := createWorkloadEndpoints(b, workload, map[string][]string{"wn1": {"10.244.1.1", "10.244.1.2"}, "wn2": {"10.244.2.1", "10.244.2.2"}})
-	registerWorkloadCluster(b, testenv.Get(b), workload, "wc1")
 	startController(b, testenv.Get(b))
+	registerWorkloadCluster(b, testenv.Get(b), workload, "wc1")
 	pins := filepath.Join(testBPFFS(b), "lb1")
 	lab.startSpeaker(b, "lb1", "--datapath=ebpf", "--xdp-mode=generic", "--datapath-interface=eth0",
 		"--datapath-pin-path="+pins, "--keep-datapath-on-exit=false")
@@ -157,6 +159,9 @@ func benchEndpointFlips(b *testing.B, flips int) []time.Duration {
 // startWorkloadAPIServer starts a second API server, the workload cluster's, stopped when b ends.
 func startWorkloadAPIServer(b *testing.B) *testenv.Env {
 	b.Helper()
+	// envtest logs through controller-runtime's logger: without one, it prints a warning with
+	// a stack trace once the process is 30 s old.
+	ctrllog.SetLogger(logr.Discard())
 	env, err := testenv.Start()
 	if err != nil {
 		testenv.Unavailable(b, "no workload API server: "+err.Error())
