@@ -368,13 +368,19 @@ func (p *pinnedMaps) ring(vip netip.Addr) (uint64, map[netip.Addr]float64, error
 		return 0, nil, err
 	}
 	defer inner.Close()
+	// The ring's entries are backend ids, four to a block.
+	const perBlock = 4
 	counts := map[uint32]int{}
-	for i := range m.RingSize {
-		var id uint32
-		if err := inner.Lookup(i, &id); err != nil {
-			return 0, nil, err
+	for block := range (m.RingSize + perBlock - 1) / perBlock {
+		var ids [perBlock]uint16
+		if err := inner.Lookup(block, &ids); err != nil {
+			return 0, nil, fmt.Errorf("ring block %d: %w", block, err)
 		}
-		counts[id]++
+		for i, id := range ids {
+			if block*perBlock+uint32(i) < m.RingSize {
+				counts[uint32(id)]++
+			}
+		}
 	}
 	shares := map[netip.Addr]float64{}
 	for id, n := range counts {
