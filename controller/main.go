@@ -2,7 +2,8 @@
 
 // Command controller is MagLB's cluster-wide controller: it serves the metallb.io admission and
 // conversion webhooks, turns the metallb.io objects into the configuration in effect and
-// reports it in the "controller" ConfigurationState. Flags and environment follow upstream
+// reports it in the "controller" ConfigurationState; it also projects the LoadBalancer Services
+// of registered workload clusters (WorkloadCluster). Flags and environment follow upstream
 // MetalLB's controller.
 package main
 
@@ -11,17 +12,23 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
+	"github.com/maglb/maglb/internal/k8s/projectioncontroller"
 	"github.com/maglb/maglb/internal/k8s/servicecontroller"
 	"github.com/maglb/maglb/internal/logging"
 	"github.com/maglb/maglb/internal/upstreamflags"
@@ -147,6 +154,44 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 		if err := configs.SetupWithManager(mgr); err != nil {
 			return err
 		}
+		if err := setupProjection(mgr, restConfig, o, logger); err != nil {
+			return err
+		}
 	}
 	return mgr.Start(ctx)
+}
+
+// setupProjection runs the projection of workload clusters when the API server serves
+// WorkloadClusters; a cluster with upstream's CRDs only runs without it.
+func setupProjection(mgr ctrl.Manager, restConfig *rest.Config, o options, logger log.Logger) error {
+	served, err := servesWorkloadClusters(restConfig)
+	if err != nil {
+		return err
+	}
+	if !served {
+		level.Info(logger).Log("op", "startup", "msg", "projection disabled: the API server does not serve maglb.io/v1alpha1 workloadclusters (install config/crd to enable it)")
+		return nil
+	}
+	projections := &projectioncontroller.Reconciler{
+		Client:    mgr.GetClient(),
+		Namespace: o.Namespace,
+		LBClass:   o.loadBalancerClass,
+		Logger:    logger,
+	}
+	return projections.SetupWithManager(mgr)
+}
+
+func servesWorkloadClusters(restConfig *rest.Config) (bool, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(restConfig)
+	if err != nil {
+		return false, err
+	}
+	resources, err := dc.ServerResourcesForGroupVersion(maglbv1alpha1.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discovering %s: %w", maglbv1alpha1.GroupVersion, err)
+	}
+	return slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == "workloadclusters" }), nil
 }

@@ -80,7 +80,7 @@ func Install(ctx context.Context, c client.Client, endpoint Endpoint, caBundle [
 func validatingWebhooks(endpoint Endpoint, caBundle []byte) []admissionregistrationv1.ValidatingWebhook {
 	fail := admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone
-	webhooks := make([]admissionregistrationv1.ValidatingWebhook, 0, len(kinds))
+	webhooks := make([]admissionregistrationv1.ValidatingWebhook, 0, len(kinds)+1)
 	for _, k := range kinds {
 		webhooks = append(webhooks, admissionregistrationv1.ValidatingWebhook{
 			Name:                    k.name,
@@ -98,5 +98,5 @@ func validatingWebhooks(endpoint Endpoint, caBundle []byte) []admissionregistrat
 			}},
 		})
 	}
-	return webhooks
+	return append(webhooks, workloadClusterValidatingWebhook(endpoint, caBundle))
 }

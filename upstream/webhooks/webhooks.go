@@ -2,7 +2,8 @@
 
 // Package webhooks admits metallb.io objects only when the configuration they make, together
 // with every other metallb.io object of the namespace, is valid; and converts BGPPeers between
-// v1beta1 and v1beta2. Paths, names and messages are upstream MetalLB's.
+// v1beta1 and v1beta2. Paths, names and messages are upstream MetalLB's. It also validates
+// maglb.io WorkloadClusters.
 package webhooks
 
 import (
@@ -109,12 +110,14 @@ func (k kind) path() string {
 	return fmt.Sprintf("/validate-metallb-io-%s-%s", k.version, k.singular)
 }
 
-// Register serves every validating webhook and BGPPeer conversion on server.
+// Register serves every validating webhook (the metallb.io kinds and maglb.io's
+// WorkloadCluster) and BGPPeer conversion on server.
 func (v *Validator) Register(server webhook.Server, scheme *runtime.Scheme) {
 	decoder := admission.NewDecoder(scheme)
 	for _, k := range kinds {
 		server.Register(k.path(), &webhook.Admission{Handler: &handler{validator: v, kind: k, decoder: decoder}})
 	}
+	server.Register(WorkloadClusterPath, &webhook.Admission{Handler: &workloadClusterHandler{validator: v, decoder: decoder}})
 	server.Register(ConversionPath, conversion.NewWebhookHandler(scheme, conversion.NewRegistry()))
 }
 
