@@ -6,10 +6,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -425,12 +423,8 @@ func endToEndTable(n int, results map[string]endToEnd) string {
 		if !ok {
 			continue
 		}
-		var byResource []string
-		for _, res := range slices.Sorted(maps.Keys(r.writes)) {
-			byResource = append(byResource, fmt.Sprintf("%s %.2f", res, float64(r.writes[res])/float64(r.services)))
-		}
 		fmt.Fprintf(&b, "  %-10s %11.1f %13.2f %12.2f %14.1fs %13.2f %11.2f  %s\n", name, r.servicesPerSecond(), r.firstIP.Seconds(), r.all.Seconds(),
-			r.controllerCPU.Seconds(), r.busyCores, r.writesPerService(), strings.Join(byResource, ", "))
+			r.controllerCPU.Seconds(), r.busyCores, r.writesPerService(), perService(r.writes, r.services))
 	}
 	up, okUp := results["upstream"]
 	ours, okOurs := results["maglb"]

@@ -5,9 +5,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,10 +56,11 @@ func BenchmarkProjection1000Services(b *testing.B) {
 		"  create request → VIP in the workload Service's status: p50 %v, p99 %v, max %v\n"+
 		"  %.1f Services/s from the first create to the last VIP (goal ≥ %d/s: %s)\n"+
 		"  the %d create requests (32 clients) took %v; %d Services had their VIP by then\n"+
-		"  controller CPU %.1fs; %.2f of the machine's cores busy on average\n",
+		"  controller CPU %.1fs; %.2f of the machine's cores busy on average\n"+
+		"  API writes per Service: LB cluster %s; workload cluster %s\n",
 		n, r.percentile(50).Round(time.Millisecond), r.percentile(99).Round(time.Millisecond), r.percentile(100).Round(time.Millisecond),
 		r.servicesPerSecond(), projectionGoal, verdict, n, r.createsDone.Sub(r.first).Round(time.Millisecond), r.withVIPThen,
-		r.controllerCPU.Seconds(), r.busyCores)
+		r.controllerCPU.Seconds(), r.busyCores, perService(r.lbWrites, n), perService(r.workloadWrites, n))
 }
 
 // projectionRun is one measured run: per Service, when its create request was sent and when
@@ -74,6 +77,9 @@ type projectionRun struct {
 	// busy on average (two API servers, etcds, the controller and whatever else runs here).
 	controllerCPU time.Duration
 	busyCores     float64
+	// lbWrites and workloadWrites count each API server's write requests meanwhile, by
+	// resource[/subresource] (the benchmark's own creates included in the workload's).
+	lbWrites, workloadWrites map[string]int
 }
 
 func (r projectionRun) percentile(p int) time.Duration {
@@ -104,6 +110,8 @@ func measureProjection(b *testing.B, n int) projectionRun {
 	errs := make(chan error, n)
 	next := make(chan int)
 	var wg sync.WaitGroup
+	lbClientset, workloadClientset := clientset(b, lb), clientset(b, workload)
+	lbBefore, workloadBefore := apiWrites(b, lbClientset), apiWrites(b, workloadClientset)
 	cpuBefore, busyBefore := processCPU(b, os.Getpid()), machineBusy(b)
 	b.StartTimer()
 	for range 32 {
@@ -148,6 +156,8 @@ func measureProjection(b *testing.B, n int) projectionRun {
 	}
 	slices.Sort(r.latencies)
 	r.busyCores = (machineBusy(b) - busyBefore).Seconds() / r.last.Sub(r.first).Seconds()
+	r.lbWrites = subtract(apiWrites(b, lbClientset), lbBefore)
+	r.workloadWrites = subtract(apiWrites(b, workloadClientset), workloadBefore)
 	return r
 }
 
@@ -204,6 +214,24 @@ func fastClient(b *testing.B, env *testenv.Env) client.Client {
 	return c
 }
 
+func clientset(b *testing.B, env *testenv.Env) kubernetes.Interface {
+	b.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cs
+}
+
+// perService formats write counts per Service, by resource.
+func perService(writes map[string]int, n int) string {
+	var parts []string
+	for _, res := range slices.Sorted(maps.Keys(writes)) {
+		parts = append(parts, fmt.Sprintf("%s %.2f", res, float64(writes[res])/float64(n)))
+	}
+	return strings.Join(parts, ", ")
+}
+
 // ingressSeen records when each Service of the bench namespace first had an ingress IP, and
 // closes all once want of them had one.
 type ingressSeen struct {
@@ -217,10 +245,7 @@ type ingressSeen struct {
 // (an informer: it re-lists by itself when its watch breaks), until want have an IP.
 func watchIngress(b *testing.B, ctx context.Context, env *testenv.Env, want int) *ingressSeen {
 	b.Helper()
-	cs, err := kubernetes.NewForConfig(env.Config)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cs := clientset(b, env)
 	s := &ingressSeen{times: map[string]time.Time{}, want: want, all: make(chan struct{})}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(benchNamespace))
 	record := func(obj any) {
