@@ -108,6 +108,12 @@ BENCHMARKS = [
      ["go", "test", "-run", "^$", "-bench", "Allocate10kServicesSlash16", "./internal/allocator/"]),
     ("end to end: 5,000 LoadBalancer Services until every one has an IP, upstream MetalLB vs MagLB",
      ["go", "test", "-run", "^$", "-bench", "EndToEnd", "-benchtime", "1x", "-timeout", "30m", "./controller/"]),
+    ("projection: 1,000 LoadBalancer Services created at once in a workload cluster, create to VIP in its status:"
+     " p50/p99 and Services/s against the goal of 200/s (two API servers, allocation and projection in process)",
+     ["go", "test", "-run", "^$", "-bench", "Projection1000Services", "-benchtime", "1x", "-timeout", "20m", "./controller/"]),
+    ("projection: a workload endpoint's readiness flipped 50 times → the workload node's weight in an LB node's BPF ring"
+     " (controller binary, speaker with the ebpf datapath): p50/p99 against the goal p99 < 2 s",
+     ["go", "test", "-run", "^$", "-bench", "ProjectionEndpointToDatapath", "-benchtime", "1x", "-timeout", "10m", "./speaker/"]),
 ]
 
 # `generate` runs these in order; CI fails when they change anything committed.

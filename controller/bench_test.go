@@ -6,10 +6,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +28,7 @@ import (
 
 const (
 	benchNamespace = "bench"
-	// benchServicesEnv overrides how many Services the end-to-end benchmark allocates.
+	// benchServicesEnv overrides how many Services the end-to-end and projection benchmarks create.
 	benchServicesEnv = "MAGLB_BENCH_SERVICES"
 )
 
@@ -43,7 +41,7 @@ const (
 // MAGLB_BENCH_SERVICES=500 makes a quick run. Upstream's client is limited to 20 requests/s,
 // so a full run takes about five minutes.
 func BenchmarkEndToEnd5000Services(b *testing.B) {
-	n := benchServiceCount(b)
+	n := benchServiceCount(b, 5000)
 	results := map[string]endToEnd{}
 	for _, impl := range implementations(b) {
 		b.Run(impl.name, func(b *testing.B) {
@@ -62,11 +60,12 @@ func BenchmarkEndToEnd5000Services(b *testing.B) {
 	fmt.Print(endToEndTable(n, results))
 }
 
-func benchServiceCount(b *testing.B) int {
+// benchServiceCount is MAGLB_BENCH_SERVICES, else def.
+func benchServiceCount(b *testing.B, def int) int {
 	b.Helper()
 	v := os.Getenv(benchServicesEnv)
 	if v == "" {
-		return 5000
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
@@ -424,12 +423,8 @@ func endToEndTable(n int, results map[string]endToEnd) string {
 		if !ok {
 			continue
 		}
-		var byResource []string
-		for _, res := range slices.Sorted(maps.Keys(r.writes)) {
-			byResource = append(byResource, fmt.Sprintf("%s %.2f", res, float64(r.writes[res])/float64(r.services)))
-		}
 		fmt.Fprintf(&b, "  %-10s %11.1f %13.2f %12.2f %14.1fs %13.2f %11.2f  %s\n", name, r.servicesPerSecond(), r.firstIP.Seconds(), r.all.Seconds(),
-			r.controllerCPU.Seconds(), r.busyCores, r.writesPerService(), strings.Join(byResource, ", "))
+			r.controllerCPU.Seconds(), r.busyCores, r.writesPerService(), perService(r.writes, r.services))
 	}
 	up, okUp := results["upstream"]
 	ours, okOurs := results["maglb"]

@@ -72,6 +72,10 @@ type environment struct {
 	UDPPort           int32               `json:"udp_port"`
 	NodeDown          []string            `json:"node_down"`
 	NodeUp            []string            `json:"node_up"`
+	// WorkloadClusters are the clusters whose Services are projected into this (the LB) one,
+	// by the name of their WorkloadCluster; KubeconfigSecretNamespace holds their kubeconfigs.
+	WorkloadClusters          map[string]workloadCluster `json:"workload_clusters"`
+	KubeconfigSecretNamespace string                     `json:"kubeconfig_secret_namespace"`
 }
 
 type router struct {
@@ -97,6 +101,17 @@ type pod struct {
 	Node     string `json:"node"`
 	Address  string `json:"address"`
 	Address6 string `json:"address6"`
+}
+
+// workloadCluster is a cluster behind the LB cluster: its nodes (kube-proxy and the backend
+// agent on each), the pod slots on them (a Pod named after a free slot becomes Ready there and
+// runs the echo server) and the commands that stop and start its API server.
+type workloadCluster struct {
+	Kubeconfig     string             `json:"kubeconfig"`
+	Nodes          map[string]backend `json:"nodes"`
+	PodSlots       map[string]pod     `json:"pod_slots"`
+	APIServerStop  []string           `json:"apiserver_stop"`
+	APIServerStart []string           `json:"apiserver_start"`
 }
 
 func TestE2E(t *testing.T) {

@@ -575,14 +575,15 @@ func lbMetric(nodes []string, name string, labels ...string) (float64, error) {
 
 // nodeDown takes an LB node out of service with the environment's command (the lab stops
 // its speaker, which withdraws its routes); nodeUp brings it back.
-func nodeDown(node string) { runNodeCommand(env.NodeDown, node) }
-func nodeUp(node string)   { runNodeCommand(env.NodeUp, node) }
+func nodeDown(node string) { runCommand(env.NodeDown, node) }
+func nodeUp(node string)   { runCommand(env.NodeUp, node) }
 
-func runNodeCommand(command []string, node string) {
+// runCommand runs one of the environment's commands, with args appended.
+func runCommand(command []string, args ...string) {
 	GinkgoHelper()
 	Expect(command).NotTo(BeEmpty(), "the environment's description has no command for this")
-	out, err := exec.Command(command[0], append(slices.Clone(command[1:]), node)...).CombinedOutput()
-	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", strings.Join(command, " "), node, out)
+	out, err := exec.Command(command[0], append(slices.Clone(command[1:]), args...)...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "%s %s: %s", strings.Join(command, " "), strings.Join(args, " "), out)
 }
 
 // netipBits is the length of a CIDR.

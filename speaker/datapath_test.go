@@ -206,7 +206,7 @@ func TestEBPFDatapathThroughFRR(t *testing.T) {
 
 // testBPFFS mounts a bpffs of the test's own on a temporary directory, unmounted at cleanup
 // (which drops whatever is still pinned there).
-func testBPFFS(t *testing.T) string {
+func testBPFFS(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
