@@ -242,23 +242,25 @@ class Generator:
             run(self.command)
 
 
-def render_manifest(bin_dir, overlay="config/default", output="config/manifests/maglb.yaml", transform=None):
-    """Renders a kustomize overlay with the built kubectl into a committed manifest, through
+def render_manifest(bin_dir, overlays=("config/default",), output="config/manifests/maglb.yaml", transform=None):
+    """Renders kustomize overlays with the built kubectl into one committed manifest, through
     transform (text to text) when given."""
-    proc = run([bin_dir / "kubectl", "kustomize", REPO / overlay], capture=True)
+    docs = [run([bin_dir / "kubectl", "kustomize", REPO / overlay], capture=True).stdout for overlay in overlays]
+    text = "---\n".join(docs)
     out = REPO / output
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# Generated from {overlay} by `python3 tasks.py generate`. Do not edit.\n"
-    out.write_text(header + (transform(proc.stdout) if transform else proc.stdout))
+    header = f"# Generated from {', '.join(overlays)} by `python3 tasks.py generate`. Do not edit.\n"
+    out.write_text(header + (transform(text) if transform else text))
 
 
 def render_chart_files(bin_dir):
     """The Helm chart's copies of what config/ defines once: the CRDs, as a template (the BGPPeer
-    conversion webhook is in the release's namespace), and the RBAC rules, which the chart's
+    conversion webhook is in the release's namespace), and the RBAC rules (those of the
+    controller and speaker, and the backend agent's beside its DaemonSet), which the chart's
     templates/rbac.yaml reads."""
-    render_manifest(bin_dir, "config/crd", "charts/maglb/charts/crds/templates/crds.yaml",
+    render_manifest(bin_dir, ["config/crd"], "charts/maglb/charts/crds/templates/crds.yaml",
                     transform=lambda text: text.replace("namespace: metallb-system", "namespace: {{ .Release.Namespace }}"))
-    render_manifest(bin_dir, "config/rbac", "charts/maglb/files/rbac.yaml")
+    render_manifest(bin_dir, ["config/rbac", "config/backend-agent"], "charts/maglb/files/rbac.yaml")
 
 
 def generate(generators, bin_dir):

@@ -30,11 +30,6 @@ import (
 const (
 	// Finalizer is on every projected workload Service: its projection goes before it does.
 	Finalizer = "maglb.io/projection"
-	// ManagedBy is the endpointslice.kubernetes.io/managed-by value of projected slices.
-	ManagedBy = "projection.maglb.io"
-	// AnnotationEndpointWeights lists a projected slice's endpoints with their weights,
-	// "<addr>=<weight>,...".
-	AnnotationEndpointWeights = "maglb.io/endpoint-weights"
 	// AnnotationWorkloadUID is the UID of the workload Service a projection comes from.
 	AnnotationWorkloadUID = "maglb.io/workload-uid"
 	// AnnotationWorkloadTrafficPolicy is the workload Service's externalTrafficPolicy.
@@ -244,42 +239,36 @@ func ProjectedSlices(in Input) []discoveryv1.EndpointSlice {
 	}
 	var out []discoveryv1.EndpointSlice
 	for _, family := range families {
-		type weighted struct {
-			addr   netip.Addr
-			weight int
-		}
-		var endpoints []weighted
+		endpoints := map[netip.Addr]uint32{}
 		for name, weight := range weights {
 			if addr, ok := nodeAddress(in.Nodes[name], family.addressType); ok {
-				endpoints = append(endpoints, weighted{addr, weight})
+				endpoints[addr] = uint32(weight)
 			}
 		}
 		if len(endpoints) == 0 {
 			continue
 		}
-		slices.SortFunc(endpoints, func(a, b weighted) int { return a.addr.Compare(b.addr) })
+		addrs := slices.SortedFunc(maps.Keys(endpoints), netip.Addr.Compare)
 		slice := discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: in.Namespace,
 				Name:      projected + family.suffix,
 				Labels: map[string]string{
 					discoveryv1.LabelServiceName: projected,
-					discoveryv1.LabelManagedBy:   ManagedBy,
+					discoveryv1.LabelManagedBy:   v1alpha1.EndpointSliceManagedBy,
 				},
 			},
 			AddressType: family.addressType,
 			Ports:       ports,
 		}
 		maps.Copy(slice.Labels, in.originLabels())
-		var weightList []string
-		for _, e := range endpoints {
+		for _, addr := range addrs {
 			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-				Addresses:  []string{e.addr.String()},
+				Addresses:  []string{addr.String()},
 				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			})
-			weightList = append(weightList, e.addr.String()+"="+strconv.Itoa(e.weight))
 		}
-		slice.Annotations = map[string]string{AnnotationEndpointWeights: strings.Join(weightList, ",")}
+		slice.Annotations = map[string]string{v1alpha1.AnnotationEndpointWeights: v1alpha1.FormatEndpointWeights(endpoints)}
 		out = append(out, slice)
 	}
 	return out

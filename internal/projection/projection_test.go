@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/internal/lbservice"
 )
 
@@ -284,7 +285,7 @@ func TestUpdateSlice(t *testing.T) {
 	in.Slices[0].Endpoints = append(in.Slices[0].Endpoints, slice(discoveryv1.AddressTypeIPv4, ep{pod: "b", node: "n2", addr: "10.0.0.2"}).Endpoints...)
 	moved := ProjectedSlices(in)[0]
 	got, changed := UpdateSlice(want.DeepCopy(), &moved)
-	if !changed || got.Annotations[AnnotationEndpointWeights] != "192.0.2.1=1,192.0.2.2=1" || len(got.Endpoints) != 2 {
+	if !changed || got.Annotations[v1alpha1.AnnotationEndpointWeights] != "192.0.2.1=1,192.0.2.2=1" || len(got.Endpoints) != 2 {
 		t.Errorf("UpdateSlice after a new node = %v %v, want changed with two weighted endpoints", changed, got.Annotations)
 	}
 }

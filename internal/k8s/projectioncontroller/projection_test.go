@@ -93,10 +93,10 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 				if s.Name != p.Name+"-"+family {
 					continue
 				}
-				if s.Labels[discoveryv1.LabelManagedBy] != projection.ManagedBy || len(s.Ports) != 1 || *s.Ports[0].Port != nodePort {
+				if s.Labels[discoveryv1.LabelManagedBy] != v1alpha1.EndpointSliceManagedBy || len(s.Ports) != 1 || *s.Ports[0].Port != nodePort {
 					return fmt.Errorf("slice %s: labels %v ports %v", s.Name, s.Labels, s.Ports)
 				}
-				if got := s.Annotations[projection.AnnotationEndpointWeights]; got != weights {
+				if got := s.Annotations[v1alpha1.AnnotationEndpointWeights]; got != weights {
 					return fmt.Errorf("weights %q", got)
 				}
 				for _, e := range s.Endpoints {

@@ -169,7 +169,7 @@ func (rn *runner) applyService(ctx context.Context, want *corev1.Service) (*core
 func (rn *runner) applySlices(ctx context.Context, projected string, want []discoveryv1.EndpointSlice) error {
 	var current discoveryv1.EndpointSliceList
 	if err := rn.r.Client.List(ctx, &current, client.InNamespace(rn.namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: projected, discoveryv1.LabelManagedBy: projection.ManagedBy}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelServiceName: projected, discoveryv1.LabelManagedBy: v1alpha1.EndpointSliceManagedBy}); err != nil {
 		return err
 	}
 	byName := map[string]*discoveryv1.EndpointSlice{}
@@ -305,7 +305,7 @@ func (rn *runner) unprojectAndRecheck(ctx context.Context, key types.NamespacedN
 func (rn *runner) deleteSlices(ctx context.Context, projected string) error {
 	var slices discoveryv1.EndpointSliceList
 	if err := rn.r.Client.List(ctx, &slices, client.InNamespace(rn.namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: projected, discoveryv1.LabelManagedBy: projection.ManagedBy}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelServiceName: projected, discoveryv1.LabelManagedBy: v1alpha1.EndpointSliceManagedBy}); err != nil {
 		return err
 	}
 	for i := range slices.Items {
