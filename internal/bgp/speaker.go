@@ -17,8 +17,9 @@ import (
 	"sync"
 
 	"github.com/go-kit/log"
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/maglb/maglb/internal/announce"
@@ -70,7 +71,7 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 	s := &Speaker{
 		logger:    logger,
 		opts:      opts,
-		server:    server.NewBgpServer(server.LoggerOption(gobgpLogger{logger})),
+		server:    server.NewBgpServer(server.LoggerOption(newGoBGPLogger(logger), nil)),
 		sessions:  map[string]session{},
 		announced: map[netip.Prefix][]tag{},
 		tags:      newExportTags(),
@@ -247,7 +248,7 @@ func (s *Speaker) syncPaths(ctx context.Context) error {
 			continue
 		}
 		path := newPath(prefix, tags)
-		if err := s.server.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+		if err := s.server.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}}); err != nil {
 			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
 			continue
 		}
@@ -258,7 +259,7 @@ func (s *Speaker) syncPaths(ctx context.Context) error {
 			continue
 		}
 		// Adding a path for a prefix replaces the previous one: peers get an update.
-		if _, err := s.server.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: newPath(prefix, tags)}); err != nil {
+		if _, err := s.server.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{newPath(prefix, tags)}}); err != nil {
 			errs = append(errs, fmt.Errorf("announcing %s: %w", prefix, err))
 			continue
 		}
@@ -322,7 +323,7 @@ func (s *Speaker) Peers() []PeerStatus {
 		}
 		if p := byAddr[sess.export.addr.String()]; p != nil && p.State != nil {
 			st.State = strings.ToLower(strings.TrimPrefix(p.State.SessionState.String(), "SESSION_STATE_"))
-			st.Up = p.State.SessionState == api.PeerState_ESTABLISHED
+			st.Up = p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
 			if m := p.State.Messages; m != nil && m.Sent != nil {
 				st.UpdatesSent = m.Sent.Update
 			}
