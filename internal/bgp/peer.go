@@ -33,8 +33,9 @@ type session struct {
 }
 
 // newSession checks that p can be honoured and converts it. GoBGP cannot follow the peer's
-// ASN (dynamicASN), run unnumbered (interface), in a VRF, with BFD, or with a local-as
-// override; the configuration validator rejects those in native mode already.
+// ASN (dynamicASN), run unnumbered (interface), in a VRF, or with a local-as override; the
+// configuration validator rejects those in native mode already. What it ignores of a BFD
+// profile is reported by Ignored.
 func newSession(logger log.Logger, p config.Peer) (session, error) {
 	switch {
 	case p.DynamicASN != "":
@@ -43,8 +44,6 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 		return session{}, errors.New("interface is not supported")
 	case p.VRF != "":
 		return session{}, errors.New("vrf is not supported")
-	case p.BFDProfile != "":
-		return session{}, errors.New("bfdProfile is not supported")
 	case p.LocalASN != 0:
 		return session{}, errors.New("localASN is not supported")
 	case !p.Addr.IsValid():
@@ -97,6 +96,7 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 			IdleHoldTimeAfterReset: retryTime,
 		}},
 		AfiSafis: afiSafis,
+		Bfd:      bfdConfig(p),
 	}
 	if p.SrcAddr.IsValid() {
 		peer.Transport.LocalAddress = p.SrcAddr.Unmap().String()

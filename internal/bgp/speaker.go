@@ -52,6 +52,8 @@ type Speaker struct {
 	opts    Options
 	server  *server.BgpServer
 	metrics *collector
+	bfd     *bfdWatch
+	stopBFD context.CancelFunc
 
 	mu       sync.Mutex
 	closed   bool
@@ -82,11 +84,15 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 	}
 	// Serve runs GoBGP's event loop; GoBGP offers no way to end it, the process exit does.
 	go s.server.Serve()
+	ctx, stop := context.WithCancel(context.Background())
+	s.bfd, s.stopBFD = &bfdWatch{sessions: map[string]*BFDStatus{}}, stop
+	go s.bfd.run(ctx, s.server.ListBfdPeer)
 	return s, nil
 }
 
 // SetPeers makes the sessions those of peers, matched by name: a new peer gets a session,
-// a removed one loses it, a changed one is reconfigured (its session restarts). routerID is
+// a removed one loses it, a changed one is reconfigured (its session restarts, unless only
+// its BFD profile changed: then only its BFD session restarts). routerID is
 // used unless a peer sets one; GoBGP has one router ID for all sessions, so peers setting
 // another one are refused, and changing it restarts every session. Peers that cannot be
 // honoured are skipped and reported in the error; the others are configured.
@@ -113,7 +119,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 		errs = append(errs, err)
 	}
 	for name, o := range old {
-		if w, ok := want[name]; !ok || !sameSession(o, w) {
+		if w, ok := want[name]; !ok || !sameSession(o, w) && !sameButBFD(o, w) {
 			if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: o.export.addr.String()}); err != nil {
 				errs = append(errs, fmt.Errorf("removing peer %s: %w", name, err))
 			}
@@ -121,19 +127,45 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 	}
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		w := want[name]
-		if o, ok := old[name]; !ok || !sameSession(o, w) {
+		o, ok := old[name]
+		if ok && !sameSession(o, w) && sameButBFD(o, w) {
+			if _, err := s.server.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: w.peer}); err != nil {
+				errs = append(errs, fmt.Errorf("updating the BFD profile of peer %s: %w", name, err))
+				s.sessions[name] = o
+			}
+			continue
+		}
+		if !ok || !sameSession(o, w) {
 			if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: w.peer}); err != nil {
 				errs = append(errs, fmt.Errorf("adding peer %s: %w", name, err))
 				delete(s.sessions, name)
 			}
 		}
 	}
+	withBFD := map[string]bool{}
+	for _, sess := range s.sessions {
+		if sess.peer.Bfd != nil {
+			withBFD[sess.export.addr.String()] = true
+		}
+	}
+	s.bfd.keep(withBFD)
 	return errors.Join(errs...)
 }
 
 var errClosed = errors.New("bgp speaker closed")
 
 func sameSession(a, b session) bool { return a.export == b.export && proto.Equal(a.peer, b.peer) }
+
+// sameButBFD tells whether a and b differ at most in their BFD configuration, which GoBGP
+// changes without restarting the BGP session.
+func sameButBFD(a, b session) bool {
+	withBFD := func(s session, bfd *api.BfdPeerConfig) session {
+		p := proto.CloneOf(s.peer)
+		p.Bfd = bfd
+		return session{peer: p, export: s.export}
+	}
+	return sameSession(withBFD(a, nil), withBFD(b, nil))
+}
 
 // newSessions converts peers, skipping (and reporting) those it cannot honour, and picks
 // the router ID: the first one a peer sets, by peer name, else defaultRouterID.
@@ -338,6 +370,9 @@ func (s *Speaker) Peers() []PeerStatus {
 	return statuses
 }
 
+// BFD returns the state of the BFD sessions, by peer address.
+func (s *Speaker) BFD() []BFDStatus { return s.bfd.statuses() }
+
 // Close stops the speaker. Sessions with graceful restart end without a NOTIFICATION, so
 // the peer keeps our routes (as stale) until a new speaker announces again; the others end
 // with a Cease and the peer withdraws our routes at once.
@@ -349,6 +384,7 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.metrics.unregister()
+	s.stopBFD()
 	if !s.started {
 		return nil
 	}

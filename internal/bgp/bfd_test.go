@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package bgp_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maglb/maglb/internal/announce"
+	"github.com/maglb/maglb/internal/config"
+	"github.com/maglb/maglb/internal/netlab"
+	"github.com/maglb/maglb/internal/testenv"
+)
+
+// bfdMargin is what the router may take beyond BFD's detection time to drop the route.
+const bfdMargin = 200 * time.Millisecond
+
+func TestBFD(t *testing.T) {
+	t.Parallel()
+	routerProfile := netlab.BFDProfile{Name: "router", ReceiveInterval: 100, TransmitInterval: 100, DetectMultiplier: 3}
+	l := newLabWith(t, []netlab.FRROption{netlab.WithBFD(routerProfile)},
+		frrNeighbor{addr: "10.0.0.2", asn: speakerASN, families: []string{"ipv4"}, bfdProfile: routerProfile.Name})
+	speaker := startSpeaker(t, l.speakerNS)
+	p := peer("bfd", "10.0.0.1", "")
+	p.BFDProfile = "fast"
+	p.BFD = &config.BFDProfile{Name: "fast", ReceiveInterval: 100, TransmitInterval: 100, DetectMultiplier: 3}
+	speaker.setPeers(routerID, p)
+	vip := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.50/32")}
+	speaker.setRoutes(vip)
+	const upMetric = `metallb_bfd_session_up{peer="10.0.0.1",vrf="default"}`
+
+	waitBFDUp := func(profile config.BFDProfile, upEvents float64) {
+		t.Helper()
+		testenv.Eventually(t, fmt.Sprintf("BFD up on both ends with %d ms × %d", profile.TransmitInterval, profile.DetectMultiplier), func() error {
+			peers, err := l.router.BFDPeers()
+			if err != nil {
+				return err
+			}
+			if len(peers) != 1 {
+				return fmt.Errorf("router BFD sessions: %+v", peers)
+			}
+			r := peers[0]
+			want := netlab.BFDPeer{Peer: "10.0.0.2", Local: r.Local, Status: "up",
+				ReceiveInterval: routerProfile.ReceiveInterval, TransmitInterval: routerProfile.TransmitInterval, DetectMultiplier: routerProfile.DetectMultiplier,
+				RemoteReceiveInterval: profile.ReceiveInterval, RemoteTransmitInterval: profile.TransmitInterval, RemoteDetectMultiplier: profile.DetectMultiplier}
+			if r != want {
+				return fmt.Errorf("router BFD session %+v, want %+v", r, want)
+			}
+			m := speaker.status().Metrics
+			for key, want := range map[string]float64{upMetric: 1, `metallb_bfd_session_up_events{peer="10.0.0.1",vrf="default"}`: upEvents} {
+				if m[key] != want {
+					return fmt.Errorf("%s is %v, want %v", key, m[key], want)
+				}
+			}
+			for _, key := range []string{"metallb_bfd_control_packet_input", "metallb_bfd_control_packet_output"} {
+				if n := m[key+`{peer="10.0.0.1",vrf="default"}`]; n == 0 {
+					return fmt.Errorf("%s is 0", key)
+				}
+			}
+			return nil
+		})
+	}
+	waitBFDUp(*p.BFD, 1)
+	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+
+	// The speaker's node goes dark: every packet to and from it dropped, so the router
+	// learns it from BFD alone (the 9 s hold time is far away). The route leaves the
+	// router's forwarding table when BGP withdraws it there.
+	deleted := watchRouteDeleted(t, l.routerNS, vip.Prefix)
+	dropped := time.Now()
+	dropAll(t, l.speakerNS)
+	var gone time.Duration
+	select {
+	case at := <-deleted:
+		gone = at.Sub(dropped)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the route still at the router 5 s after the node went dark")
+	}
+	detection := time.Duration(p.BFD.DetectMultiplier*max(p.BFD.TransmitInterval, routerProfile.ReceiveInterval)) * time.Millisecond
+	t.Logf("route gone from the router %v after the node went dark (BFD detection time %v)", gone, detection)
+	if gone > detection+bfdMargin {
+		t.Errorf("route gone after %v, want at most %v", gone, detection+bfdMargin)
+	}
+	if paths, err := l.paths(vip.Prefix.String()); err != nil || len(paths) != 0 {
+		t.Errorf("BGP paths at the router after the withdrawal: %+v, %v", paths, err)
+	}
+	testenv.Eventually(t, "the speaker's session down by BFD", func() error {
+		status := speaker.status()
+		if len(status.Peers) != 1 || status.Peers[0].Up {
+			return fmt.Errorf("Peers(): %+v", status.Peers)
+		}
+		for key, want := range map[string]float64{upMetric: 0, `metallb_bfd_session_down_events{peer="10.0.0.1",vrf="default"}`: 1} {
+			if got := status.Metrics[key]; got != want {
+				return fmt.Errorf("%s is %v, want %v", key, got, want)
+			}
+		}
+		return nil
+	})
+
+	undropAll(t, l.speakerNS)
+	waitBFDUp(*p.BFD, 2)
+	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+
+	// A changed profile applies to the running speaker.
+	p.BFD = &config.BFDProfile{Name: "fast", ReceiveInterval: 200, TransmitInterval: 150, DetectMultiplier: 4}
+	speaker.setPeers(routerID, p)
+	waitBFDUp(*p.BFD, 3)
+	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+}
+
+// dropAll drops every packet in and out of ns until undropAll, from one nft transaction.
+func dropAll(t *testing.T, ns *netlab.Namespace) {
+	t.Helper()
+	const rules = `table inet dark {
+	chain in { type filter hook input priority 0; policy drop; }
+	chain out { type filter hook output priority 0; policy drop; }
+}`
+	cmd := ns.Command(context.Background(), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+}
+
+func undropAll(t *testing.T, ns *netlab.Namespace) {
+	t.Helper()
+	if _, err := ns.Run("nft", "delete", "table", "inet", "dark"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// watchRouteDeleted reports when the kernel of ns deletes its route to prefix, as the
+// route monitor of ip stamps it.
+func watchRouteDeleted(t *testing.T, ns *netlab.Namespace, prefix netip.Prefix) <-chan time.Time {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.Command(ctx, "ip", "-tshort", "monitor", "route")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	deleted := make(chan time.Time, 1)
+	// ip prints host routes without their length.
+	want := "Deleted " + prefix.Addr().String() + " "
+	go func() {
+		lines := bufio.NewScanner(out)
+		for lines.Scan() {
+			stamp, event, ok := strings.Cut(lines.Text(), "] ")
+			if !ok || !strings.HasPrefix(event, want) {
+				continue
+			}
+			at, err := time.ParseInLocation("[2006-01-02T15:04:05.000000", stamp, time.Local)
+			if err == nil {
+				deleted <- at
+				return
+			}
+		}
+	}()
+	return deleted
+}
