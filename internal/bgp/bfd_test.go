@@ -71,13 +71,16 @@ func TestBFD(t *testing.T) {
 	// The speaker's node goes dark: every packet to and from it dropped, so the router
 	// learns it from BFD alone (the 9 s hold time is far away). The route leaves the
 	// router's forwarding table when BGP withdraws it there.
-	deleted := watchRouteDeleted(t, l.routerNS, vip.Prefix)
+	routes := watchKernelRoute(t, l.routerNS, vip.Prefix)
 	dropped := time.Now()
 	dropAll(t, l.speakerNS)
 	var gone time.Duration
 	select {
-	case at := <-deleted:
-		gone = at.Sub(dropped)
+	case e := <-routes:
+		if !e.deleted {
+			t.Fatalf("the route changed at the router: %+v", e)
+		}
+		gone = e.at.Sub(dropped)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the route still at the router 5 s after the node went dark")
 	}
@@ -106,11 +109,23 @@ func TestBFD(t *testing.T) {
 	waitBFDUp(*p.BFD, 2)
 	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
 
-	// A changed profile applies to the running speaker.
+	// A changed profile applies to the running speaker. GoBGP restarts the BFD session to
+	// change it, which the router takes for BFD down: how long the route was gone is logged.
+	for len(routes) > 0 {
+		<-routes // the route coming back
+	}
 	p.BFD = &config.BFDProfile{Name: "fast", ReceiveInterval: 200, TransmitInterval: 150, DetectMultiplier: 4}
 	speaker.setPeers(routerID, p)
 	waitBFDUp(*p.BFD, 3)
 	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+	var removed time.Time
+	for len(routes) > 0 {
+		if e := <-routes; e.deleted {
+			removed = e.at
+		} else if !removed.IsZero() {
+			t.Logf("the profile change took the route away from the router for %v", e.at.Sub(removed))
+		}
+	}
 }
 
 // dropAll drops every packet in and out of ns until undropAll, from one nft transaction.
@@ -134,9 +149,14 @@ func undropAll(t *testing.T, ns *netlab.Namespace) {
 	}
 }
 
-// watchRouteDeleted reports when the kernel of ns deletes its route to prefix, as the
-// route monitor of ip stamps it.
-func watchRouteDeleted(t *testing.T, ns *netlab.Namespace, prefix netip.Prefix) <-chan time.Time {
+// routeEvent is the kernel adding or deleting a route, when ip's route monitor stamped it.
+type routeEvent struct {
+	at      time.Time
+	deleted bool
+}
+
+// watchKernelRoute reports the changes of ns's kernel route to prefix until the test ends.
+func watchKernelRoute(t *testing.T, ns *netlab.Namespace, prefix netip.Prefix) <-chan routeEvent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := ns.Command(ctx, "ip", "-tshort", "monitor", "route")
@@ -151,22 +171,25 @@ func watchRouteDeleted(t *testing.T, ns *netlab.Namespace, prefix netip.Prefix) 
 		cancel()
 		_ = cmd.Wait()
 	})
-	deleted := make(chan time.Time, 1)
+	events := make(chan routeEvent, 100)
 	// ip prints host routes without their length.
-	want := "Deleted " + prefix.Addr().String() + " "
+	dst := prefix.Addr().String() + " "
 	go func() {
+		defer close(events)
 		lines := bufio.NewScanner(out)
 		for lines.Scan() {
 			stamp, event, ok := strings.Cut(lines.Text(), "] ")
-			if !ok || !strings.HasPrefix(event, want) {
+			if !ok {
 				continue
 			}
-			at, err := time.ParseInLocation("[2006-01-02T15:04:05.000000", stamp, time.Local)
-			if err == nil {
-				deleted <- at
-				return
+			rest, deleted := strings.CutPrefix(event, "Deleted ")
+			if !strings.HasPrefix(rest, dst) {
+				continue
+			}
+			if at, err := time.ParseInLocation("[2006-01-02T15:04:05.000000", stamp, time.Local); err == nil {
+				events <- routeEvent{at: at, deleted: deleted}
 			}
 		}
 	}()
-	return deleted
+	return events
 }

@@ -91,7 +91,7 @@ func StartFRR(c Cleaner, ns *Namespace, config string, opts ...FRROption) (*FRR,
 	if err != nil {
 		return nil, err
 	}
-	f := &FRR{dir: dir, names: []string{"zebra", "bgpd"}}
+	f := &FRR{dir: dir, names: []string{"zebra"}}
 	c.Cleanup(func() {
 		f.Stop()
 		_ = os.RemoveAll(dir)
@@ -100,9 +100,12 @@ func StartFRR(c Cleaner, ns *Namespace, config string, opts ...FRROption) (*FRR,
 	for _, o := range opts {
 		o(daemons)
 	}
+	// Each daemon starts once the previous one answers: bgpd registers its BFD sessions
+	// through zebra with bfdd once, at start, and never again for one that failed.
 	if _, ok := daemons["bfdd"]; ok {
 		f.names = append(f.names, "bfdd")
 	}
+	f.names = append(f.names, "bgpd")
 	for name, conf := range daemons {
 		if err := os.WriteFile(filepath.Join(dir, name+".conf"), []byte(conf), 0o644); err != nil {
 			return nil, err
@@ -116,15 +119,25 @@ func StartFRR(c Cleaner, ns *Namespace, config string, opts ...FRROption) (*FRR,
 		if err := f.start(ns, name); err != nil {
 			return nil, err
 		}
+		if err := f.waitFor(name); err != nil {
+			return nil, err
+		}
 	}
+	return f, nil
+}
+
+// readyCommands are vtysh commands each daemon answers once it runs.
+var readyCommands = map[string]string{"zebra": "show interface brief", "bfdd": "show bfd peers brief", "bgpd": "show bgp summary json"}
+
+func (f *FRR) waitFor(name string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := f.Vtysh("show bgp summary json")
+		_, err := f.vtysh([]string{"-d", name}, readyCommands[name])
 		if err == nil {
-			return f, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("FRR did not start: %w\n%s", err, f.Logs())
+			return fmt.Errorf("FRR's %s did not start: %w\n%s", name, err, f.Logs())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -187,8 +200,10 @@ func (f *FRR) Stop() {
 }
 
 // Vtysh runs vtysh commands against this router and returns the output.
-func (f *FRR) Vtysh(commands ...string) (string, error) {
-	args := []string{"--vty_socket", f.dir}
+func (f *FRR) Vtysh(commands ...string) (string, error) { return f.vtysh(nil, commands...) }
+
+func (f *FRR) vtysh(options []string, commands ...string) (string, error) {
+	args := append([]string{"--vty_socket", f.dir}, options...)
 	for _, c := range commands {
 		args = append(args, "-c", c)
 	}
