@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
@@ -72,8 +73,7 @@ func TestBFD(t *testing.T) {
 	// learns it from BFD alone (the 9 s hold time is far away). The route leaves the
 	// router's forwarding table when BGP withdraws it there.
 	routes := watchKernelRoute(t, l.routerNS, vip.Prefix)
-	dropped := time.Now()
-	dropAll(t, l.speakerNS)
+	dropped := darken(t, l.speakerNS)
 	var gone time.Duration
 	select {
 	case e := <-routes:
@@ -128,18 +128,43 @@ func TestBFD(t *testing.T) {
 	}
 }
 
-// dropAll drops every packet in and out of ns until undropAll, from one nft transaction.
-func dropAll(t *testing.T, ns *netlab.Namespace) {
+// darken drops every packet in and out of ns until undropAll, and returns when it started
+// to. The rules go to an nft already running, so no process start delays them.
+func darken(t *testing.T, ns *netlab.Namespace) time.Time {
 	t.Helper()
-	const rules = `table inet dark {
-	chain in { type filter hook input priority 0; policy drop; }
-	chain out { type filter hook output priority 0; policy drop; }
-}`
-	cmd := ns.Command(context.Background(), "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	cmd := ns.Command(context.Background(), "nft", "-i")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// nft reads its input once it answers.
+	if _, err := io.WriteString(in, "add table inet dark\nlist table inet dark\n"); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || !strings.HasPrefix(line, "table inet dark") {
+		t.Fatalf("nft answered %q, %v", line, err)
+	}
+	const rules = "add chain inet dark in { type filter hook input priority 0; policy drop; }; " +
+		"add chain inet dark out { type filter hook output priority 0; policy drop; }\n"
+	dropped := time.Now()
+	if _, err := io.WriteString(in, rules); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("nft: %v", err)
+	}
+	if _, err := ns.Run("nft", "list", "chain", "inet", "dark", "out"); err != nil {
+		t.Fatal(err)
+	}
+	return dropped
 }
 
 func undropAll(t *testing.T, ns *netlab.Namespace) {

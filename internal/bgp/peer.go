@@ -28,7 +28,8 @@ const (
 
 // session is a configured peer, as GoBGP and the export policy need it.
 type session struct {
-	peer   *api.Peer
+	peer   *api.Peer // without BFD, which runs only while the session is established
+	bfd    *api.BfdPeerConfig
 	export exportPeer
 }
 
@@ -96,7 +97,6 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 			IdleHoldTimeAfterReset: retryTime,
 		}},
 		AfiSafis: afiSafis,
-		Bfd:      bfdConfig(p),
 	}
 	if p.SrcAddr.IsValid() {
 		peer.Transport.LocalAddress = p.SrcAddr.Unmap().String()
@@ -117,6 +117,7 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 	}
 	return session{
 		peer:   peer,
+		bfd:    bfdConfig(p),
 		export: exportPeer{name: p.Name, addr: addr, ibgp: ibgp, crossFamilyNextHop: crossNextHop},
 	}, nil
 }

@@ -67,7 +67,10 @@ func TestBFDOfPeers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.bfd, sess.peer.Bfd, protocmp.Transform()); diff != "" {
+			if sess.peer.Bfd != nil {
+				t.Errorf("the peer starts with BFD %v, before its session is established", sess.peer.Bfd)
+			}
+			if diff := cmp.Diff(tc.bfd, sess.bfd, protocmp.Transform()); diff != "" {
 				t.Errorf("GoBGP's BFD configuration (-want +got):\n%s", diff)
 			}
 			got := Ignored(&config.Config{Peers: map[string]*config.Peer{"p": &p}})
@@ -101,8 +104,8 @@ func TestOnlyBFDChangesKeepTheSession(t *testing.T) {
 		{"intervals changed", withBFD, otherBFD, true},
 		{"hold time changed too", otherBFD, otherHold, false},
 	} {
-		if got := sameButBFD(sessionOf(tc.a), sessionOf(tc.b)); got != tc.want {
-			t.Errorf("%s: sameButBFD is %v, want %v", tc.name, got, tc.want)
+		if got := sameSession(sessionOf(tc.a), sessionOf(tc.b)); got != tc.want {
+			t.Errorf("%s: sameSession is %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -15,10 +15,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 	"google.golang.org/protobuf/proto"
 
@@ -53,14 +56,19 @@ type Speaker struct {
 	server  *server.BgpServer
 	metrics *collector
 	bfd     *bfdWatch
-	stopBFD context.CancelFunc
+	// stopWatching ends the watching of GoBGP's BFD and BGP sessions.
+	stopWatching context.CancelFunc
 
 	mu       sync.Mutex
 	closed   bool
 	started  bool       // GoBGP runs: a router ID is known
 	routerID netip.Addr // of the running GoBGP
 	sessions map[string]session
-	routes   []announce.Route
+	// established holds the peers whose BGP session is established; bfdOn the BFD
+	// configuration each session runs with.
+	established map[netip.Addr]bool
+	bfdOn       map[string]*api.BfdPeerConfig
+	routes      []announce.Route
 	// announced holds the tags of each prefix in GoBGP's RIB.
 	announced map[netip.Prefix][]tag
 	tags      *exportTags
@@ -71,12 +79,14 @@ type Speaker struct {
 // runs one Speaker at a time.
 func New(logger log.Logger, opts Options) (*Speaker, error) {
 	s := &Speaker{
-		logger:    logger,
-		opts:      opts,
-		server:    server.NewBgpServer(server.LoggerOption(newGoBGPLogger(logger), nil)),
-		sessions:  map[string]session{},
-		announced: map[netip.Prefix][]tag{},
-		tags:      newExportTags(),
+		logger:      logger,
+		opts:        opts,
+		server:      server.NewBgpServer(server.LoggerOption(newGoBGPLogger(logger), nil)),
+		sessions:    map[string]session{},
+		established: map[netip.Addr]bool{},
+		bfdOn:       map[string]*api.BfdPeerConfig{},
+		announced:   map[netip.Prefix][]tag{},
+		tags:        newExportTags(),
 	}
 	s.metrics = &collector{speaker: s}
 	if err := s.metrics.register(); err != nil {
@@ -85,8 +95,13 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 	// Serve runs GoBGP's event loop; GoBGP offers no way to end it, the process exit does.
 	go s.server.Serve()
 	ctx, stop := context.WithCancel(context.Background())
-	s.bfd, s.stopBFD = &bfdWatch{sessions: map[string]*BFDStatus{}}, stop
+	s.bfd, s.stopWatching = &bfdWatch{sessions: map[string]*BFDStatus{}}, stop
 	go s.bfd.run(ctx, s.server.ListBfdPeer)
+	if err := s.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.peerEvent}, server.WatchPeer()); err != nil {
+		stop()
+		s.metrics.unregister()
+		return nil, fmt.Errorf("watching the BGP sessions: %w", err)
+	}
 	return s, nil
 }
 
@@ -119,33 +134,29 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 		errs = append(errs, err)
 	}
 	for name, o := range old {
-		if w, ok := want[name]; !ok || !sameSession(o, w) && !sameButBFD(o, w) {
+		if w, ok := want[name]; !ok || !sameSession(o, w) {
 			if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: o.export.addr.String()}); err != nil {
 				errs = append(errs, fmt.Errorf("removing peer %s: %w", name, err))
 			}
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		w := want[name]
-		o, ok := old[name]
-		if ok && !sameSession(o, w) && sameButBFD(o, w) {
-			if _, err := s.server.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: w.peer}); err != nil {
-				errs = append(errs, fmt.Errorf("updating the BFD profile of peer %s: %w", name, err))
-				s.sessions[name] = o
-			}
-			continue
-		}
-		if !ok || !sameSession(o, w) {
-			if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: w.peer}); err != nil {
-				errs = append(errs, fmt.Errorf("adding peer %s: %w", name, err))
-				delete(s.sessions, name)
-			}
+			delete(s.bfdOn, name)
 		}
 	}
 	withBFD := map[string]bool{}
-	for _, sess := range s.sessions {
-		if sess.peer.Bfd != nil {
-			withBFD[sess.export.addr.String()] = true
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		w := want[name]
+		if o, ok := old[name]; !ok || !sameSession(o, w) {
+			if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: w.peer}); err != nil {
+				errs = append(errs, fmt.Errorf("adding peer %s: %w", name, err))
+				delete(s.sessions, name)
+				continue
+			}
+		}
+		// A session kept may have another BFD profile.
+		if err := s.syncBFD(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+		if w.bfd != nil {
+			withBFD[w.export.addr.String()] = true
 		}
 	}
 	s.bfd.keep(withBFD)
@@ -154,17 +165,52 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 
 var errClosed = errors.New("bgp speaker closed")
 
+// sameSession tells whether a and b are the same BGP session; their BFD may differ.
 func sameSession(a, b session) bool { return a.export == b.export && proto.Equal(a.peer, b.peer) }
 
-// sameButBFD tells whether a and b differ at most in their BFD configuration, which GoBGP
-// changes without restarting the BGP session.
-func sameButBFD(a, b session) bool {
-	withBFD := func(s session, bfd *api.BfdPeerConfig) session {
-		p := proto.CloneOf(s.peer)
-		p.Bfd = bfd
-		return session{peer: p, export: s.export}
+// syncBFD runs BFD on the session name, with its profile, while its BGP session is
+// established, and stops it otherwise. FRR re-creates its BFD session with a neighbor when
+// their BGP session first comes up (with the session's local address) and signals the
+// old one AdminDown, which GoBGP takes for a failure (RFC 5882 says it is none) and resets
+// the BGP session: BFD started before would restart every new session once.
+func (s *Speaker) syncBFD(ctx context.Context, name string) error {
+	sess := s.sessions[name]
+	want := sess.bfd
+	if !s.established[sess.export.addr] {
+		want = nil
 	}
-	return sameSession(withBFD(a, nil), withBFD(b, nil))
+	if proto.Equal(want, s.bfdOn[name]) {
+		return nil
+	}
+	p := proto.CloneOf(sess.peer)
+	p.Bfd = want
+	if _, err := s.server.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: p}); err != nil {
+		return fmt.Errorf("configuring BFD with peer %s: %w", name, err)
+	}
+	s.bfdOn[name] = want
+	return nil
+}
+
+// peerEvent follows the state of the BGP sessions, to run BFD on the established ones.
+func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || !s.started {
+		return
+	}
+	addr := ev.Peer.State.NeighborAddress.Unmap()
+	s.established[addr] = ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED
+	for name, sess := range s.sessions {
+		if sess.export.addr != addr {
+			continue
+		}
+		if err := s.syncBFD(context.Background(), name); err != nil {
+			level.Error(s.logger).Log("op", "bfd", "peer", name, "error", err)
+		}
+	}
 }
 
 // newSessions converts peers, skipping (and reporting) those it cannot honour, and picks
@@ -217,6 +263,7 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 		}
 		s.started = false
 		s.sessions = map[string]session{}
+		s.established, s.bfdOn = map[netip.Addr]bool{}, map[string]*api.BfdPeerConfig{}
 		s.announced = map[netip.Prefix][]tag{}
 		s.policy = nil
 	}
@@ -384,7 +431,7 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.metrics.unregister()
-	s.stopBFD()
+	s.stopWatching()
 	if !s.started {
 		return nil
 	}
