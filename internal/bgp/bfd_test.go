@@ -68,6 +68,13 @@ func TestBFD(t *testing.T) {
 	}
 	waitBFDUp(*p.BFD, 1)
 	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+	// BFD starting with the session restarts nothing.
+	var neighbors map[string]struct {
+		Dropped int `json:"connectionsDropped"`
+	}
+	if err := l.router.VtyshJSON("show bgp neighbors 10.0.0.2 json", &neighbors); err != nil || neighbors["10.0.0.2"].Dropped != 0 {
+		t.Fatalf("the router's session dropped: %+v, %v", neighbors, err)
+	}
 
 	// The speaker's node goes dark: every packet to and from it dropped, so the router
 	// learns it from BFD alone (the 9 s hold time is far away). The route leaves the
