@@ -23,17 +23,32 @@ const bfdMargin = 200 * time.Millisecond
 
 func TestBFD(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		family, router, speaker, vip string
+	}{
+		{"ipv4", "10.0.0.1", "10.0.0.2", "192.0.2.50/32"},
+		{"ipv6", "fd00::1", "fd00::2", "2001:db8::50/128"},
+	} {
+		// One after the other: the timing is measured, and other processes delay it.
+		t.Run(tc.family, func(t *testing.T) {
+			testBFD(t, tc.family, tc.router, tc.speaker, netip.MustParsePrefix(tc.vip))
+		})
+	}
+}
+
+func testBFD(t *testing.T, family, routerAddr, speakerAddr string, prefix netip.Prefix) {
 	routerProfile := netlab.BFDProfile{Name: "router", ReceiveInterval: 100, TransmitInterval: 100, DetectMultiplier: 3}
 	l := newLabWith(t, []netlab.FRROption{netlab.WithBFD(routerProfile)},
-		frrNeighbor{addr: "10.0.0.2", asn: speakerASN, families: []string{"ipv4"}, bfdProfile: routerProfile.Name})
+		frrNeighbor{addr: speakerAddr, asn: speakerASN, families: []string{family}, bfdProfile: routerProfile.Name})
 	speaker := startSpeaker(t, l.speakerNS)
-	p := peer("bfd", "10.0.0.1", "")
+	p := peer("bfd", routerAddr, "")
 	p.BFDProfile = "fast"
 	p.BFD = &config.BFDProfile{Name: "fast", ReceiveInterval: 100, TransmitInterval: 100, DetectMultiplier: 3}
 	speaker.setPeers(routerID, p)
-	vip := announce.Route{Prefix: netip.MustParsePrefix("192.0.2.50/32")}
+	vip := announce.Route{Prefix: prefix}
 	speaker.setRoutes(vip)
-	const upMetric = `metallb_bfd_session_up{peer="10.0.0.1",vrf="default"}`
+	metric := func(name string) string { return fmt.Sprintf(`%s{peer=%q,vrf="default"}`, name, routerAddr) }
+	upMetric := metric("metallb_bfd_session_up")
 
 	waitBFDUp := func(profile config.BFDProfile, upEvents float64) {
 		t.Helper()
@@ -46,20 +61,20 @@ func TestBFD(t *testing.T) {
 				return fmt.Errorf("router BFD sessions: %+v", peers)
 			}
 			r := peers[0]
-			want := netlab.BFDPeer{Peer: "10.0.0.2", Local: r.Local, Status: "up",
+			want := netlab.BFDPeer{Peer: speakerAddr, Local: r.Local, Status: "up",
 				ReceiveInterval: routerProfile.ReceiveInterval, TransmitInterval: routerProfile.TransmitInterval, DetectMultiplier: routerProfile.DetectMultiplier,
 				RemoteReceiveInterval: profile.ReceiveInterval, RemoteTransmitInterval: profile.TransmitInterval, RemoteDetectMultiplier: profile.DetectMultiplier}
 			if r != want {
 				return fmt.Errorf("router BFD session %+v, want %+v", r, want)
 			}
 			m := speaker.status().Metrics
-			for key, want := range map[string]float64{upMetric: 1, `metallb_bfd_session_up_events{peer="10.0.0.1",vrf="default"}`: upEvents} {
+			for key, want := range map[string]float64{upMetric: 1, metric("metallb_bfd_session_up_events"): upEvents} {
 				if m[key] != want {
 					return fmt.Errorf("%s is %v, want %v", key, m[key], want)
 				}
 			}
 			for _, key := range []string{"metallb_bfd_control_packet_input", "metallb_bfd_control_packet_output"} {
-				if n := m[key+`{peer="10.0.0.1",vrf="default"}`]; n == 0 {
+				if n := m[metric(key)]; n == 0 {
 					return fmt.Errorf("%s is 0", key)
 				}
 			}
@@ -67,12 +82,12 @@ func TestBFD(t *testing.T) {
 		})
 	}
 	waitBFDUp(*p.BFD, 1)
-	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+	waitForPeers(t, l, prefix.String(), speakerAddr)
 	// BFD starting with the session restarts nothing.
 	var neighbors map[string]struct {
 		Dropped int `json:"connectionsDropped"`
 	}
-	if err := l.router.VtyshJSON("show bgp neighbors 10.0.0.2 json", &neighbors); err != nil || neighbors["10.0.0.2"].Dropped != 0 {
+	if err := l.router.VtyshJSON("show bgp neighbors "+speakerAddr+" json", &neighbors); err != nil || neighbors[speakerAddr].Dropped != 0 {
 		t.Fatalf("the router's session dropped: %+v, %v", neighbors, err)
 	}
 
@@ -104,7 +119,7 @@ func TestBFD(t *testing.T) {
 		if len(status.Peers) != 1 || status.Peers[0].Up {
 			return fmt.Errorf("Peers(): %+v", status.Peers)
 		}
-		for key, want := range map[string]float64{upMetric: 0, `metallb_bfd_session_down_events{peer="10.0.0.1",vrf="default"}`: 1} {
+		for key, want := range map[string]float64{upMetric: 0, metric("metallb_bfd_session_down_events"): 1} {
 			if got := status.Metrics[key]; got != want {
 				return fmt.Errorf("%s is %v, want %v", key, got, want)
 			}
@@ -114,7 +129,7 @@ func TestBFD(t *testing.T) {
 
 	undropAll(t, l.speakerNS)
 	waitBFDUp(*p.BFD, 2)
-	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+	waitForPeers(t, l, prefix.String(), speakerAddr)
 
 	// A changed profile applies to the running speaker. GoBGP restarts the BFD session to
 	// change it, which the router takes for BFD down: how long the route was gone is logged.
@@ -124,7 +139,7 @@ func TestBFD(t *testing.T) {
 	p.BFD = &config.BFDProfile{Name: "fast", ReceiveInterval: 200, TransmitInterval: 150, DetectMultiplier: 4}
 	speaker.setPeers(routerID, p)
 	waitBFDUp(*p.BFD, 3)
-	waitForPeers(t, l, "192.0.2.50/32", "10.0.0.2")
+	waitForPeers(t, l, prefix.String(), speakerAddr)
 	var removed time.Time
 	for len(routes) > 0 {
 		if e := <-routes; e.deleted {
