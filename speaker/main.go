@@ -26,6 +26,7 @@ import (
 	"github.com/maglb/maglb/datapath/kubeproxy"
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/backendagent"
+	"github.com/maglb/maglb/internal/bgp"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
@@ -151,6 +152,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 		StateName:   "speaker-" + o.nodeName,
 		StateLabels: configstate.NewStateLabels("speaker", o.nodeName),
 		Apply:       speaker.SetConfig,
+		Ignored:     bgp.Ignored,
 		Logger:      logger,
 	}
 	if err := configs.SetupWithManager(mgr); err != nil {

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
 
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
@@ -168,13 +168,13 @@ func (e *exportTags) policy(peers []exportPeer, inUse map[tag]bool) *api.SetPoli
 	})
 	var sets []*api.DefinedSet
 	for _, t := range tags {
-		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_LARGE_COMMUNITY, Name: t.setName(), List: []string{t.community()}})
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: t.setName(), List: []string{t.community()}})
 	}
 	var statements []*api.Statement
 	for _, p := range peers {
 		owner := e.owner(p.name)
 		neighbors := fmt.Sprintf("peer-%d", owner)
-		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: neighbors,
+		sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: neighbors,
 			List: []string{netip.PrefixFrom(p.addr, p.addr.BitLen()).String()}})
 		// A peer's own tags come first: they already include what every peer gets.
 		for _, o := range []uint32{owner, everyPeer} {
@@ -204,13 +204,13 @@ func (e *exportTags) policy(peers []exportPeer, inUse map[tag]bool) *api.SetPoli
 var importPolicy = &api.Policy{Name: "maglb-import", Statements: []*api.Statement{{
 	Name:       "local-paths",
 	Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
-	Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+	Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 }}}
 
 var policyAssignments = []*api.PolicyAssignment{
-	{Name: globalTable, Direction: api.PolicyDirection_EXPORT, DefaultAction: api.RouteAction_REJECT,
+	{Name: globalTable, Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 		Policies: []*api.Policy{{Name: exportPolicyName}}},
-	{Name: globalTable, Direction: api.PolicyDirection_IMPORT, DefaultAction: api.RouteAction_REJECT,
+	{Name: globalTable, Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 		Policies: []*api.Policy{{Name: importPolicy.Name}}},
 }
 
@@ -228,11 +228,11 @@ func (e *exportTags) statement(name, neighbors string, t tag, p exportPeer) *api
 		}
 	}
 	actions := &api.Actions{
-		RouteAction:    api.RouteAction_ACCEPT,
-		LargeCommunity: &api.CommunityAction{Type: api.CommunityAction_REPLACE, Communities: large},
+		RouteAction:    api.RouteAction_ROUTE_ACTION_ACCEPT,
+		LargeCommunity: &api.CommunityAction{Type: api.CommunityAction_TYPE_REPLACE, Communities: large},
 	}
 	if len(standard) > 0 {
-		actions.Community = &api.CommunityAction{Type: api.CommunityAction_ADD, Communities: standard}
+		actions.Community = &api.CommunityAction{Type: api.CommunityAction_TYPE_ADD, Communities: standard}
 	}
 	if p.ibgp && a.localPref != 0 {
 		actions.LocalPref = &api.LocalPrefAction{Value: a.localPref}
@@ -240,8 +240,8 @@ func (e *exportTags) statement(name, neighbors string, t tag, p exportPeer) *api
 	return &api.Statement{
 		Name: name,
 		Conditions: &api.Conditions{
-			NeighborSet:       &api.MatchSet{Type: api.MatchSet_ANY, Name: neighbors},
-			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_ANY, Name: t.setName()},
+			NeighborSet:       &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: neighbors},
+			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: t.setName()},
 		},
 		Actions: actions,
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
 
 	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
@@ -61,8 +61,8 @@ func TestPolicyGivesEachPeerItsAttributes(t *testing.T) {
 	var got []string
 	for _, s := range statements {
 		got = append(got, s.Conditions.NeighborSet.Name+" "+s.Conditions.LargeCommunitySet.Name)
-		if s.Actions.RouteAction != api.RouteAction_ACCEPT || !slices.Equal(s.Actions.LargeCommunity.Communities, []string{"1:2:3"}) ||
-			s.Actions.LargeCommunity.Type != api.CommunityAction_REPLACE || !slices.Equal(s.Actions.Community.Communities, []string{"65000:1"}) {
+		if s.Actions.RouteAction != api.RouteAction_ROUTE_ACTION_ACCEPT || !slices.Equal(s.Actions.LargeCommunity.Communities, []string{"1:2:3"}) ||
+			s.Actions.LargeCommunity.Type != api.CommunityAction_TYPE_REPLACE || !slices.Equal(s.Actions.Community.Communities, []string{"65000:1"}) {
 			t.Errorf("statement %s: actions %v", s.Name, s.Actions)
 		}
 		ibgp := s.Conditions.NeighborSet.Name == "peer-1" // numbered when tagging the routes

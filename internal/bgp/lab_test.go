@@ -29,8 +29,8 @@ const (
 )
 
 type lab struct {
-	speakerNS *netlab.Namespace
-	router    *netlab.FRR
+	speakerNS, routerNS *netlab.Namespace
+	router              *netlab.FRR
 }
 
 // frrNeighbor is a neighbor in the router's configuration.
@@ -39,11 +39,23 @@ type frrNeighbor struct {
 	asn      uint32
 	password string
 	families []string // "ipv4", "ipv6"
+	// bfdProfile is the router's BFD profile for the session; "" runs it without BFD.
+	bfdProfile string
 }
 
 func newLab(t *testing.T, neighbors ...frrNeighbor) *lab {
 	t.Helper()
-	netlab.Require(t, netlab.FRRPrograms...)
+	return newLabWith(t, nil, neighbors...)
+}
+
+// newLabWith is newLab with the router running what opts add.
+func newLabWith(t *testing.T, opts []netlab.FRROption, neighbors ...frrNeighbor) *lab {
+	t.Helper()
+	programs := netlab.FRRPrograms
+	if len(opts) > 0 {
+		programs = append(slices.Clone(programs), netlab.BFDPrograms...)
+	}
+	netlab.Require(t, programs...)
 	speakerNS, err := netlab.NewNamespace(t)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +74,7 @@ func newLab(t *testing.T, neighbors ...frrNeighbor) *lab {
 			}
 		}
 	}
-	router, err := netlab.StartFRR(t, routerNS, frrConfig(neighbors))
+	router, err := netlab.StartFRR(t, routerNS, frrConfig(neighbors), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +83,7 @@ func newLab(t *testing.T, neighbors ...frrNeighbor) *lab {
 			t.Logf("router logs:\n%s", router.Logs())
 		}
 	})
-	return &lab{speakerNS: speakerNS, router: router}
+	return &lab{speakerNS: speakerNS, routerNS: routerNS, router: router}
 }
 
 // frrConfig configures the router: short timers, eBGP without policies, and graceful
@@ -84,6 +96,9 @@ func frrConfig(neighbors []frrNeighbor) string {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.addr, n.asn)
 		if n.password != "" {
 			fmt.Fprintf(&b, " neighbor %s password %s\n", n.addr, n.password)
+		}
+		if n.bfdProfile != "" {
+			fmt.Fprintf(&b, " neighbor %s bfd profile %s\n", n.addr, n.bfdProfile)
 		}
 	}
 	for _, family := range []string{"ipv4", "ipv6"} {

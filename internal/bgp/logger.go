@@ -3,37 +3,54 @@
 package bgp
 
 import (
+	"context"
+	"log/slog"
+
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 )
 
-// gobgpLogger hands GoBGP's log lines to the speaker's go-kit logger. GoBGP's debug lines
-// (one per message) are dropped: the level the go-kit logger filters at decides the rest.
-type gobgpLogger struct {
+// gokitHandler hands GoBGP's log records to the speaker's go-kit logger. GoBGP's debug
+// records (one per message) are dropped: the level the go-kit logger filters at decides
+// the rest.
+type gokitHandler struct {
 	logger log.Logger
+	attrs  []any // key-value pairs of WithAttrs, group names folded into the keys
+	group  string
 }
 
-func (l gobgpLogger) log(lvl func(log.Logger) log.Logger, msg string, fields gobgplog.Fields) {
-	kv := make([]any, 0, 2+2*len(fields))
-	kv = append(kv, "msg", msg)
-	for k, v := range fields {
-		kv = append(kv, k, v)
+func newGoBGPLogger(logger log.Logger) *slog.Logger { return slog.New(gokitHandler{logger: logger}) }
+
+func (h gokitHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h gokitHandler) Handle(_ context.Context, r slog.Record) error {
+	kv := make([]any, 0, 2+len(h.attrs)+2*r.NumAttrs())
+	kv = append(kv, "msg", r.Message)
+	kv = append(kv, h.attrs...)
+	r.Attrs(func(a slog.Attr) bool {
+		kv = append(kv, h.group+a.Key, a.Value.Resolve().Any())
+		return true
+	})
+	lvl := level.Info
+	switch {
+	case r.Level >= slog.LevelError:
+		lvl = level.Error
+	case r.Level >= slog.LevelWarn:
+		lvl = level.Warn
 	}
-	lvl(l.logger).Log(kv...)
+	return lvl(h.logger).Log(kv...)
 }
 
-func (l gobgpLogger) Panic(msg string, fields gobgplog.Fields) {
-	l.log(level.Error, msg, fields)
-	panic(msg)
+func (h gokitHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	kv := append([]any(nil), h.attrs...)
+	for _, a := range attrs {
+		kv = append(kv, h.group+a.Key, a.Value.Resolve().Any())
+	}
+	h.attrs = kv
+	return h
 }
 
-// Fatal is only called by GoBGP for unrecoverable internal states; it must not return.
-func (l gobgpLogger) Fatal(msg string, fields gobgplog.Fields) { l.Panic(msg, fields) }
-
-func (l gobgpLogger) Error(msg string, fields gobgplog.Fields) { l.log(level.Error, msg, fields) }
-func (l gobgpLogger) Warn(msg string, fields gobgplog.Fields)  { l.log(level.Warn, msg, fields) }
-func (l gobgpLogger) Info(msg string, fields gobgplog.Fields)  { l.log(level.Info, msg, fields) }
-func (l gobgpLogger) Debug(string, gobgplog.Fields)            {}
-func (l gobgpLogger) SetLevel(gobgplog.LogLevel)               {}
-func (l gobgpLogger) GetLevel() gobgplog.LogLevel              { return gobgplog.InfoLevel }
+func (h gokitHandler) WithGroup(name string) slog.Handler {
+	h.group += name + "."
+	return h
+}

@@ -5,9 +5,9 @@ package bgp
 import (
 	"net/netip"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 var (
@@ -24,30 +24,25 @@ func familyOf(a netip.Addr) *api.Family {
 
 // newPath is the locally originated path of prefix carrying tags. Its next hop is
 // unspecified, which GoBGP replaces with the session's local address.
-func newPath(prefix netip.Prefix, tags []tag) *api.Path {
-	nlri := mustAny(&api.IPAddressPrefix{Prefix: prefix.Addr().String(), PrefixLen: uint32(prefix.Bits())})
-	large := make([]*api.LargeCommunity, 0, len(tags))
+func newPath(prefix netip.Prefix, tags []tag) *apiutil.Path {
+	// prefix is valid and masked (SetRoutes checks), so neither constructor can fail.
+	nlri, _ := bgp.NewIPAddrPrefix(prefix)
+	large := make([]*bgp.LargeCommunity, 0, len(tags))
 	for _, t := range tags {
-		large = append(large, &api.LargeCommunity{GlobalAdmin: tagASN, LocalData1: t.owner, LocalData2: t.group})
+		large = append(large, bgp.NewLargeCommunity(tagASN, t.owner, t.group))
 	}
-	attrs := []*anypb.Any{
-		mustAny(&api.OriginAttribute{Origin: 0}), // IGP
-		mustAny(&api.LargeCommunitiesAttribute{Communities: large}),
+	attrs := []bgp.PathAttributeInterface{
+		bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP),
+		bgp.NewPathAttributeLargeCommunities(large),
 	}
-	family := familyOf(prefix.Addr())
+	family := bgp.RF_IPv4_UC
 	if prefix.Addr().Is4() {
-		attrs = append(attrs, mustAny(&api.NextHopAttribute{NextHop: "0.0.0.0"}))
+		nh, _ := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		attrs = append(attrs, nh)
 	} else {
-		attrs = append(attrs, mustAny(&api.MpReachNLRIAttribute{Family: family, NextHops: []string{"::"}, Nlris: []*anypb.Any{nlri}}))
+		family = bgp.RF_IPv6_UC
+		mp, _ := bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		attrs = append(attrs, mp)
 	}
-	return &api.Path{Family: family, Nlri: nlri, Pattrs: attrs}
-}
-
-// mustAny wraps m; marshalling GoBGP's own messages cannot fail.
-func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
-		panic(err)
-	}
-	return a
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}
 }

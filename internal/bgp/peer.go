@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
 
 	"github.com/maglb/maglb/internal/config"
 )
@@ -28,13 +28,15 @@ const (
 
 // session is a configured peer, as GoBGP and the export policy need it.
 type session struct {
-	peer   *api.Peer
+	peer   *api.Peer // without BFD, which runs only while the session is established
+	bfd    *api.BfdPeerConfig
 	export exportPeer
 }
 
 // newSession checks that p can be honoured and converts it. GoBGP cannot follow the peer's
-// ASN (dynamicASN), run unnumbered (interface), in a VRF, with BFD, or with a local-as
-// override; the configuration validator rejects those in native mode already.
+// ASN (dynamicASN), run unnumbered (interface), in a VRF, or with a local-as override; the
+// configuration validator rejects those in native mode already. What it ignores of a BFD
+// profile is reported by Ignored.
 func newSession(logger log.Logger, p config.Peer) (session, error) {
 	switch {
 	case p.DynamicASN != "":
@@ -43,8 +45,6 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 		return session{}, errors.New("interface is not supported")
 	case p.VRF != "":
 		return session{}, errors.New("vrf is not supported")
-	case p.BFDProfile != "":
-		return session{}, errors.New("bfdProfile is not supported")
 	case p.LocalASN != 0:
 		return session{}, errors.New("localASN is not supported")
 	case !p.Addr.IsValid():
@@ -117,6 +117,7 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 	}
 	return session{
 		peer:   peer,
+		bfd:    bfdConfig(p),
 		export: exportPeer{name: p.Name, addr: addr, ibgp: ibgp, crossFamilyNextHop: crossNextHop},
 	}, nil
 }

@@ -49,7 +49,7 @@ type request struct {
 type response struct {
 	Error   string
 	Peers   []bgp.PeerStatus
-	Metrics map[string]float64 // `name{peer="..."}` → value, for the metallb_bgp_* metrics
+	Metrics map[string]float64 // `name{peer="...",...}` → value, for the metallb_bgp_* and metallb_bfd_* metrics
 }
 
 func serveSpeaker() error {
@@ -98,15 +98,16 @@ func gatherMetrics() (map[string]float64, error) {
 	}
 	metrics := map[string]float64{}
 	for _, f := range families {
-		if !strings.HasPrefix(f.GetName(), "metallb_bgp_") {
+		if !strings.HasPrefix(f.GetName(), "metallb_bgp_") && !strings.HasPrefix(f.GetName(), "metallb_bfd_") {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			key := f.GetName() + "{"
+			var labels []string
 			for _, l := range m.GetLabel() {
-				key += fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
 			}
-			metrics[key+"}"] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			key := f.GetName() + "{" + strings.Join(labels, ",") + "}"
+			metrics[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	return metrics, nil

@@ -15,10 +15,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-kit/log"
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/go-kit/log/level"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/maglb/maglb/internal/announce"
@@ -51,13 +55,20 @@ type Speaker struct {
 	opts    Options
 	server  *server.BgpServer
 	metrics *collector
+	bfd     *bfdWatch
+	// stopWatching ends the watching of GoBGP's BFD and BGP sessions.
+	stopWatching context.CancelFunc
 
 	mu       sync.Mutex
 	closed   bool
 	started  bool       // GoBGP runs: a router ID is known
 	routerID netip.Addr // of the running GoBGP
 	sessions map[string]session
-	routes   []announce.Route
+	// established holds the peers whose BGP session is established; bfdOn the BFD
+	// configuration each session runs with.
+	established map[netip.Addr]bool
+	bfdOn       map[string]*api.BfdPeerConfig
+	routes      []announce.Route
 	// announced holds the tags of each prefix in GoBGP's RIB.
 	announced map[netip.Prefix][]tag
 	tags      *exportTags
@@ -68,12 +79,14 @@ type Speaker struct {
 // runs one Speaker at a time.
 func New(logger log.Logger, opts Options) (*Speaker, error) {
 	s := &Speaker{
-		logger:    logger,
-		opts:      opts,
-		server:    server.NewBgpServer(server.LoggerOption(gobgpLogger{logger})),
-		sessions:  map[string]session{},
-		announced: map[netip.Prefix][]tag{},
-		tags:      newExportTags(),
+		logger:      logger,
+		opts:        opts,
+		server:      server.NewBgpServer(server.LoggerOption(newGoBGPLogger(logger), nil)),
+		sessions:    map[string]session{},
+		established: map[netip.Addr]bool{},
+		bfdOn:       map[string]*api.BfdPeerConfig{},
+		announced:   map[netip.Prefix][]tag{},
+		tags:        newExportTags(),
 	}
 	s.metrics = &collector{speaker: s}
 	if err := s.metrics.register(); err != nil {
@@ -81,11 +94,20 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 	}
 	// Serve runs GoBGP's event loop; GoBGP offers no way to end it, the process exit does.
 	go s.server.Serve()
+	ctx, stop := context.WithCancel(context.Background())
+	s.bfd, s.stopWatching = &bfdWatch{sessions: map[string]*BFDStatus{}}, stop
+	go s.bfd.run(ctx, s.server.ListBfdPeer)
+	if err := s.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.peerEvent}, server.WatchPeer()); err != nil {
+		stop()
+		s.metrics.unregister()
+		return nil, fmt.Errorf("watching the BGP sessions: %w", err)
+	}
 	return s, nil
 }
 
 // SetPeers makes the sessions those of peers, matched by name: a new peer gets a session,
-// a removed one loses it, a changed one is reconfigured (its session restarts). routerID is
+// a removed one loses it, a changed one is reconfigured (its session restarts, unless only
+// its BFD profile changed: then only its BFD session restarts). routerID is
 // used unless a peer sets one; GoBGP has one router ID for all sessions, so peers setting
 // another one are refused, and changing it restarts every session. Peers that cannot be
 // honoured are skipped and reported in the error; the others are configured.
@@ -116,23 +138,80 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 			if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: o.export.addr.String()}); err != nil {
 				errs = append(errs, fmt.Errorf("removing peer %s: %w", name, err))
 			}
+			delete(s.bfdOn, name)
 		}
 	}
+	withBFD := map[string]bool{}
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		w := want[name]
 		if o, ok := old[name]; !ok || !sameSession(o, w) {
 			if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: w.peer}); err != nil {
 				errs = append(errs, fmt.Errorf("adding peer %s: %w", name, err))
 				delete(s.sessions, name)
+				continue
 			}
 		}
+		// A session kept may have another BFD profile.
+		if err := s.syncBFD(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+		if w.bfd != nil {
+			withBFD[w.export.addr.String()] = true
+		}
 	}
+	s.bfd.keep(withBFD)
 	return errors.Join(errs...)
 }
 
 var errClosed = errors.New("bgp speaker closed")
 
+// sameSession tells whether a and b are the same BGP session; their BFD may differ.
 func sameSession(a, b session) bool { return a.export == b.export && proto.Equal(a.peer, b.peer) }
+
+// syncBFD runs BFD on the session name, with its profile, while its BGP session is
+// established, and stops it otherwise. FRR re-creates its BFD session with a neighbor when
+// their BGP session first comes up (with the session's local address) and signals the
+// old one AdminDown, which GoBGP takes for a failure (RFC 5882 says it is none) and resets
+// the BGP session: BFD started before would restart every new session once.
+func (s *Speaker) syncBFD(ctx context.Context, name string) error {
+	sess := s.sessions[name]
+	want := sess.bfd
+	if !s.established[sess.export.addr] {
+		want = nil
+	}
+	if proto.Equal(want, s.bfdOn[name]) {
+		return nil
+	}
+	p := proto.CloneOf(sess.peer)
+	p.Bfd = want
+	if _, err := s.server.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: p}); err != nil {
+		return fmt.Errorf("configuring BFD with peer %s: %w", name, err)
+	}
+	s.bfdOn[name] = want
+	return nil
+}
+
+// peerEvent follows the state of the BGP sessions, to run BFD on the established ones.
+func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || !s.started {
+		return
+	}
+	addr := ev.Peer.State.NeighborAddress.Unmap()
+	s.established[addr] = ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED
+	for name, sess := range s.sessions {
+		if sess.export.addr != addr {
+			continue
+		}
+		if err := s.syncBFD(context.Background(), name); err != nil {
+			level.Error(s.logger).Log("op", "bfd", "peer", name, "error", err)
+		}
+	}
+}
 
 // newSessions converts peers, skipping (and reporting) those it cannot honour, and picks
 // the router ID: the first one a peer sets, by peer name, else defaultRouterID.
@@ -184,6 +263,7 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 		}
 		s.started = false
 		s.sessions = map[string]session{}
+		s.established, s.bfdOn = map[netip.Addr]bool{}, map[string]*api.BfdPeerConfig{}
 		s.announced = map[netip.Prefix][]tag{}
 		s.policy = nil
 	}
@@ -247,7 +327,7 @@ func (s *Speaker) syncPaths(ctx context.Context) error {
 			continue
 		}
 		path := newPath(prefix, tags)
-		if err := s.server.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: path.Family, Path: path}); err != nil {
+		if err := s.server.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}}); err != nil {
 			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
 			continue
 		}
@@ -258,7 +338,7 @@ func (s *Speaker) syncPaths(ctx context.Context) error {
 			continue
 		}
 		// Adding a path for a prefix replaces the previous one: peers get an update.
-		if _, err := s.server.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: newPath(prefix, tags)}); err != nil {
+		if _, err := s.server.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{newPath(prefix, tags)}}); err != nil {
 			errs = append(errs, fmt.Errorf("announcing %s: %w", prefix, err))
 			continue
 		}
@@ -322,7 +402,7 @@ func (s *Speaker) Peers() []PeerStatus {
 		}
 		if p := byAddr[sess.export.addr.String()]; p != nil && p.State != nil {
 			st.State = strings.ToLower(strings.TrimPrefix(p.State.SessionState.String(), "SESSION_STATE_"))
-			st.Up = p.State.SessionState == api.PeerState_ESTABLISHED
+			st.Up = p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
 			if m := p.State.Messages; m != nil && m.Sent != nil {
 				st.UpdatesSent = m.Sent.Update
 			}
@@ -337,6 +417,9 @@ func (s *Speaker) Peers() []PeerStatus {
 	return statuses
 }
 
+// BFD returns the state of the BFD sessions, by peer address.
+func (s *Speaker) BFD() []BFDStatus { return s.bfd.statuses() }
+
 // Close stops the speaker. Sessions with graceful restart end without a NOTIFICATION, so
 // the peer keeps our routes (as stale) until a new speaker announces again; the others end
 // with a Cease and the peer withdraws our routes at once.
@@ -348,6 +431,7 @@ func (s *Speaker) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.metrics.unregister()
+	s.stopWatching()
 	if !s.started {
 		return nil
 	}

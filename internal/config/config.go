@@ -108,6 +108,7 @@ type Peer struct {
 	// Password is the TCP MD5 password, given literally or read from the password secret.
 	Password               string
 	BFDProfile             string
+	BFD                    *BFDProfile // the profile BFDProfile names; nil without one
 	EnableGracefulRestart  bool
 	EBGPMultiHop           bool
 	VRF                    string

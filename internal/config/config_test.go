@@ -177,6 +177,16 @@ func TestForEveryFeature(t *testing.T) {
 		ServiceSelectors: []labels.Selector{selector("app=web")},
 		PreferredNodes:   map[string]int64{"node1": 10, "node3": 60},
 	}
+	fast := &BFDProfile{
+		Name:             "fast",
+		ReceiveInterval:  50,
+		TransmitInterval: 60,
+		DetectMultiplier: 5,
+		EchoInterval:     20,
+		MinimumTTL:       200,
+		EchoMode:         true,
+		PassiveMode:      true,
+	}
 	want := &Config{
 		Pools: Pools{
 			ByName: map[string]*Pool{
@@ -234,6 +244,7 @@ func TestForEveryFeature(t *testing.T) {
 				NodeSelectors: []labels.Selector{selector("rack in (r1,r2)"), selector("zone=a")},
 				Password:      "s3cret",
 				BFDProfile:    "fast",
+				BFD:           fast,
 
 				EnableGracefulRestart:  true,
 				EBGPMultiHop:           true,
@@ -264,16 +275,7 @@ func TestForEveryFeature(t *testing.T) {
 			},
 		},
 		BFDProfiles: map[string]*BFDProfile{
-			"fast": {
-				Name:             "fast",
-				ReceiveInterval:  50,
-				TransmitInterval: 60,
-				DetectMultiplier: 5,
-				EchoInterval:     20,
-				MinimumTTL:       200,
-				EchoMode:         true,
-				PassiveMode:      true,
-			},
+			"fast": fast,
 			"defaults": {
 				Name:             "defaults",
 				ReceiveInterval:  300,

@@ -25,8 +25,10 @@ func peersFor(crs []metallbv1beta2.BGPPeer, secrets map[string]corev1.Secret, bf
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := bfdProfiles[peer.BFDProfile]; peer.BFDProfile != "" && !ok {
-			return nil, obj.transientf("spec.bfdProfile", "peer %s referencing non existing bfd profile %s", cr.Name, peer.BFDProfile)
+		if peer.BFDProfile != "" {
+			if peer.BFD = bfdProfiles[peer.BFDProfile]; peer.BFD == nil {
+				return nil, obj.transientf("spec.bfdProfile", "peer %s referencing non existing bfd profile %s", cr.Name, peer.BFDProfile)
+			}
 		}
 		if _, ok := peers[cr.Name]; ok {
 			return nil, obj.errorf("metadata.name", "peer %s already exists", cr.Name)

@@ -33,17 +33,15 @@ func ValidationFor(bgpType string) Validate {
 // rejectUnsupportedByNative returns the first setting the native speaker cannot honour,
 // in upstream's wording. The native speaker embeds GoBGP, which does more than upstream's
 // own BGP code: keepalive timers, connect times, graceful restart, sessions carrying both
-// address families, IPv6 prefixes and large communities are all accepted here although
-// upstream's native mode refuses them. BFD is not available, so neither BFD profiles nor
-// peers using them are.
+// address families, IPv6 prefixes, large communities and BFD profiles are all accepted
+// here although upstream's native mode refuses them; what GoBGP ignores of a BFD profile
+// is reported by the speaker, which applies the rest.
 func rejectUnsupportedByNative(res ClusterResources) error {
 	for _, p := range res.Peers {
 		obj, spec := objectRef{"bgppeer", p.Name}, p.Spec
 		// An unnumbered peer has no address: name its interface instead.
 		id := cmp.Or(spec.Address, spec.Interface)
 		switch {
-		case spec.BFDProfile != "":
-			return obj.errorf("spec.bfdProfile", "peer %s has bfd-profile set on native bgp mode", id)
 		case spec.VRFName != "":
 			return obj.errorf("spec.vrf", "peer %s has vrf set on native bgp mode", id)
 		case spec.DisableMP:

@@ -22,11 +22,6 @@ func TestValidationForNativeRejects(t *testing.T) {
 		want string
 	}{
 		{
-			name: "BFD profile on a peer",
-			res:  peers(ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) { s.BFDProfile = "fast" })),
-			want: `bgppeer "p": spec.bfdProfile: peer 192.0.2.1 has bfd-profile set on native bgp mode`,
-		},
-		{
 			name: "VRF",
 			res:  peers(ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) { s.VRFName = "red" })),
 			want: `bgppeer "p": spec.vrf: peer 192.0.2.1 has vrf set on native bgp mode`,
@@ -77,9 +72,9 @@ func TestValidationForNativeAllows(t *testing.T) {
 			s.ConnectTime = duration(2 * time.Second)
 			s.EnableGracefulRestart = true
 			s.DualStackAddressFamily = true
+			s.BFDProfile = "b"
 		}))},
 		Communities: []metallbv1beta1.Community{communities("c", "big", "large:1:2:3")},
-		// Profiles may exist (upstream samples create them); only a peer may not use one.
 		BFDProfiles: bfdProfiles(metallbv1beta1.BFDProfileSpec{}).BFDProfiles,
 		BGPAdvs: []metallbv1beta1.BGPAdvertisement{bgpAdv("a", advSpec(func(s *metallbv1beta1.BGPAdvertisementSpec) {
 			s.IPAddressPools = []string{"v6", "v4"}
@@ -92,6 +87,9 @@ func TestValidationForNativeAllows(t *testing.T) {
 	}
 	if got := len(cfg.Pools.ByName["v6"].BGPAdvertisements[0].Communities); got != 3 {
 		t.Errorf("got %d communities, want 3", got)
+	}
+	if got := cfg.Peers["p"].BFD; got == nil || *got != *cfg.BFDProfiles["b"] {
+		t.Errorf("the peer's BFD profile is %+v, want %+v", got, cfg.BFDProfiles["b"])
 	}
 }
 
@@ -182,10 +180,9 @@ func TestValidateForWebhook(t *testing.T) {
 			want: `ipaddresspool "p": spec.addresses[0]: invalid CIDR "10.0.0.0/33"`,
 		},
 		{
-			name:     "implementation restrictions see the references",
+			name:     "a BFD profile created later, in native mode",
 			res:      peers(ebgpPeer(func(s *metallbv1beta2.BGPPeerSpec) { s.BFDProfile = "later" })),
 			validate: ValidationFor("native"),
-			want:     `bgppeer "p": spec.bfdProfile: peer 192.0.2.1 has bfd-profile set on native bgp mode`,
 		},
 	}
 	for _, tc := range tests {

@@ -25,14 +25,56 @@ const (
 	vtysh  = "vtysh"
 )
 
-// FRRPrograms are the programs StartFRR needs, for Require.
-var FRRPrograms = []string{filepath.Join(frrDir, "zebra"), filepath.Join(frrDir, "bgpd"), vtysh}
+// FRRPrograms are the programs StartFRR needs, for Require; BFDPrograms those WithBFD adds.
+var (
+	FRRPrograms = []string{filepath.Join(frrDir, "zebra"), filepath.Join(frrDir, "bgpd"), vtysh}
+	BFDPrograms = []string{filepath.Join(frrDir, "bfdd")}
+)
 
-// FRR is an FRR router (zebra and bgpd) running in a namespace, with its own directory for
-// configuration, sockets, PID files and logs.
+// FRR is an FRR router (zebra, bgpd, and bfdd WithBFD) running in a namespace, with its
+// own directory for configuration, sockets, PID files and logs.
 type FRR struct {
 	dir     string
+	names   []string // of the daemons, in start order
 	daemons []*daemon
+}
+
+// FRROption adds to what StartFRR runs.
+type FRROption func(daemons map[string]string)
+
+// WithBFD runs bfdd beside bgpd with these profiles (its bfdd.conf). A neighbor of the BGP
+// configuration uses one with "neighbor ADDR bfd profile NAME".
+func WithBFD(profiles ...BFDProfile) FRROption {
+	return func(daemons map[string]string) {
+		var b strings.Builder
+		b.WriteString("hostname bfdd\n!\nbfd\n")
+		for _, p := range profiles {
+			b.WriteString(p.config())
+		}
+		daemons["bfdd"] = b.String()
+	}
+}
+
+// BFDProfile is a bfdd profile; zero fields keep FRR's defaults (300 ms, 300 ms, 3).
+type BFDProfile struct {
+	Name                              string
+	ReceiveInterval, TransmitInterval uint32 // milliseconds
+	DetectMultiplier                  uint32
+}
+
+func (p BFDProfile) config() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, " profile %s\n", p.Name)
+	for _, c := range []struct {
+		command string
+		value   uint32
+	}{{"receive-interval", p.ReceiveInterval}, {"transmit-interval", p.TransmitInterval}, {"detect-multiplier", p.DetectMultiplier}} {
+		if c.value != 0 {
+			fmt.Fprintf(&b, "  %s %d\n", c.command, c.value)
+		}
+	}
+	b.WriteString(" exit\n")
+	return b.String()
 }
 
 type daemon struct {
@@ -41,19 +83,30 @@ type daemon struct {
 	done chan struct{}
 }
 
-// StartFRR starts zebra and bgpd in ns, bgpd with config (its bgpd.conf), and waits until
-// bgpd answers. Both are stopped, and the directory removed, at cleanup.
-func StartFRR(c Cleaner, ns *Namespace, config string) (*FRR, error) {
+// StartFRR starts zebra and bgpd in ns, bgpd with config (its bgpd.conf), and the daemons
+// opts add, and waits until bgpd answers. All are stopped, and the directory removed, at
+// cleanup.
+func StartFRR(c Cleaner, ns *Namespace, config string, opts ...FRROption) (*FRR, error) {
 	dir, err := os.MkdirTemp("", "frr")
 	if err != nil {
 		return nil, err
 	}
-	f := &FRR{dir: dir}
+	f := &FRR{dir: dir, names: []string{"zebra"}}
 	c.Cleanup(func() {
 		f.Stop()
 		_ = os.RemoveAll(dir)
 	})
-	for name, conf := range map[string]string{"zebra": "hostname zebra\n", "bgpd": config} {
+	daemons := map[string]string{"zebra": "hostname zebra\n", "bgpd": config}
+	for _, o := range opts {
+		o(daemons)
+	}
+	// Each daemon starts once the previous one answers: bgpd registers its BFD sessions
+	// through zebra with bfdd once, at start, and never again for one that failed.
+	if _, ok := daemons["bfdd"]; ok {
+		f.names = append(f.names, "bfdd")
+	}
+	f.names = append(f.names, "bgpd")
+	for name, conf := range daemons {
 		if err := os.WriteFile(filepath.Join(dir, name+".conf"), []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
@@ -62,19 +115,29 @@ func StartFRR(c Cleaner, ns *Namespace, config string) (*FRR, error) {
 	if err := chownToFRR(dir); err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"zebra", "bgpd"} {
+	for _, name := range f.names {
 		if err := f.start(ns, name); err != nil {
 			return nil, err
 		}
+		if err := f.waitFor(name); err != nil {
+			return nil, err
+		}
 	}
+	return f, nil
+}
+
+// readyCommands are vtysh commands each daemon answers once it runs.
+var readyCommands = map[string]string{"zebra": "show interface brief", "bfdd": "show bfd peers brief", "bgpd": "show bgp summary json"}
+
+func (f *FRR) waitFor(name string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := f.Vtysh("show bgp summary json")
+		_, err := f.vtysh([]string{"-d", name}, readyCommands[name])
 		if err == nil {
-			return f, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("FRR did not start: %w\n%s", err, f.Logs())
+			return fmt.Errorf("FRR's %s did not start: %w\n%s", name, err, f.Logs())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -91,13 +154,19 @@ func chownToFRR(dir string) error {
 }
 
 func (f *FRR) start(ns *Namespace, name string) error {
-	cmd := ns.Command(context.Background(), filepath.Join(frrDir, name),
+	args := []string{
 		"-f", filepath.Join(f.dir, name+".conf"),
 		"-i", filepath.Join(f.dir, name+".pid"),
 		"-z", filepath.Join(f.dir, "zserv.api"),
 		"--vty_socket", f.dir,
 		"-P", "0", // no vty TCP port: vtysh uses the sockets
-		"--log", "file:"+filepath.Join(f.dir, name+".log"))
+		"--log", "file:" + filepath.Join(f.dir, name+".log"),
+	}
+	if name == "bfdd" {
+		// Its control socket defaults to one path for every bfdd of the machine.
+		args = append(args, "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))
+	}
+	cmd := ns.Command(context.Background(), filepath.Join(frrDir, name), args...)
 	out, err := os.Create(filepath.Join(f.dir, name+".out"))
 	if err != nil {
 		return err
@@ -131,8 +200,10 @@ func (f *FRR) Stop() {
 }
 
 // Vtysh runs vtysh commands against this router and returns the output.
-func (f *FRR) Vtysh(commands ...string) (string, error) {
-	args := []string{"--vty_socket", f.dir}
+func (f *FRR) Vtysh(commands ...string) (string, error) { return f.vtysh(nil, commands...) }
+
+func (f *FRR) vtysh(options []string, commands ...string) (string, error) {
+	args := append([]string{"--vty_socket", f.dir}, options...)
 	for _, c := range commands {
 		args = append(args, "-c", c)
 	}
@@ -158,7 +229,7 @@ func (f *FRR) VtyshJSON(command string, v any) error {
 // Logs returns the daemons' logs, for failure reports.
 func (f *FRR) Logs() string {
 	var b strings.Builder
-	for _, name := range []string{"zebra", "bgpd"} {
+	for _, name := range f.names {
 		for _, suffix := range []string{".out", ".log"} {
 			data, err := os.ReadFile(filepath.Join(f.dir, name+suffix))
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -225,4 +296,25 @@ func DecodePaths(vtyshJSON string) ([]Path, error) {
 		return nil, fmt.Errorf("decoding BGP paths: %w: %s", err, vtyshJSON)
 	}
 	return out.Paths, nil
+}
+
+// BFDPeer is a BFD session of the router, as vtysh shows it; intervals in milliseconds.
+type BFDPeer struct {
+	Peer   string `json:"peer"`
+	Local  string `json:"local"`
+	Status string `json:"status"` // "up", "down", "init", "shutdown"
+	// The intervals and multiplier of this end, and those the remote end sent.
+	ReceiveInterval        uint32 `json:"receive-interval"`
+	TransmitInterval       uint32 `json:"transmit-interval"`
+	DetectMultiplier       uint32 `json:"detect-multiplier"`
+	RemoteReceiveInterval  uint32 `json:"remote-receive-interval"`
+	RemoteTransmitInterval uint32 `json:"remote-transmit-interval"`
+	RemoteDetectMultiplier uint32 `json:"remote-detect-multiplier"`
+}
+
+// BFDPeers returns the router's BFD sessions.
+func (f *FRR) BFDPeers() ([]BFDPeer, error) {
+	var peers []BFDPeer
+	err := f.VtyshJSON("show bfd peers json", &peers)
+	return peers, err
 }

@@ -5,6 +5,7 @@ package webhooks_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +17,14 @@ import (
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/maglb/maglb/internal/k8s/configstate"
 	"github.com/maglb/maglb/internal/testenv"
 	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
@@ -324,18 +328,31 @@ func TestConfigurationStateInvalidThenValid(t *testing.T) {
 		return n > appliedAfter
 	})
 
-	// The speaker's BGP has no BFD: admitted, but the speaker reports it.
+	// The speaker's BGP has BFD without echo mode: the configuration applies, and the
+	// speaker reports what it ignores.
 	peer := &metallbv1beta2.BGPPeer{
 		ObjectMeta: metav1.ObjectMeta{Name: "withbfd", Namespace: namespace},
 		Spec:       metallbv1beta2.BGPPeerSpec{MyASN: 64512, ASN: 64512, Address: "10.1.1.1", BFDProfile: "fast"},
 	}
-	profile := &metallbv1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast", Namespace: namespace}}
+	profile := &metallbv1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast", Namespace: namespace}, Spec: metallbv1beta1.BFDProfileSpec{EchoMode: ptr.To(true)}}
 	for _, obj := range []client.Object{profile, peer} {
 		if err := c.Create(ctx, obj); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitForState(t, namespace, "speaker-node1", metallbv1beta1.ConfigurationResultInvalid, "bfd-profile set on native bgp mode")
+	waitForState(t, namespace, "speaker-node1", metallbv1beta1.ConfigurationResultValid, "")
+	testenv.Eventually(t, "the speaker reporting echo mode ignored", func() error {
+		var state metallbv1beta1.ConfigurationState
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "speaker-node1"}, &state); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(state.Status.Conditions, configstate.ConditionSettingsHonoured)
+		const want = "peer 10.1.1.1 has bfd-profile fast with echo-mode set on native bgp mode, ignored"
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Message != want {
+			return fmt.Errorf("condition %s: %+v, want False with %q", configstate.ConditionSettingsHonoured, cond, want)
+		}
+		return nil
+	})
 	waitForState(t, namespace, "controller", metallbv1beta1.ConfigurationResultValid, "")
 }
 

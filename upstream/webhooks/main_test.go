@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/maglb/maglb/internal/bgp"
 	"github.com/maglb/maglb/internal/config"
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/k8s/configstate"
@@ -103,7 +104,7 @@ func startComponents(t *testing.T, namespace, speakerNode string) *components {
 		speaker := &configstate.Reconciler{
 			Client: mgr.GetClient(), Namespace: namespace, NodeName: speakerNode, Validate: config.ValidationFor("native"),
 			StateName: "speaker-" + speakerNode, StateLabels: configstate.NewStateLabels("speaker", speakerNode),
-			Apply: func(*config.Config) {}, Logger: logger,
+			Apply: func(*config.Config) {}, Ignored: bgp.Ignored, Logger: logger,
 		}
 		if err := speaker.SetupWithManager(mgr); err != nil {
 			t.Fatal(err)

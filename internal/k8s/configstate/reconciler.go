@@ -44,6 +44,11 @@ const (
 
 	ConditionShardsServed = "shardsServed"
 	ReasonShardUnserved   = "ShardUnserved"
+
+	// ConditionSettingsHonoured is False when the component ignores settings of a valid
+	// configuration that it applies otherwise.
+	ConditionSettingsHonoured = "settingsHonoured"
+	ReasonSettingsIgnored     = "SettingsIgnored"
 )
 
 // Reconciler rebuilds the configuration whenever an input changes.
@@ -59,6 +64,9 @@ type Reconciler struct {
 	StateLabels map[string]string
 	// Apply receives every new valid configuration.
 	Apply func(*config.Config)
+	// Ignored, when set, lists what the component ignores of a valid configuration, which
+	// is reported in the ConfigurationState.
+	Ignored func(*config.Config) []string
 	// Recorder, when set, gets a warning event on each pool whose shard no node serves.
 	Recorder record.EventRecorder
 	Logger   log.Logger
@@ -84,9 +92,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 	cfg, cfgErr := config.For(res, r.Validate)
-	var unserved []string
+	var unserved, ignored []string
 	if cfgErr == nil {
 		unserved = r.unservedShards(res)
+		if r.Ignored != nil {
+			ignored = r.Ignored(cfg)
+		}
 	}
 	if cfgErr != nil {
 		configStale.Set(1)
@@ -97,10 +108,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		if r.current == nil || !reflect.DeepEqual(r.current, cfg) {
 			r.current = cfg
 			level.Info(r.Logger).Log("controller", "ConfigReconciler", "event", "config reloaded")
+			if len(ignored) > 0 {
+				level.Warn(r.Logger).Log("controller", "ConfigReconciler", "event", "settings ignored", "ignored", strings.Join(ignored, "; "))
+			}
 			r.Apply(cfg)
 		}
 	}
-	if err := r.report(ctx, cfgErr, unserved); err != nil {
+	if err := r.report(ctx, cfgErr, unserved, ignored); err != nil {
 		updateErrors.Inc()
 		return ctrl.Result{}, err
 	}
@@ -131,7 +145,7 @@ func (r *Reconciler) unservedShards(res config.ClusterResources) []string {
 	return unserved
 }
 
-func (r *Reconciler) report(ctx context.Context, cfgErr error, unserved []string) error {
+func (r *Reconciler) report(ctx context.Context, cfgErr error, unserved, ignored []string) error {
 	state := &metallbv1beta1.ConfigurationState{}
 	state.Name, state.Namespace = r.StateName, r.Namespace
 	if _, err := controllerutil.CreateOrPatch(ctx, r.Client, state, func() error {
@@ -156,6 +170,13 @@ func (r *Reconciler) report(ctx context.Context, cfgErr error, unserved []string
 			shards.Message = fmt.Sprintf("no node serves shard(s) %s: label nodes %s<shard>", strings.Join(unserved, ", "), maglbv1beta1.ShardLabelPrefix)
 		}
 		meta.SetStatusCondition(&state.Status.Conditions, shards)
+		if r.Ignored != nil {
+			honoured := metav1.Condition{Type: ConditionSettingsHonoured, Status: metav1.ConditionTrue, Reason: ReasonReconciled}
+			if len(ignored) > 0 {
+				honoured.Status, honoured.Reason, honoured.Message = metav1.ConditionFalse, ReasonSettingsIgnored, strings.Join(ignored, "; ")
+			}
+			meta.SetStatusCondition(&state.Status.Conditions, honoured)
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("reporting ConfigurationState %s/%s: %w", r.Namespace, r.StateName, err)
