@@ -16,7 +16,7 @@ from tooling import REPO, step
 DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
-    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || metrics || mtu"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || metrics || mtu || projection"),
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
     "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2"),
 }
