@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -115,6 +116,9 @@ type workloadCluster struct {
 }
 
 func TestE2E(t *testing.T) {
+	// The suite's clients log nothing; without a logger controller-runtime prints a warning
+	// with a stack trace the first time one would.
+	ctrl.SetLogger(logr.Discard())
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "MagLB e2e")
 }
