@@ -73,8 +73,8 @@ class Lab:
                                "10.96.0.0/16,fd00:96::/112", NAMESPACE)
         self.kubeconfig = self.cluster.kubeconfig
         self.server = self.cluster.server
-        self.frr_dir = state / "frr"
-        self.rr_dir = state / "frr-rr"
+        self.frr_dir = router_dir(state) / "frr"
+        self.rr_dir = router_dir(state) / "frr-rr"
         self.bpffs = state / "bpf"
         self.workloads = labworkload.WorkloadClusters(self)
 
@@ -169,10 +169,20 @@ metadata:
             labnet.sh("mount", "-t", "bpf", "bpf", self.bpffs)
         note(f"bpffs for the datapath pins mounted on {self.bpffs}")
 
+    def router_log(self, directory, daemon, name=None):
+        """The log file of an FRR daemon, in its directory, linked from .dev-env/logs."""
+        path = directory / f"{daemon}.log"
+        link = self.procs.log(f"{name or daemon}-frr")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(path)
+        return path
+
     def start_router(self):
         step(f"tor: FRR zebra + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
              f"ECMP over {len(self.topology.lbs)} LB node(s)")
         self.frr_dir.mkdir(parents=True, exist_ok=True)
+        self.frr_dir.parent.chmod(0o755)
         (self.frr_dir / "zebra.conf").write_text("hostname tor\n")
         (self.frr_dir / "bgpd.conf").write_text(labnet.frr_config(self.topology))
         labnet.sh("chown", "-R", "frr:frr", self.frr_dir)
@@ -181,7 +191,7 @@ metadata:
                 "ip", "netns", "exec", self.topology.netns("tor"), f"/usr/lib/frr/{daemon}",
                 "-f", self.frr_dir / f"{daemon}.conf", "-i", self.frr_dir / f"{daemon}.pid",
                 "-z", self.frr_dir / "zserv.api", "--vty_socket", self.frr_dir, "-P", "0",
-                "--log", f"file:{self.procs.log(daemon + '-frr')}",
+                "--log", f"file:{self.router_log(self.frr_dir, daemon)}",
             ])
         wait_until("bgpd answering vtysh", lambda: self.vtysh("show bgp summary json"), 30, "bgpd", self.procs)
 
@@ -193,7 +203,7 @@ metadata:
         self.procs.start("bgpd-rr", [
             "ip", "netns", "exec", self.topology.netns("rr"), "/usr/lib/frr/bgpd", "--no_zebra",
             "-f", self.rr_dir / "bgpd.conf", "-i", self.rr_dir / "bgpd.pid", "--vty_socket", self.rr_dir, "-P", "0",
-            "--log", f"file:{self.procs.log('bgpd-rr-frr')}",
+            "--log", f"file:{self.router_log(self.rr_dir, 'bgpd', 'bgpd-rr')}",
         ])
         wait_until("rr's bgpd answering vtysh", lambda: self.vtysh("show bgp summary json", router=self.rr_dir), 30,
                    "bgpd-rr", self.procs)
@@ -567,6 +577,14 @@ def is_mounted(path):
         return any(line.split()[1] == resolved for line in f)
 
 
+def router_dir(state):
+    """Where the lab's FRR instances keep their configuration, sockets, pid and log files: FRR
+    drops root for the frr user, which must reach them, and a checkout may sit below a directory
+    only root enters (a clone in mktemp's 0700 directory). So they are in /run, under a hash of
+    the state directory."""
+    return Path("/run/maglb-lab") / hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12]
+
+
 def cleanup(state=STATE, keep_logs=False):
     """Stops every process of the lab, deletes its namespaces, unmounts its bpffs (dropping
     what is pinned there) and removes the state directory (but its logs, with keep_logs)."""
@@ -578,6 +596,7 @@ def cleanup(state=STATE, keep_logs=False):
     gone = labnet.destroy()
     if gone:
         step(f"dev-env: deleted namespaces {', '.join(gone)}")
+    shutil.rmtree(router_dir(state), ignore_errors=True)
     bpffs = state / "bpf"
     if bpffs.exists() and is_mounted(bpffs):
         labnet.sh("umount", bpffs)
