@@ -16,7 +16,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -99,7 +98,9 @@ func measureProjection(b *testing.B, n int) projectionRun {
 	if err := lb.Client.Create(ctx, newPool("bench", []string{"10.128.0.0/16"}, nil)); err != nil {
 		b.Fatal(err)
 	}
-	registerWorkloadCluster(b, lb, workload, "wc1")
+	if err := lb.RegisterWorkloadCluster(context.Background(), workload, metallbNamespace, "wc1"); err != nil {
+		b.Fatal(err)
+	}
 	createNamespace(b, workload, benchNamespace, nil)
 	startMagLBController(b, lb, filepath.Join(b.TempDir(), "controller.log"))
 	waitConnected(b, lb, "wc1")
@@ -162,29 +163,6 @@ func measureProjection(b *testing.B, n int) projectionRun {
 }
 
 func benchServiceName(i int) string { return fmt.Sprintf("svc-%05d", i) }
-
-// registerWorkloadCluster makes workload a workload cluster of lb, named name: its admin
-// kubeconfig in a Secret of MagLB's namespace, and a WorkloadCluster naming it.
-func registerWorkloadCluster(b *testing.B, lb, workload *testenv.Env, name string) {
-	b.Helper()
-	kubeconfig, err := os.ReadFile(workload.Kubeconfig)
-	if err != nil {
-		b.Fatal(err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: metallbNamespace},
-		Data:       map[string][]byte{maglbv1alpha1.DefaultKubeconfigKey: kubeconfig},
-	}
-	wc := &maglbv1alpha1.WorkloadCluster{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: secret.Name}},
-	}
-	for _, obj := range []client.Object{secret, wc} {
-		if err := lb.Client.Create(context.Background(), obj); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
 
 // waitConnected waits until the projection controller reports the WorkloadCluster Connected.
 func waitConnected(b *testing.B, lb *testenv.Env, name string) {

@@ -22,14 +22,12 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/bpf"
 	"github.com/maglb/maglb/internal/testenv"
 )
@@ -86,7 +84,9 @@ func benchEndpointFlips(b *testing.B, flips int) []time.Duration {
 	}
 	svc, slice := createWorkloadEndpoints(b, workload, map[string][]string{"wn1": {"10.244.1.1", "10.244.1.2"}, "wn2": {"10.244.2.1", "10.244.2.2"}})
 	startController(b, testenv.Get(b))
-	registerWorkloadCluster(b, testenv.Get(b), workload, "wc1")
+	if err := testenv.Get(b).RegisterWorkloadCluster(context.Background(), workload, metallbNamespace, "wc1"); err != nil {
+		b.Fatal(err)
+	}
 	pins := filepath.Join(testBPFFS(b), "lb1")
 	lab.startSpeaker(b, "lb1", "--datapath=ebpf", "--xdp-mode=generic", "--datapath-interface=eth0",
 		"--datapath-pin-path="+pins, "--keep-datapath-on-exit=false")
@@ -217,36 +217,6 @@ func setEndpointReady(b *testing.B, workload *testenv.Env, slice *discoveryv1.En
 	if err := workload.Client.Update(context.Background(), slice); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// registerWorkloadCluster makes workload a workload cluster of lb, named name: its admin
-// kubeconfig in a Secret of MagLB's namespace, and a WorkloadCluster naming it.
-func registerWorkloadCluster(b *testing.B, lb, workload *testenv.Env, name string) {
-	b.Helper()
-	kubeconfig, err := os.ReadFile(workload.Kubeconfig)
-	if err != nil {
-		b.Fatal(err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: metallbNamespace},
-		Data:       map[string][]byte{maglbv1alpha1.DefaultKubeconfigKey: kubeconfig},
-	}
-	wc := &maglbv1alpha1.WorkloadCluster{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: secret.Name}},
-	}
-	for _, obj := range []client.Object{secret, wc} {
-		create(b, obj)
-	}
-	testenv.Eventually(b, "WorkloadCluster "+name+" Connected=True", func() error {
-		if err := lb.Client.Get(context.Background(), client.ObjectKeyFromObject(wc), wc); err != nil {
-			return err
-		}
-		if !meta.IsStatusConditionTrue(wc.Status.Conditions, maglbv1alpha1.ConditionConnected) {
-			return fmt.Errorf("conditions %v", wc.Status.Conditions)
-		}
-		return nil
-	})
 }
 
 var (

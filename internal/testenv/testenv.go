@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,10 +15,13 @@ import (
 	"runtime"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
 	"github.com/maglb/maglb/internal/k8s"
 )
 
@@ -152,4 +156,27 @@ func (e *Env) Stop() error {
 		err = errors.Join(err, os.RemoveAll(e.dir))
 	}
 	return err
+}
+
+// RegisterWorkloadCluster makes workload a workload cluster of e, the LB cluster, named name:
+// workload's admin kubeconfig in a Secret of namespace (MagLB's), and a WorkloadCluster naming it.
+func (e *Env) RegisterWorkloadCluster(ctx context.Context, workload *Env, namespace, name string) error {
+	kubeconfig, err := os.ReadFile(workload.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-kubeconfig", Namespace: namespace},
+		Data:       map[string][]byte{maglbv1alpha1.DefaultKubeconfigKey: kubeconfig},
+	}
+	wc := &maglbv1alpha1.WorkloadCluster{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: secret.Name}},
+	}
+	for _, obj := range []client.Object{secret, wc} {
+		if err := e.Client.Create(ctx, obj); err != nil {
+			return fmt.Errorf("registering workload cluster %s: %w", name, err)
+		}
+	}
+	return nil
 }
