@@ -229,12 +229,17 @@ func TestDeletingWorkloadClusterRemovesProjections(t *testing.T) {
 	registerCluster(t, "gone", kubeconfigOf(t, w), func(c *v1alpha1.WorkloadCluster) {
 		c.Spec.ServiceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "leaving"}}
 	})
+	// A second registration of the same cluster takes the other Service; it keeps it.
+	registerCluster(t, "keep", kubeconfigOf(t, w), func(c *v1alpha1.WorkloadCluster) {
+		c.Spec.ServiceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "stays"}}
+	})
+	t.Cleanup(func() { deleteCluster(t, "keep") })
 	workloadNode(t, wc, "w1", "192.0.2.11", "2001:db8::11")
 	svc := loadBalancer(t, wc, "leave", "leaving", nil)
 	ignored := loadBalancer(t, wc, "leave", "stays", nil)
 	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"})
-	testenv.Eventually(t, "VIP written back", func() error {
-		if !inPool(ingressOf(t, wc, svc)) {
+	testenv.Eventually(t, "VIPs written back", func() error {
+		if !inPool(ingressOf(t, wc, svc)) || !inPool(ingressOf(t, wc, ignored)) {
 			return errNotYet
 		}
 		return nil
@@ -261,6 +266,13 @@ func TestDeletingWorkloadClusterRemovesProjections(t *testing.T) {
 	}
 	if len(svc.Finalizers) != 0 || len(svc.Status.LoadBalancer.Ingress) != 0 {
 		t.Errorf("released workload Service keeps finalizers %v, ingress %v", svc.Finalizers, svc.Status.LoadBalancer.Ingress)
+	}
+	if err := wc.Get(ctx, client.ObjectKeyFromObject(ignored), ignored); err != nil {
+		t.Fatal(err)
+	}
+	ingress := ingressOf(t, wc, ignored)
+	if !controllerutil.ContainsFinalizer(ignored, projection.Finalizer) || !inPool(ingress) {
+		t.Errorf("the Service of the other WorkloadCluster lost finalizers or ingress: %v, %v", ignored.Finalizers, ingress)
 	}
 	for _, s := range []*corev1.Service{svc, ignored} {
 		if err := wc.Delete(ctx, s); err != nil {

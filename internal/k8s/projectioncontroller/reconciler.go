@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -307,16 +309,20 @@ func (r *Reconciler) finalize(ctx context.Context, wc *v1alpha1.WorkloadCluster)
 	if !controllerutil.ContainsFinalizer(wc, clusterFinalizer) {
 		return nil
 	}
-	if cfg, _, problem := r.restConfig(ctx, wc); problem == "" {
-		r.releaseWorkloadServices(ctx, wc.Name, cfg)
-	}
 	namespace := wc.ProjectionNamespace()
 	origin := client.MatchingLabels{v1alpha1.LabelWorkloadCluster: wc.Name}
-	if err := r.Client.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(namespace), origin); err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
 	var services corev1.ServiceList
 	if err := r.Client.List(ctx, &services, client.InNamespace(namespace), origin); err != nil {
+		return err
+	}
+	if cfg, _, problem := r.restConfig(ctx, wc); problem == "" {
+		projected := map[types.NamespacedName]bool{}
+		for _, p := range services.Items {
+			projected[types.NamespacedName{Namespace: p.Labels[v1alpha1.LabelWorkloadNamespace], Name: p.Labels[v1alpha1.LabelWorkloadName]}] = true
+		}
+		r.releaseWorkloadServices(ctx, wc, cfg, projected)
+	}
+	if err := r.Client.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(namespace), origin); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
 	for i := range services.Items {
@@ -341,25 +347,40 @@ func (r *Reconciler) finalize(ctx context.Context, wc *v1alpha1.WorkloadCluster)
 }
 
 // releaseWorkloadServices takes, as far as it can within releaseTimeout, the finalizer and
-// the ingress projection wrote off the workload cluster's Services.
-func (r *Reconciler) releaseWorkloadServices(ctx context.Context, cluster string, cfg *rest.Config) {
+// the ingress projection wrote off the workload Services of wc: those projected, and those it
+// takes. Another WorkloadCluster registering the same cluster keeps its own.
+func (r *Reconciler) releaseWorkloadServices(ctx context.Context, wc *v1alpha1.WorkloadCluster, cfg *rest.Config, projected map[types.NamespacedName]bool) {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
-	c, err := newWorkloadClient(cfg)
+	selector, err := serviceSelector(wc)
+	var c client.Client
 	if err == nil {
-		var list corev1.ServiceList
-		if err = c.List(ctx, &list); err == nil {
-			for i := range list.Items {
-				if svc := &list.Items[i]; controllerutil.ContainsFinalizer(svc, projection.Finalizer) {
-					if err = release(ctx, c, svc); err != nil {
-						break
-					}
-				}
-			}
-		}
+		c, err = newWorkloadClient(cfg)
 	}
+	var list corev1.ServiceList
+	if err == nil {
+		err = c.List(ctx, &list)
+	}
+	var errs []error
 	if err != nil {
-		level.Warn(r.Logger).Log("controller", "projection", "workloadcluster", cluster, "msg", "workload Services keep the finalizer "+projection.Finalizer, "error", err)
+		errs = append(errs, err)
+	}
+	for i := range list.Items {
+		svc := &list.Items[i]
+		ours := projected[client.ObjectKeyFromObject(svc)] || projection.Taken(svc, wc.LoadBalancerClass(), selector)
+		if !ours || !controllerutil.ContainsFinalizer(svc, projection.Finalizer) {
+			continue
+		}
+		// The workload cluster's own controllers may change the Service meanwhile: read it again.
+		errs = append(errs, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			return release(ctx, c, svc)
+		}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		level.Warn(r.Logger).Log("controller", "projection", "workloadcluster", wc.Name, "msg", "workload Services keep the finalizer "+projection.Finalizer, "error", err)
 	}
 }
 

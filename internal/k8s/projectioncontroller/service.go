@@ -243,6 +243,16 @@ func patchIngress(ctx context.Context, c client.Client, svc *corev1.Service, ing
 // projection first, then the ingress written back and the finalizer.
 func (rn *runner) release(ctx context.Context, svc *corev1.Service) (reconcile.Result, error) {
 	ours := controllerutil.ContainsFinalizer(svc, projection.Finalizer)
+	if ours && !projection.Taken(svc, rn.class, rn.selector) {
+		// Another WorkloadCluster registering the same cluster may take it, under the same
+		// finalizer: the finalizer and the ingress are ours only while our projection exists.
+		projected := &corev1.Service{}
+		err := rn.r.apiReader.Get(ctx, types.NamespacedName{Namespace: rn.namespace, Name: projection.Name(rn.cluster, svc.Namespace, svc.Name)}, projected)
+		if client.IgnoreNotFound(err) != nil {
+			return reconcile.Result{}, err
+		}
+		ours = err == nil
+	}
 	// Without the finalizer nothing was projected, as far as the cache knows; with it, the API
 	// server is asked so that a projection just created is not missed.
 	reader := client.Reader(rn.r.Client)
