@@ -71,7 +71,8 @@ type hardFailure struct {
 
 // failUplink cuts node off with the environment's command, and measures how long until the
 // ToR no longer forwards vip to it. At the end of the spec it reconnects the node and waits
-// until the ToR forwards through every LB node again and their BFD sessions are up.
+// until the ToR forwards through every LB node again, their BFD sessions are up and each of
+// them forwards vip.
 func failUplink(node, vip string) hardFailure {
 	GinkgoHelper()
 	var f hardFailure
@@ -83,6 +84,7 @@ func failUplink(node, vip string) hardFailure {
 		runCommand(env.NodeUplinkUp, node)
 		Eventually(forwardingNexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
 		Eventually(bfdSessionsUp("tor")).Should(ConsistOf(lbSessionAddresses()))
+		everyNodeForwards(vip)
 	})
 	Eventually(forwardingNexthops("tor", vip)).WithPolling(10*time.Millisecond).
 		ShouldNot(ContainElement(nodeAddress(node, corev1.IPv4Protocol)), "the ToR still forwards %s to %s", vip, node)
