@@ -83,10 +83,13 @@ type environment struct {
 }
 
 type router struct {
-	Exec     []string `json:"exec"`
-	Address  string   `json:"address"`
-	Address6 string   `json:"address6"`
-	ASN      uint32   `json:"asn"`
+	Exec []string `json:"exec"`
+	// KernelRoutes prints the router's kernel route to an address appended, as
+	// `ip -j route show ADDRESS` does.
+	KernelRoutes []string `json:"kernel_routes"`
+	Address      string   `json:"address"`
+	Address6     string   `json:"address6"`
+	ASN          uint32   `json:"asn"`
 }
 
 type lbNode struct {

@@ -356,7 +356,8 @@ metadata:
             "client_address": labnet.CLIENT_ADDR,
             "client_address6": labnet.CLIENT_ADDR6,
             "routers": {
-                "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)], "address": labnet.TOR_RACK_ADDR,
+                "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)],
+                        "kernel_routes": ["ip", "-n", t.netns("tor"), "-j", "route", "show"], "address": labnet.TOR_RACK_ADDR,
                         "address6": labnet.TOR_RACK_ADDR6, "asn": labnet.TOR_ASN},
                 "rr": {"exec": ["vtysh", "--vty_socket", str(self.rr_dir)], "address": labnet.RR_ADDR,
                        "asn": labnet.NODE_ASN},
