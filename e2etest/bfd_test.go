@@ -38,6 +38,7 @@ var _ = Describe("BFD", Label("bfd"), Ordered, func() {
 		Eventually(bfdSessionsUp("tor")).Should(ConsistOf(lbSessionAddresses()), "the ToR's BFD sessions, both families")
 		// The datapath specs' block: the two containers never run at once.
 		_, vip = createSpreadService(ctx, ns, "e2e-bfd", testCIDR(2))
+		Eventually(forwardingNexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)), "the ToR's kernel route before the failure")
 	})
 
 	It("takes an LB node whose uplink fails out of the ToR's kernel route, and keeps long-lived connections", func() {
