@@ -29,18 +29,7 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 
 	BeforeAll(func() {
 		requireProtocol("bgp")
-		ensureNamespace(ctx, ns)
-		createAdvertisedPool(ctx, "e2e-datapath", testCIDR(2))
-		var options []func(*corev1.Service)
-		if env.Datapath == "ebpf" {
-			// Every LB node announces it and the pods see the client's own address; kube-proxy
-			// on an LB node would forward it only to a pod on that node.
-			options = append(options, withLocalTraffic)
-		}
-		svc = createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": "e2e-datapath"}, nil, options...)
-		vip = vipOf(ctx, svc)
-		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
-		everyNodeForwards(vip)
+		svc, vip = createSpreadService(ctx, ns, "e2e-datapath", testCIDR(2))
 	})
 
 	It("returns the answers straight from the backend to the client (DSR)", Label("smoke"), func() {
@@ -157,7 +146,7 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 	})
 
 	It("keeps long-lived connections when an LB node leaves", Label("survival", "smoke"), func() {
-		result := survival(vip, 200)
+		result := survival(vip, 200, func(node string) { takeOut(node, vip) })
 		AddReportEntry("survival", result)
 		writeReport("survival-"+env.Datapath, result)
 		Expect(result.Established).To(Equal(200))
@@ -166,6 +155,25 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 		}
 	})
 })
+
+// createSpreadService creates pool poolName of cidr, advertised, and a Service web from it in
+// namespace ns that every LB node announces, and waits until each of them forwards its VIP.
+func createSpreadService(ctx context.Context, ns, poolName, cidr string) (*corev1.Service, string) {
+	GinkgoHelper()
+	ensureNamespace(ctx, ns)
+	createAdvertisedPool(ctx, poolName, cidr)
+	var options []func(*corev1.Service)
+	if env.Datapath == "ebpf" {
+		// Every LB node announces it and the pods see the client's own address; kube-proxy
+		// on an LB node would forward it only to a pod on that node.
+		options = append(options, withLocalTraffic)
+	}
+	svc := createBackedService(ctx, ns, "web", map[string]string{"metallb.io/address-pool": poolName}, nil, options...)
+	vip := vipOf(ctx, svc)
+	Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+	everyNodeForwards(vip)
+	return svc, vip
+}
 
 // takeOut takes an LB node out of service until the spec ends, and waits until the ToR
 // no longer routes vip to it.
@@ -195,10 +203,10 @@ type survivalResult struct {
 	MovedFlows float64 `json:"moved_flows,omitempty"`
 }
 
-// survival opens conns keep-alive connections through vip, each asking every 100 ms, takes
-// one of the LB nodes out of ECMP, keeps asking for 3 s more, and counts the connections
-// that never failed.
-func survival(vip string, conns int) survivalResult {
+// survival opens conns keep-alive connections through vip, each asking every 100 ms, has
+// fail take the last LB node out of ECMP (it returns once the ToR no longer sends to it),
+// keeps asking for 3 s more, and counts the connections that never failed.
+func survival(vip string, conns int, fail func(node string)) survivalResult {
 	GinkgoHelper()
 	out := lbNames()[len(lbNames())-1]
 	result := survivalResult{Datapath: env.Datapath, LBNode: out}
@@ -252,7 +260,7 @@ func survival(vip string, conns int) survivalResult {
 		return v
 	}
 	missesBefore := misses()
-	takeOut(out, vip)
+	fail(out)
 	time.Sleep(3 * time.Second)
 	close(stop)
 	requests.Wait()

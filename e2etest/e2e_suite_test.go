@@ -14,7 +14,7 @@
 // the routers and the command that runs vtysh in each (upstream's "exec in the FRR
 // container"), the LB nodes and their metrics URLs, the backend nodes and the pods behind them
 // that run the echo servers (labagent pod), and the commands that take an LB node out of
-// service and back.
+// service and back, gracefully and hard.
 // --kubeconfig, --router-exec and --client-netns override what the description says.
 package e2etest
 
@@ -73,6 +73,10 @@ type environment struct {
 	UDPPort           int32               `json:"udp_port"`
 	NodeDown          []string            `json:"node_down"`
 	NodeUp            []string            `json:"node_up"`
+	// NodeUplinkDown cuts an LB node off the network (a hard failure: nothing leaves
+	// gracefully); NodeUplinkUp reconnects it.
+	NodeUplinkDown []string `json:"node_uplink_down"`
+	NodeUplinkUp   []string `json:"node_uplink_up"`
 	// WorkloadClusters are the clusters whose Services are projected into this (the LB) one,
 	// by the name of their WorkloadCluster; KubeconfigSecretNamespace holds their kubeconfigs.
 	WorkloadClusters          map[string]workloadCluster `json:"workload_clusters"`
@@ -80,10 +84,13 @@ type environment struct {
 }
 
 type router struct {
-	Exec     []string `json:"exec"`
-	Address  string   `json:"address"`
-	Address6 string   `json:"address6"`
-	ASN      uint32   `json:"asn"`
+	Exec []string `json:"exec"`
+	// KernelRoutes prints the router's kernel route to an address appended, as
+	// `ip -j route show ADDRESS` does.
+	KernelRoutes []string `json:"kernel_routes"`
+	Address      string   `json:"address"`
+	Address6     string   `json:"address6"`
+	ASN          uint32   `json:"asn"`
 }
 
 type lbNode struct {

@@ -1,5 +1,5 @@
 """The e2e suites (e2etest/) on the lab: `tasks.py e2etest` runs them once per lab variant and
-prints the figures the datapath and shard specs report; `tasks.py test` runs the smoke specs."""
+prints the figures the datapath, BFD and shard specs report; `tasks.py test` runs the smoke specs."""
 
 import json
 import os
@@ -16,15 +16,15 @@ from tooling import REPO, step
 DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
-    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || metrics || mtu || projection"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || bfd || metrics || mtu || projection"),
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
     "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2"),
 }
 
 
 def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3):
-    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath and shard
-    specs reported. A label_filter replaces each pass's own."""
+    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD and
+    shard specs reported. A label_filter replaces each pass's own."""
     if os.geteuid() != 0:
         raise lab.LabError("the e2e suites drive the lab's namespaces, routers and BPF programs: run as root")
     reports = lab.STATE.parent / ".e2e-reports"
@@ -88,6 +88,16 @@ def print_figures(reports):
             if r:
                 print(f"    {dp:<10} {r['survived']:>9} {r['established']:>4} {r['percent']:>7.1f}%  {r['lb_node_taken_out']}",
                       flush=True)
+    hard = {dp: load(f"bfd-{dp}") for dp in ("ebpf", "kubeproxy")}
+    if any(hard.values()):
+        profile = next(r["bfd"] for r in hard.values() if r)
+        step(f"hard failure: one LB node's uplink down (BFD {profile}), 200 long-lived TCP connections")
+        print(f"    {'datapath':<10} {'survived':>9} {'of':>4} {'percent':>8}  {'ToR next hop gone':>17}  node out",
+              flush=True)
+        for dp, r in hard.items():
+            if r:
+                print(f"    {dp:<10} {r['survived']:>9} {r['established']:>4} {r['percent']:>7.1f}%  "
+                      f"{r['next_hop_gone_ms']:>14} ms  {r['lb_node_taken_out']}", flush=True)
     shards = load("shards-ebpf")
     if shards:
         step(f"shard isolation: shard {shards['measured_shard']}'s HTTP requests/s while shard "

@@ -12,8 +12,9 @@ and a Ctrl-C in the terminal; `dev-env-cleanup` stops them, deletes the namespac
 the bpffs.
 
 Run as a script, it starts or stops one node's speaker of a running lab, which is how the e2e
-suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`; and a workload
-cluster's kube-apiserver: `hack/lab.py workload-apiserver stop|start wc1`.
+suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`; cuts an LB node's
+uplink and restores it, a hard failure: `hack/lab.py uplink down|up lb3`; and starts or stops a
+workload cluster's kube-apiserver: `hack/lab.py workload-apiserver stop|start wc1`.
 """
 
 import hashlib
@@ -95,8 +96,8 @@ class Lab:
         except urllib.error.HTTPError:
             return False
 
-    def vtysh(self, *commands, router=None):
-        args = ["vtysh", "--vty_socket", router or self.frr_dir]
+    def vtysh(self, *commands, router=None, daemon=None):
+        args = ["vtysh", "--vty_socket", router or self.frr_dir, *(["-d", daemon] if daemon else [])]
         for c in commands:
             args += ["-c", c]
         return labnet.sh(*args)
@@ -179,21 +180,28 @@ metadata:
         return path
 
     def start_router(self):
-        step(f"tor: FRR zebra + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
-             f"ECMP over {len(self.topology.lbs)} LB node(s)")
+        step(f"tor: FRR zebra + bfdd + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
+             f"ECMP over {len(self.topology.lbs)} LB node(s), BFD profile {labnet.BFD_PROFILE} "
+             f"({labnet.BFD_INTERVAL_MS} ms x {labnet.BFD_DETECT_MULTIPLIER})")
         self.frr_dir.mkdir(parents=True, exist_ok=True)
         self.frr_dir.parent.chmod(0o755)
         (self.frr_dir / "zebra.conf").write_text("hostname tor\n")
+        (self.frr_dir / "bfdd.conf").write_text(labnet.bfdd_config())
         (self.frr_dir / "bgpd.conf").write_text(labnet.frr_config(self.topology))
         labnet.sh("chown", "-R", "frr:frr", self.frr_dir)
-        for daemon in ("zebra", "bgpd"):
+        # Each daemon starts once the one before answers: bgpd registers its BFD sessions with
+        # bfdd through zebra once, when it starts.
+        for daemon, ready in (("zebra", "show interface brief"), ("bfdd", "show bfd peers brief"),
+                              ("bgpd", "show bgp summary json")):
+            # bfdd's control socket defaults to one path for the whole machine.
+            own = ["--bfdctl", self.frr_dir / "bfdd.sock"] if daemon == "bfdd" else []
             self.procs.start(daemon, [
                 "ip", "netns", "exec", self.topology.netns("tor"), f"/usr/lib/frr/{daemon}",
                 "-f", self.frr_dir / f"{daemon}.conf", "-i", self.frr_dir / f"{daemon}.pid",
-                "-z", self.frr_dir / "zserv.api", "--vty_socket", self.frr_dir, "-P", "0",
+                "-z", self.frr_dir / "zserv.api", "--vty_socket", self.frr_dir, "-P", "0", *own,
                 "--log", f"file:{self.router_log(self.frr_dir, daemon)}",
             ])
-        wait_until("bgpd answering vtysh", lambda: self.vtysh("show bgp summary json"), 30, "bgpd", self.procs)
+            wait_until(f"{daemon} answering vtysh", lambda: self.vtysh(ready, daemon=daemon), 30, daemon, self.procs)
 
         step(f"rr: FRR bgpd (no zebra) in {self.topology.netns('rr')} on {labnet.RR_ADDR}, AS {labnet.NODE_ASN}: "
              "iBGP with the LB nodes once a BGPPeer names it")
@@ -358,7 +366,8 @@ metadata:
             "client_address": labnet.CLIENT_ADDR,
             "client_address6": labnet.CLIENT_ADDR6,
             "routers": {
-                "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)], "address": labnet.TOR_RACK_ADDR,
+                "tor": {"exec": ["vtysh", "--vty_socket", str(self.frr_dir)],
+                        "kernel_routes": ["ip", "-n", t.netns("tor"), "-j", "route", "show"], "address": labnet.TOR_RACK_ADDR,
                         "address6": labnet.TOR_RACK_ADDR6, "asn": labnet.TOR_ASN},
                 "rr": {"exec": ["vtysh", "--vty_socket", str(self.rr_dir)], "address": labnet.RR_ADDR,
                        "asn": labnet.NODE_ASN},
@@ -378,6 +387,8 @@ metadata:
             "udp_port": labnet.UDP_PORT,
             "node_down": [*LAB_SCRIPT, "speaker", "stop"],
             "node_up": [*LAB_SCRIPT, "speaker", "start"],
+            "node_uplink_down": [*LAB_SCRIPT, "uplink", "down"],
+            "node_uplink_up": [*LAB_SCRIPT, "uplink", "up"],
             "kubeconfig_secret_namespace": NAMESPACE,
             "workload_clusters": self.workloads.description(LAB_SCRIPT),
         }
@@ -409,7 +420,7 @@ metadata:
 
     def expected_processes(self):
         t = self.topology
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bgpd", "bgpd-rr", "relay", "nodes", *t.all_pods]
+        names = ["etcd", "kube-apiserver", "controller", "zebra", "bfdd", "bgpd", "bgpd-rr", "relay", "nodes", *t.all_pods]
         names += [f"{node}-agent" for node in t.rack_nodes]
         names += [f"speaker-{lb}" for lb in t.lbs]
         names += [f"kube-proxy-{node}" for node in t.rack_nodes]
@@ -532,6 +543,7 @@ Try:
   # Cluster: the backend node's kube-proxy masquerades it, and its pods see the node's address.
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
+  {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node, both families
   vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR}
   ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP)
 
@@ -616,12 +628,15 @@ def cleanup(state=STATE, keep_logs=False):
 
 def main(argv):
     """hack/lab.py speaker stop|start lbN: stops (SIGTERM, as a kubelet would) or restarts the
-    speaker of one LB node of the running lab; hack/lab.py workload-apiserver stop|start wcK does
-    the same with a workload cluster's kube-apiserver (its etcd and data stay)."""
-    commands = {"speaker": "lb_nodes", "workload-apiserver": "workload_clusters"}
-    if len(argv) != 3 or argv[0] not in commands or argv[1] not in ("stop", "start"):
-        print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py workload-apiserver stop|start wcK",
-              file=sys.stderr)
+    speaker of one LB node of the running lab; hack/lab.py uplink down|up lbN takes the node's
+    uplink down (a hard failure: nothing leaves gracefully) or brings it back; hack/lab.py
+    workload-apiserver stop|start wcK does the same with a workload cluster's kube-apiserver
+    (its etcd and data stay)."""
+    commands = {"speaker": ("lb_nodes", ("stop", "start")), "uplink": ("lb_nodes", ("down", "up")),
+                "workload-apiserver": ("workload_clusters", ("stop", "start"))}
+    if len(argv) != 3 or argv[0] not in commands or argv[1] not in commands[argv[0]][1]:
+        print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py uplink down|up lbN\n"
+              "       hack/lab.py workload-apiserver stop|start wcK", file=sys.stderr)
         return 2
     command, action, target = argv
     try:
@@ -629,11 +644,15 @@ def main(argv):
     except OSError:
         print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
         return 1
-    known = d.get(commands[command]) or {}
+    kind = commands[command][0]
+    known = d.get(kind) or {}
     if target not in known:
-        print(f"{target} is not one of the lab's {commands[command].replace('_', ' ')} {sorted(known)}", file=sys.stderr)
+        print(f"{target} is not one of the lab's {kind.replace('_', ' ')} {sorted(known)}", file=sys.stderr)
         return 2
     lab = Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"])
+    if command == "uplink":
+        (labnet.uplink_down if action == "down" else labnet.uplink_up)(lab.topology, target)
+        return 0
     if command == "workload-apiserver":
         cluster = lab.workloads.clusters[target]
         name, start = cluster.process("kube-apiserver"), cluster.start_apiserver

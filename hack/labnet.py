@@ -1,6 +1,6 @@
 """The dev-env's network: namespaces on one machine, wired like a small rack.
 
-    client (10.10.0.2) --- tor (FRR: bgpd + zebra, ECMP) --- br0 172.31.0.0/24
+    client (10.10.0.2) --- tor (FRR: bgpd + zebra + bfdd, ECMP) --- br0 172.31.0.0/24
                                                               |- rr        .2    (FRR bgpd, iBGP)
                                                               |- lb1..lbN  .11.. (speakers, datapath, kube-proxy)
                                                               |- be1, be2  .21.. (backend agent, kube-proxy)
@@ -11,7 +11,8 @@
 
 The ToR routes between the client's link and the rack's bridge. With BGP the LB nodes
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
-L4 hash; rr is a second router, in the nodes' own AS and installing nothing, for what only
+L4 hash, and runs BFD with them (a node that stops answering leaves ECMP within a second,
+not a hold time); rr is a second router, in the nodes' own AS and installing nothing, for what only
 iBGP carries (local preference) and for peer and node selectors; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
 answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
 local to them, the DSR arrangement) without answering ARP for them, and send answers
@@ -83,6 +84,10 @@ SHARDS = ("gold", "silver")
 HTTP_PORT = 80
 CLIENT_MTU = 1500
 UDP_PORT = 5000
+# The BFD profile of the ToR and of the lab's BGPPeers: upstream's defaults, spelled out.
+BFD_PROFILE = "tor-bfd"
+BFD_INTERVAL_MS = 300
+BFD_DETECT_MULTIPLIER = 3
 
 
 class NetError(Exception):
@@ -188,7 +193,8 @@ class Topology:
 
 
 def frr_config(topology):
-    """bgpd.conf of the ToR: eBGP with every LB node (one peer group), multipath over them."""
+    """bgpd.conf of the ToR: eBGP with every LB node (one peer group a family), multipath over
+    them, each session watched by BFD with the lab's profile (bfdd_config)."""
     neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n"
                         f" neighbor {topology.address6(lb)} peer-group NODES6\n" for lb in topology.lbs)
     return f"""frr defaults traditional
@@ -205,9 +211,11 @@ router bgp {TOR_ASN}
  neighbor NODES peer-group
  neighbor NODES remote-as {NODE_ASN}
  neighbor NODES timers connect 2
+ neighbor NODES bfd profile {BFD_PROFILE}
  neighbor NODES6 peer-group
  neighbor NODES6 remote-as {NODE_ASN}
  neighbor NODES6 timers connect 2
+ neighbor NODES6 bfd profile {BFD_PROFILE}
 {neighbors} !
  address-family ipv4 unicast
   neighbor NODES activate
@@ -218,6 +226,20 @@ router bgp {TOR_ASN}
   neighbor NODES6 activate
   maximum-paths 16
  exit-address-family
+!
+"""
+
+
+def bfdd_config():
+    """bfdd.conf of the ToR: the profile its BGP neighbors name."""
+    return f"""hostname tor
+!
+bfd
+ profile {BFD_PROFILE}
+  receive-interval {BFD_INTERVAL_MS}
+  transmit-interval {BFD_INTERVAL_MS}
+  detect-multiplier {BFD_DETECT_MULTIPLIER}
+ exit
 !
 """
 
@@ -243,8 +265,8 @@ router bgp {NODE_ASN}
 
 
 def lab_manifests(topology, protocol, namespace):
-    """The lab's configuration: a pool per shard, the peer and advertisements, and two demo
-    Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
+    """The lab's configuration: a pool per shard, the peers (with BFD) and advertisements, and
+    two demo Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
     pools = POOLS[protocol]
     docs = []
     for shard, cidrs in pools.items():
@@ -258,6 +280,15 @@ spec:
   avoidBuggyIPs: true
   shard: {shard}""")
     if protocol == "bgp":
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: BFDProfile
+metadata:
+  name: {BFD_PROFILE}
+  namespace: {namespace}
+spec:
+  receiveInterval: {BFD_INTERVAL_MS}
+  transmitInterval: {BFD_INTERVAL_MS}
+  detectMultiplier: {BFD_DETECT_MULTIPLIER}""")
         docs.append(f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata:
@@ -269,7 +300,8 @@ spec:
   peerAddress: {TOR_RACK_ADDR}
   holdTime: 9s
   keepaliveTime: 3s
-  connectTime: 2s""")
+  connectTime: 2s
+  bfdProfile: {BFD_PROFILE}""")
         docs.append(f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata:
@@ -281,7 +313,8 @@ spec:
   peerAddress: "{TOR_RACK_ADDR6}"
   holdTime: 9s
   keepaliveTime: 3s
-  connectTime: 2s""")
+  connectTime: 2s
+  bfdProfile: {BFD_PROFILE}""")
         docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: BGPAdvertisement
 metadata:
@@ -479,3 +512,19 @@ def build_pod(node_ns, pod, topology):
     sh("ip", "-n", ns, "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link")
     sh("ip", "-n", ns, "route", "add", "default", "via", POD_GATEWAY, "dev", "eth0")
     sh("ip", "-n", ns, "-6", "route", "add", "default", "via", POD_GATEWAY6, "dev", "eth0")
+
+
+def uplink_down(topology, node):
+    """Cuts a node off the rack as a failed NIC or cable would: its eth0 down, without a word
+    to its peers. The kernel drops the link's routes and IPv6 addresses with it."""
+    sh("ip", "-n", topology.netns(node), "link", "set", "eth0", "down")
+
+
+def uplink_up(topology, node):
+    """Brings a node's eth0 back with what uplink_down lost: its addresses and default routes."""
+    ns = topology.netns(node)
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "addr", "replace", f"{topology.address(node)}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "addr", "replace", f"{topology.address6(node)}/64", "dev", "eth0")
+    sh("ip", "-n", ns, "route", "replace", "default", "via", TOR_RACK_ADDR)
+    sh("ip", "-n", ns, "-6", "route", "replace", "default", "via", TOR_RACK_ADDR6)

@@ -1,0 +1,197 @@
+//go:build e2e
+
+// SPDX-License-Identifier: Apache-2.0
+
+package e2etest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/maglb/maglb/internal/netlab"
+)
+
+// The BFD spec fails an LB node hard: its uplink goes down and its speaker says nothing, so
+// only BFD (or, without it, the hold time) tells the ToR the node is gone.
+var _ = Describe("BFD", Label("bfd"), Ordered, func() {
+	const ns = "e2e-bfd"
+	ctx := context.Background()
+	var vip, profile string
+	var holdTime time.Duration
+
+	BeforeAll(func() {
+		requireProtocol("bgp")
+		Expect(env.NodeUplinkDown).NotTo(BeEmpty(), "the environment's description has no node_uplink_down command")
+		holdTime, profile = torBFD(ctx)
+		Eventually(bfdSessionsUp("tor")).Should(ConsistOf(lbSessionAddresses()), "the ToR's BFD sessions, both families")
+		// The datapath specs' block: the two containers never run at once.
+		_, vip = createSpreadService(ctx, ns, "e2e-bfd", testCIDR(2))
+		Eventually(forwardingNexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)), "the ToR's kernel route before the failure")
+	})
+
+	It("takes an LB node whose uplink fails out of the ToR's kernel route, and keeps long-lived connections", func() {
+		var failure hardFailure
+		result := bfdResult{BFD: profile}
+		result.survivalResult = survival(vip, 200, func(node string) { failure = failUplink(node, vip) })
+		result.NextHopGoneMillis = failure.nextHopGone.Milliseconds()
+		result.UplinkCommandMillis = failure.command.Milliseconds()
+		AddReportEntry("bfd", result)
+		writeReport("bfd-"+env.Datapath, result)
+		Expect(result.Established).To(Equal(200))
+		Expect(failure.nextHopGone).To(BeNumerically("<", holdTime), "BFD, not the hold time, took the node out (goal: under 1 s)")
+		if env.Datapath == "ebpf" {
+			Expect(result.Percent).To(BeNumerically(">=", 99), "the other LB nodes pick the same backends")
+		}
+	})
+})
+
+// bfdResult is the hard-failure figure of one run.
+type bfdResult struct {
+	survivalResult
+	BFD string `json:"bfd"` // the ToR peers' BFD profile and its timers
+	// NextHopGoneMillis is the time from the uplink command's return until the ToR's kernel
+	// route to the VIP had no next hop through the node; the link went down at most
+	// UplinkCommandMillis before that return (in the lab: at its very end).
+	NextHopGoneMillis   int64 `json:"next_hop_gone_ms"`
+	UplinkCommandMillis int64 `json:"uplink_command_ms"`
+}
+
+type hardFailure struct {
+	command, nextHopGone time.Duration
+}
+
+// failUplink cuts node off with the environment's command, and measures how long until the
+// ToR no longer forwards vip to it. At the end of the spec it reconnects the node and waits
+// until the ToR forwards through every LB node again, their BFD sessions are up and each of
+// them forwards vip.
+func failUplink(node, vip string) hardFailure {
+	GinkgoHelper()
+	var f hardFailure
+	started := time.Now()
+	runCommand(env.NodeUplinkDown, node)
+	down := time.Now()
+	f.command = down.Sub(started)
+	DeferCleanup(func() {
+		runCommand(env.NodeUplinkUp, node)
+		Eventually(forwardingNexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)))
+		Eventually(bfdSessionsUp("tor")).Should(ConsistOf(lbSessionAddresses()))
+		everyNodeForwards(vip)
+	})
+	Eventually(forwardingNexthops("tor", vip)).WithPolling(10*time.Millisecond).
+		ShouldNot(ContainElement(nodeAddress(node, corev1.IPv4Protocol)), "the ToR still forwards %s to %s", vip, node)
+	f.nextHopGone = time.Since(down)
+	return f
+}
+
+// torBFD returns the hold time and BFD profile of the BGPPeers the LB nodes have with the ToR,
+// and skips when one of them runs without BFD.
+func torBFD(ctx context.Context) (time.Duration, string) {
+	GinkgoHelper()
+	tor := env.Routers["tor"]
+	var peers metallbv1beta2.BGPPeerList
+	Expect(cs.List(ctx, &peers, client.InNamespace(env.Namespace))).To(Succeed())
+	holdTime, profile := 90*time.Second, ""
+	for _, p := range peers.Items {
+		if p.Spec.Address != tor.Address && p.Spec.Address != tor.Address6 {
+			continue
+		}
+		if p.Spec.BFDProfile == "" {
+			Skip("the BGPPeer " + p.Name + " with the ToR has no bfdProfile")
+		}
+		if p.Spec.HoldTime != nil {
+			holdTime = min(holdTime, p.Spec.HoldTime.Duration)
+		}
+		profile = p.Spec.BFDProfile
+	}
+	if profile == "" {
+		Skip("no BGPPeer with the ToR")
+	}
+	var bfd metallbv1beta1.BFDProfile
+	Expect(cs.Get(ctx, client.ObjectKey{Namespace: env.Namespace, Name: profile}, &bfd)).To(Succeed())
+	// Upstream's defaults for unset timers.
+	interval := max(valueOr(bfd.Spec.ReceiveInterval, 300), valueOr(bfd.Spec.TransmitInterval, 300))
+	return holdTime, fmt.Sprintf("%s: %d ms x %d", profile, interval, valueOr(bfd.Spec.DetectMultiplier, 3))
+}
+
+func valueOr(p *uint32, unset uint32) uint32 {
+	if p == nil {
+		return unset
+	}
+	return *p
+}
+
+// lbSessionAddresses are the addresses of the LB nodes' sessions with the ToR, both families.
+func lbSessionAddresses() []string {
+	return append(lbAddresses(lbNames()...), nodeAddressesOf(corev1.IPv6Protocol, lbNames()...)...)
+}
+
+// bfdSessionsUp returns, for Eventually, the sorted peers of the router's BFD sessions that
+// are up.
+func bfdSessionsUp(routerName string) func() ([]string, error) {
+	return func() ([]string, error) {
+		out, err := vtysh(routerName, "show bfd peers json")
+		if err != nil {
+			return nil, err
+		}
+		var sessions []netlab.BFDPeer
+		if err := json.Unmarshal([]byte(out), &sessions); err != nil {
+			return nil, fmt.Errorf("decoding BFD peers: %w: %s", err, out)
+		}
+		up := []string{}
+		for _, s := range sessions {
+			if s.Status == "up" {
+				up = append(up, s.Peer)
+			}
+		}
+		slices.Sort(up)
+		return up, nil
+	}
+}
+
+// forwardingNexthops returns, for Eventually, the sorted next hops of the router's kernel
+// route to vip, from the router's kernel_routes command.
+func forwardingNexthops(routerName, vip string) func() ([]string, error) {
+	return func() ([]string, error) {
+		command := env.Routers[routerName].KernelRoutes
+		if len(command) == 0 {
+			return nil, fmt.Errorf("the environment's router %q has no kernel_routes command", routerName)
+		}
+		out, err := exec.Command(command[0], append(slices.Clone(command[1:]), vip)...).Output()
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", strings.Join(command, " "), vip, err)
+		}
+		// One next hop is the route's own gateway; several are its nexthops.
+		type nexthop struct {
+			Gateway string `json:"gateway"`
+		}
+		var routes []struct {
+			nexthop
+			Nexthops []nexthop `json:"nexthops"`
+		}
+		if err := json.Unmarshal(out, &routes); err != nil {
+			return nil, fmt.Errorf("decoding the route to %s: %w: %s", vip, err, out)
+		}
+		hops := []string{}
+		for _, r := range routes {
+			for _, h := range append(r.Nexthops, r.nexthop) {
+				if h.Gateway != "" {
+					hops = append(hops, h.Gateway)
+				}
+			}
+		}
+		slices.Sort(hops)
+		return hops, nil
+	}
+}
