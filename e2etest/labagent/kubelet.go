@@ -23,7 +23,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
 
@@ -76,11 +75,7 @@ func (k *kubelet) run(ctx context.Context, logger log.Logger) error {
 			return fmt.Errorf("slot %s is on %s, not one of the --node", name, s.node)
 		}
 	}
-	config, err := clientcmd.BuildConfigFromFlags("", k.kubeconfig)
-	if err != nil {
-		return err
-	}
-	clients, err := kubernetes.NewForConfig(config)
+	clients, err := clientset(k.kubeconfig)
 	if err != nil {
 		return err
 	}

@@ -53,11 +53,7 @@ func (k *nodeKeeper) run(ctx context.Context, logger log.Logger) error {
 	if len(k.nodes) == 0 {
 		return errors.New("no --node to keep")
 	}
-	config, err := clientcmd.BuildConfigFromFlags("", k.kubeconfig)
-	if err != nil {
-		return err
-	}
-	clients, err := kubernetes.NewForConfig(config)
+	clients, err := clientset(k.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -117,4 +113,13 @@ func (k *nodeKeeper) renew(ctx context.Context, clients kubernetes.Interface, na
 	lease.Spec.RenewTime = &micro
 	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
 	return err
+}
+
+// clientset connects to the API server of a kubeconfig file.
+func clientset(kubeconfig string) (*kubernetes.Clientset, error) {
+	config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(config)
 }
