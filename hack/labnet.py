@@ -480,13 +480,10 @@ def build(topology):
         sh("ip", "-n", ns, "addr", "add", f"{topology.address(node)}/24", "dev", "eth0")
         sh("ip", "-n", ns, "addr", "add", f"{topology.address6(node)}/64", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", TOR_RACK_ADDR)
-        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", TOR_RACK_ADDR6)
+        add_uplink_routes(topology, node)
         if node == "rr":
             sh("ip", "-n", ns, "addr", "add", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0")
             continue
-        if node.startswith("lb"):
-            sh("ip", "-n", ns, "route", "add", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0", "src", topology.address(node))
         # Every node forwards, to its pods and back.
         ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
                   "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0")
@@ -534,10 +531,20 @@ def uplink_down(topology, node):
 
 
 def uplink_up(topology, node):
-    """Brings a node's eth0 back with what uplink_down lost: its addresses and default routes."""
+    """Brings a node's eth0 back with what uplink_down lost: its addresses and routes."""
     ns = topology.netns(node)
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
     sh("ip", "-n", ns, "addr", "replace", f"{topology.address(node)}/24", "dev", "eth0")
     sh("ip", "-n", ns, "addr", "replace", f"{topology.address6(node)}/64", "dev", "eth0")
-    sh("ip", "-n", ns, "route", "replace", "default", "via", TOR_RACK_ADDR)
+    add_uplink_routes(topology, node)
+
+
+def add_uplink_routes(topology, node):
+    """The routes over a node's eth0, which the kernel drops with the link: the default routes
+    via the ToR and, on an LB node, the direct one to upstream's sample router."""
+    ns = topology.netns(node)
+    sh("ip", "-n", ns, "-4", "route", "replace", "default", "via", TOR_RACK_ADDR)
     sh("ip", "-n", ns, "-6", "route", "replace", "default", "via", TOR_RACK_ADDR6)
+    if node.startswith("lb"):
+        sh("ip", "-n", ns, "-4", "route", "replace", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0", "src",
+           topology.address(node))
