@@ -52,6 +52,7 @@ from invoke import Collection, Exit, Program, task  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hack"))
 
+import benchreport  # noqa: E402
 import e2e  # noqa: E402
 import lab  # noqa: E402
 import tooling  # noqa: E402
@@ -77,6 +78,8 @@ APT_PACKAGES = [
     # the lab's client (UDP to the VIPs) and kube-proxy's conntrack cleanup
     "netcat-openbsd",
     "conntrack",
+    # the plots of `bench --report`
+    "python3-matplotlib",
 ]
 
 # Version of kube-apiserver, kube-controller-manager, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
@@ -219,23 +222,34 @@ def build(c):
     "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab); on by default, off with --no-smoke or --run",
 })
 def test(c, run=None, pkg="./...", verbose=False, smoke=True):
-    """Run go vet, every test against a real kube-apiserver, then the e2e smoke specs on the lab
+    """Run go vet, every test against a real kube-apiserver, the Python tests of hack/, then the e2e smoke specs on the lab
     (CI=true: also check generated code)."""
     _deps()
     env = _test_env()
     if os.environ.get("CI") == "true":
         _generate(check=True, bin_dir=Path(env["KUBEBUILDER_ASSETS"]))
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
+    if not run:
+        _tool(tooling.run)([sys.executable, "-m", "unittest", "discover", "-s", "hack", "-p", "*_test.py"])
     if smoke and not run:
         _build()
         _tool(e2e.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
 
 
-@task
-def bench(c):
+@task(help={
+    "report": "write docs/performance.md (plots in docs/img/) and docs/comparison.md from the runs",
+    "only": "only the benchmarks whose title or command matches this regular expression; with --report, "
+            "the others' figures come from their last recorded runs",
+})
+def bench(c, report=False, only=None):
     """Run the benchmarks and print their tables (allocator, end to end against upstream, ...)."""
     _deps()
-    _tool(tooling.bench)(BENCHMARKS, _test_env())
+    records = _tool(tooling.bench)(BENCHMARKS, _test_env(), only, benchreport.start_record)
+    if report:
+        benchreport.save_runs(records, fresh=only is None)
+        for path in benchreport.write_report(BENCHMARKS, benchreport.load_runs(), benchreport.load_e2e_reports()):
+            tooling.step(f"bench report: wrote {path.relative_to(tooling.REPO)}")
+    _tool(tooling.bench_failures)(records)
 
 
 LAB_HELP = {
