@@ -31,8 +31,11 @@ E2E_COMMAND = "python3 tasks.py e2etest"
 # ---------------------------------------------------------------------------------------------
 # Parsing go test -bench output
 
-# A result line: name (GOMAXPROCS suffix apart), iterations, then value-unit pairs.
-RESULT_LINE = re.compile(r"^(Benchmark\S+?)(?:-\d+)?\s+(\d+)((?:\s+[-+0-9.eE]+\s+\S+)+)\s*$")
+# A result line: the name (GOMAXPROCS suffix apart), then iterations and value-unit pairs. go
+# test prints the name before the last round runs, so what the benchmark prints itself comes
+# between the name and the figures, which then start a line of their own.
+NAME = re.compile(r"^Benchmark(\S+?)(?:-\d+)?(?:\s+(.*))?$")
+FIGURES = re.compile(r"^\s*\d+((?:\s+[-+0-9.eE]+\s+\S+)+)\s*$")
 
 
 @dataclass
@@ -43,20 +46,22 @@ class Result:
 
 
 def parse(text):
-    """The result lines of go test -bench output, in order (one per -count run)."""
-    results, package = [], ""
+    """The results in go test -bench output, in order (one per -count run)."""
+    results, package, pending = [], "", None
     for line in text.splitlines():
         if line.startswith("pkg: "):
             package = line[len("pkg: "):].strip()
             continue
-        m = RESULT_LINE.match(line)
-        if not m:
-            continue
-        fields = m.group(3).split()
-        metrics = {fields[i + 1]: float(fields[i]) for i in range(0, len(fields), 2)}
-        # Sub-benchmarks of the same name are numbered #01, #02...: they are measured alike.
-        name = re.sub(r"#\d+$", "", m.group(1).removeprefix("Benchmark"))
-        results.append(Result(package, name, metrics))
+        name = NAME.match(line)
+        if name:
+            # Sub-benchmarks of the same name are numbered #01, #02...: they are measured alike.
+            pending, line = re.sub(r"#\d+$", "", name.group(1)), name.group(2) or ""
+        figures = FIGURES.match(line)
+        if pending and figures:
+            fields = figures.group(1).split()
+            metrics = {fields[i + 1]: float(fields[i]) for i in range(0, len(fields), 2)}
+            results.append(Result(package, pending, metrics))
+            pending = None
     return results
 
 
@@ -78,11 +83,15 @@ def median(vals):
     return statistics.median(vals) if vals else None
 
 
+def verdict(met):
+    return "met" if met else "**missed**"
+
+
 def goal_verdict(vals, met):
-    """met (a predicate on the median) as "met" or "**missed**"; "–" without figures."""
+    """met (a predicate on the median) as a verdict; "–" without figures."""
     if not vals:
         return "–"
-    return "met" if met(median(vals)) else "**missed**"
+    return verdict(met(median(vals)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,10 +290,10 @@ def packet_rate(fig, plot):
         ratio = values(res, f"LivePacketRate/services={n}", "native/dnat")
         goal = "–"
         if n in goals:
-            verdict = goal_verdict(ratio, lambda m, g=goals[n]: m >= g)
-            goal = f"≥ {goals[n]}×: {verdict}"
+            outcome = goal_verdict(ratio, lambda m, g=goals[n]: m >= g)
+            goal = f"≥ {goals[n]}×: {outcome}"
             goal_lines.append(f"XDP native ≥ {goals[n]}× iptables DNAT at {fmt_count(n)} services: "
-                              f"{span(ratio, '{:.1f}', '×')} — {verdict}")
+                              f"{span(ratio, '{:.1f}', '×')} — {outcome}")
         rows.append([fmt_count(n)] + [span(per[u][i], "{:.2f}", "Mpps") for _, u in kinds]
                     + [span(ratio, "{:.1f}", "×"), goal])
     md = ["## Packets per second against the number of services", "",
@@ -327,11 +336,11 @@ def prog_run(fig, plot):
         low, high = per[case][0] if vips else [], per[case][-1] if vips else []
         if low and len(low) == len(high):
             ratios = [h / lo for h, lo in zip(high, low)]
-            verdict = goal_verdict(ratios, lambda m: m <= 1.2)
+            outcome = goal_verdict(ratios, lambda m: m <= 1.2)
             flat.append(f"{label}: {fmt_count(vips[-1])} VIPs / {fmt_count(vips[0])} VIPs = {span(ratios, '{:.2f}', '×')} "
-                        f"(goal ≤ 1.2×: {verdict})")
+                        f"(goal ≤ 1.2×: {outcome})")
             goal_lines.append(f"PROG_RUN {label} flat from {fmt_count(vips[0])} to {fmt_count(vips[-1])} VIPs (≤ 1.2×): "
-                              f"{span(ratios, '{:.2f}', '×')} — {verdict}")
+                              f"{span(ratios, '{:.2f}', '×')} — {outcome}")
     md = ["## XDP program under BPF_PROG_RUN, ns per packet", "",
           measured(rec), "BPF_PROG_RUN with repeat on a thread pinned to CPU 0, the kernel's own duration per run; "
           "flows from a per-CPU counter spread over every VIP (two backends each); the harness row (counter and "
@@ -365,10 +374,10 @@ def maglev(fig, plot):
     goal_lines = []
     if all_moved:
         goal_lines.append(f"Maglev: ≤ 2% of the survivors' entries moved by one backend more or less: worst "
-                          f"{max(all_moved):.1f}% — {'met' if max(all_moved) <= 2 else '**missed**'}")
+                          f"{max(all_moved):.1f}% — {verdict(max(all_moved) <= 2)}")
     if all_imbalance:
         goal_lines.append(f"Maglev: busiest backend ≤ 1.05 of the average: worst {max(all_imbalance):.3f} — "
-                          f"{'met' if max(all_imbalance) <= 1.05 else '**missed**'}")
+                          f"{verdict(max(all_imbalance) <= 1.05)}")
     md = ["## Maglev table build time against table size", "", measured(rec),
           "One table build per size Sync uses, with the most backends that size takes (100 entries per backend); "
           "each size derived from the half-size one.", ""]
@@ -427,11 +436,11 @@ def control_plane(fig, plot):
            "created at once in the workload cluster, each from its create request to its VIP in the workload "
            "Service's status.", ""]
     if prate:
-        verdict = goal_verdict(prate, lambda m: m >= 200)
-        goal_lines.append(f"Projection ≥ 200 Services/s: {span(prate, '{:.1f}')} — {verdict}")
+        outcome = goal_verdict(prate, lambda m: m >= 200)
+        goal_lines.append(f"Projection ≥ 200 Services/s: {span(prate, '{:.1f}')} — {outcome}")
         md.append(table(["p50", "p99", "Services/s (goal ≥ 200)"],
                         [[span([v / 1000 for v in values(pres, 'Projection1000Services', 'p50-ms')], '{:.1f}', 's'),
-                          span([v / 1000 for v in p99], "{:.1f}", "s"), f"{span(prate, '{:.1f}')}: {verdict}"]]))
+                          span([v / 1000 for v in p99], "{:.1f}", "s"), f"{span(prate, '{:.1f}')}: {outcome}"]]))
     fill["projection"] = (f"{span(prate, '{:.1f}')} workload Services/s projected, VIP written back "
                           f"(p99 {span([v / 1000 for v in p99], '{:.1f}', 's')}; "
                           f"[figure](performance.md#projection-from-a-workload-cluster))" if prate
@@ -503,10 +512,10 @@ def survival(reports, plot):
             rows.append([label, dp, f"{r['survived']} of {r['established']} ({r['percent']:.1f}%)", gone])
             if "next_hop_gone_ms" in r:
                 goal_lines.append(f"hard failure, {dp}: the ToR's route loses the node in under 1 s: "
-                                  f"{r['next_hop_gone_ms']} ms — {'met' if r['next_hop_gone_ms'] < 1000 else '**missed**'}")
+                                  f"{r['next_hop_gone_ms']} ms — {verdict(r['next_hop_gone_ms'] < 1000)}")
             if f == "bfd" and dp == "ebpf":
                 goal_lines.append(f"hard failure, ebpf: ≥ 99% of the connections survive: {r['percent']:.1f}% — "
-                                  f"{'met' if r['percent'] >= 99 else '**missed**'}")
+                                  f"{verdict(r['percent'] >= 99)}")
     md.append(table(["fault", "datapath", "connections surviving", "ToR next hop gone after"], rows))
 
     def say(dp):
@@ -555,9 +564,9 @@ def endpoint_to_datapath(fig, plot):
           "node's pinned Maglev ring carries the workload node's new weight.", ""]
     goal_lines = []
     if p99:
-        verdict = goal_verdict(p99, lambda m: m < 2000)
-        md.append(f"p50 {span(p50, unit='ms')}, p99 {span(p99, unit='ms')} (goal p99 < 2 s: {verdict}).")
-        goal_lines.append(f"Workload endpoint to BPF ring, p99 < 2 s: {span(p99, unit='ms')} — {verdict}")
+        outcome = goal_verdict(p99, lambda m: m < 2000)
+        md.append(f"p50 {span(p50, unit='ms')}, p99 {span(p99, unit='ms')} (goal p99 < 2 s: {outcome}).")
+        goal_lines.append(f"Workload endpoint to BPF ring, p99 < 2 s: {span(p99, unit='ms')} — {outcome}")
     fill = {"endpoint": f"a workload endpoint's readiness reaches the LB node's ring in {span(p99, unit='ms')} p99 "
                         "([figure](performance.md#workload-endpoint-to-an-lb-nodes-bpf-ring))" if p99
             else "workload endpoint to BPF ring: not measured in this run"}
