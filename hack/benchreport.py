@@ -192,6 +192,13 @@ def measured(record, extra=""):
     return text
 
 
+def printed(record, pattern, default):
+    """The number the benchmark printed where pattern's group is, as a count; default when it
+    printed none (it did not run)."""
+    m = re.search(pattern, record.get("output", ""))
+    return fmt_count(int(m.group(1))) if m else default
+
+
 def fmt_count(n):
     return f"{n:,.0f}"
 
@@ -259,8 +266,12 @@ class Plotter:
             ax.errorbar(px, meds, yerr=err, marker="o", capsize=3, label=label)
         if logx:
             ax.set_xscale("log")
+        ax.set_xticks(xs, [fmt_count(x) for x in xs], fontsize=8)
+        ax.minorticks_off()
         if logy:
             ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
         return self.save(fig, name)
 
@@ -409,12 +420,13 @@ def control_plane(fig, plot):
     alloc = fig.run("./internal/allocator/", "Allocate10kServicesSlash16")
     impls = [("upstream", "upstream MetalLB v0.15.2"), ("maglb", "MagLB")]
     rate = {k: values(e2e["results"], f"EndToEnd5000Services/{k}", "services/s") for k, _ in impls}
+    n = printed(e2e, r"end to end, (\d+) pre-created", "5,000")
     md = ["## Control plane: Services per second", "", measured(e2e),
-          "Each controller on a fresh API server (same kube-apiserver and etcd build) holding 5,000 pre-created "
+          f"Each controller on a fresh API server (same kube-apiserver and etcd build) holding {n} pre-created "
           "LoadBalancer Services and one /16 pool; from starting the controller until every Service has an IP.", ""]
     fill = {}
     if any(rate.values()):
-        md += [image(plot.bars("control-plane.png", "5,000 LoadBalancer Services until each has an IP", "Services/s",
+        md += [image(plot.bars("control-plane.png", f"{n} LoadBalancer Services until each has an IP", "Services/s",
                                [label for _, label in impls], [("Services/s", [rate[k] for k, _ in impls])]),
                      "control plane Services/s"), ""]
         md.append(table(["controller", "Services/s", "first IP", "API writes per Service", "controller CPU"],
@@ -424,15 +436,17 @@ def control_plane(fig, plot):
                           span(values(e2e["results"], f"EndToEnd5000Services/{k}", "controller-CPU-s"), "{:.1f}", "s")]
                          for k, label in impls]))
     for k, label in impls:
-        fill[f"rate_{k}"] = (f"{span(rate[k], '{:,.1f}')} Services/s to allocate 5,000 pre-created Services "
+        fill[f"rate_{k}"] = (f"{span(rate[k], '{:,.1f}')} Services/s to allocate {n} pre-created Services "
                              f"(measured here, [figure](performance.md#control-plane-services-per-second))"
                              if rate[k] else "allocation: not measured in this run")
     pres = proj["results"]
+    created = printed(proj, r"projection, (\d+) LoadBalancer", "1,000")
     prate = values(pres, "Projection1000Services", "services/s")
     p99 = values(pres, "Projection1000Services", "p99-ms")
     goal_lines = []
     md += ["", "### Projection from a workload cluster", "", measured(proj),
-           "Two API servers (LB and workload cluster), MagLB's controller in process; 1,000 LoadBalancer Services "
+           "Two API servers (LB and workload cluster), MagLB's controller in process; "
+           f"{created} LoadBalancer Services "
            "created at once in the workload cluster, each from its create request to its VIP in the workload "
            "Service's status.", ""]
     if prate:
@@ -451,6 +465,10 @@ def control_plane(fig, plot):
     return "\n".join(md), fill, goal_lines
 
 
+ANNOUNCED = r"(\d+) services: IP written"
+DELETED, DELETED_OF = r"(\d+) of \d+ Services deleted", r"\d+ of (\d+) Services deleted"
+
+
 def route_at_tor(fig, plot):
     ann = fig.run("./speaker/", "Announce")
     wd = fig.run("./speaker/", "Withdraw")
@@ -459,7 +477,8 @@ def route_at_tor(fig, plot):
     wnames = [r.name.removeprefix("Withdraw/") for r in wd["results"] if r.name.startswith("Withdraw/")]
     w = {n: {q: values(wd["results"], f"Withdraw/{n}", f"{q}-ms") for q in ("p50", "max")} for n in dict.fromkeys(wnames)}
     md = ["## Time to route at the ToR", "", measured(ann),
-          "One LB node's speaker peering with FRR; 1,000 Services get their IP at once (written as the controller "
+          f"One LB node's speaker peering with FRR; {printed(ann, ANNOUNCED, '1,000')} "
+          "Services get their IP at once (written as the controller "
           "does); per Service, from its IP written to its route in FRR's BGP table.", ""]
     if a["p50"]:
         groups = ["announce (MagLB)"] + [f"withdraw ({n})" for n in w]
@@ -471,7 +490,8 @@ def route_at_tor(fig, plot):
                      [["announce, MagLB", span(a["p50"], unit="ms"), span(a["p99"], unit="ms"), span(arate, "{:,.0f}")]]),
                ""]
     md += ["### Withdrawal, MagLB against upstream's speaker", "", measured(wd),
-           "500 of 1,000 announced Services deleted at once; from the API server having the deletion to the route "
+           f"{printed(wd, DELETED, '500')} of {printed(wd, DELETED_OF, '1,000')} announced Services deleted at once; "
+           "from the API server having the deletion to the route "
            "withdrawn at FRR.", ""]
     if w:
         md.append(table(["speaker", "p50", "max"], [[n, span(v["p50"], unit="ms"), span(v["max"], unit="ms")]
