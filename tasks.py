@@ -240,13 +240,16 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     "report": "write docs/performance.md (plots in docs/img/) and docs/comparison.md from the runs",
     "only": "only the benchmarks whose title or command matches this regular expression; with --report, "
             "the others' figures come from their last recorded runs",
+    "recorded": "run nothing: write the report from the runs recorded in .bench-runs/ (after a change to "
+                "the report's text or its template)",
 })
-def bench(c, report=False, only=None):
+def bench(c, report=False, only=None, recorded=False):
     """Run the benchmarks and print their tables (allocator, end to end against upstream, ...)."""
     _deps()
-    records = _tool(tooling.bench)(BENCHMARKS, _test_env(), only, benchreport.start_record)
-    if report:
+    records = [] if recorded else _tool(tooling.bench)(BENCHMARKS, _test_env(), only, benchreport.start_record)
+    if report and not recorded:
         benchreport.save_runs(records, fresh=only is None)
+    if report or recorded:
         for path in benchreport.write_report(BENCHMARKS, benchreport.load_runs(), benchreport.load_e2e_reports()):
             tooling.step(f"bench report: wrote {path.relative_to(tooling.REPO)}")
     _tool(tooling.bench_failures)(records)

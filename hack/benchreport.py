@@ -437,7 +437,7 @@ def control_plane(fig, plot):
                          for k, label in impls]))
     for k, label in impls:
         fill[f"rate_{k}"] = (f"{span(rate[k], '{:,.1f}')} Services/s to allocate {n} pre-created Services "
-                             f"(measured here, [figure](performance.md#control-plane-services-per-second))"
+                             f"([figure](performance.md#control-plane-services-per-second))"
                              if rate[k] else "allocation: not measured in this run")
     pres = proj["results"]
     created = printed(proj, r"projection, (\d+) LoadBalancer", "1,000")
@@ -566,7 +566,7 @@ def datapath_maps(fig, plot):
     changed = [v / 1e6 for v in values(mres, "Sync/all-changed", "ns/op")]
     md += ["", "## Datapath maps: Sync and memory for 10,000 VIPs × 10 backends", "", measured(mem), "",
            table(["Sync, nothing changed", "Sync, every backend set changed", "map memory", "without the connection table"],
-                 [[span(unchanged, "{:.1f}", "ms"), span(changed, "{:.0f}", "ms"), span(total, "{:.1f}", "MiB"),
+                 [[span(unchanged, "{:.1f}", "ms"), span(changed, "{:,.0f}", "ms"), span(total, "{:.1f}", "MiB"),
                    span(without, "{:.1f}", "MiB")]])]
     fill = {"maps": (f"{span(total, '{:.0f}', 'MiB')} of BPF maps for 10,000 VIPs × 10 backends "
                      f"({span(without, '{:.0f}', 'MiB')} without the connection table), a full resync in "
