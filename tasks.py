@@ -230,7 +230,7 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
         _generate(check=True, bin_dir=Path(env["KUBEBUILDER_ASSETS"]))
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
     if not run:
-        _tool(tooling.run)([sys.executable, "-m", "unittest", "discover", "-s", "hack", "-p", "*_test.py"])
+        _tool(tooling.python_tests)()
     if smoke and not run:
         _build()
         _tool(e2e.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)

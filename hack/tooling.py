@@ -370,6 +370,12 @@ def go_test(packages, env, run_regex=None, verbose=False):
     step("tests passed")
 
 
+def python_tests():
+    """The unit tests of the scripts in hack/ (hack/*_test.py)."""
+    step("python tests: hack/*_test.py (unittest)")
+    run([sys.executable, "-m", "unittest", "discover", "-s", REPO / "hack", "-p", "*_test.py"])
+
+
 def bench(benchmarks, env, only=None, start_record=None):
     """Runs each benchmark command (argv lists) in turn, or those whose title or command
     matches the regular expression only, streaming what they print, and returns what
