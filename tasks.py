@@ -92,7 +92,7 @@ HELM_VERSION = "3.22.0"
 
 # `bench` runs these in order (they print their own tables).
 BENCHMARKS = [
-    ("Maglev tables: build time, imbalance, entries moved by one backend more or less (within a size and across steps)",
+    ("Maglev tables: build time per table size, imbalance, entries moved by one backend more or less (within a size and across steps)",
      ["go", "test", "-run", "^$", "-bench", ".", "./datapath/maglev/"]),
     ("XDP load balancer under BPF_PROG_RUN, kernel ns per packet: pass, new flow, established over 1M flows,"
      " at 10 / 1k / 100k VIPs with traffic over all of them, against the goals (3 runs)",
@@ -101,7 +101,7 @@ BENCHMARKS = [
      ["go", "test", "-run", "^$", "-bench", "ConnectionTableContention", "-benchtime", "1x", "-count", "3", "./datapath/ebpf/"]),
     ("datapath maps: Sync time and memory for 10,000 VIPs x 10 backends",
      ["go", "test", "-run", "^$", "-bench", "Sync|MapMemory", "-benchtime", "1x", "./datapath/ebpf/"]),
-    ("live packets per second through one LB namespace: XDP native and generic vs iptables DNAT, 10 and 10k services (3 runs)",
+    ("live packets per second through one LB namespace: XDP native and generic vs iptables DNAT, 10, 100, 1k and 10k services (3 runs)",
      ["go", "test", "-run", "^$", "-bench", "LivePacketRate", "-benchtime", "1x", "-count", "3", "./datapath/ebpf/"]),
     ("speaker: IP written to route at FRR, p50/p99 over 1,000 services, and services announced per second",
      ["go", "test", "-run", "^$", "-bench", "Announce", "-benchtime", "1x", "-timeout", "20m", "./speaker/"]),
