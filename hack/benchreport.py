@@ -167,8 +167,8 @@ class Figures:
         self.runs = runs
 
     def run(self, package, pattern):
-        """The record (with its parsed results) of the benchmark command for package whose
-        -bench pattern is pattern, or None when the list has it but this report did not run it."""
+        """The record, with its parsed results, of the benchmark command for package whose -bench
+        pattern is pattern; one marked missing when the list has it but no run was recorded."""
         for _, argv in self.benchmarks:
             if package in argv and argv[argv.index("-bench") + 1] == pattern:
                 record = self.runs.get(shlex.join(argv))
@@ -178,14 +178,14 @@ class Figures:
         raise KeyError(f"no benchmark of {package} with -bench {pattern} in the list")
 
 
-def measured(record, extra=""):
+def measured(record):
     """How a figure was measured: command, machine, date and load average of its run."""
     cmd = shlex.join(record["command"])
     if record.get("missing"):
         return f"Not measured in this run: `{cmd}` did not run (`python3 tasks.py bench --report`)."
     m = record["machine"]
     load = " / ".join(f"{x:.2f}" for x in record["load_average"])
-    text = (f"Measured with `{cmd}`{extra} on {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}, "
+    text = (f"Measured with `{cmd}` on {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}, "
             f"load average {load} (1/5/15 min) at its start, {record['started']}.")
     if record["returncode"] != 0:
         text += f" **The run failed (exit status {record['returncode']})**; figures it printed before failing are shown."
