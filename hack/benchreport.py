@@ -189,6 +189,9 @@ def measured(record):
             f"load average {load} (1/5/15 min) at its start, {record['started']}.")
     if record["returncode"] != 0:
         text += f" **The run failed (exit status {record['returncode']})**; figures it printed before failing are shown."
+    elif not record["results"]:
+        text += (" **It printed no figures**: its benchmarks skipped (what they need was unavailable; "
+                 "`go test -v` says what).")
     return text
 
 
