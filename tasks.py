@@ -246,9 +246,11 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
 def bench(c, report=False, only=None, recorded=False):
     """Run the benchmarks and print their tables (allocator, end to end against upstream, ...)."""
     _deps()
-    # A benchmark that cannot run fails rather than skips: a skip would leave a figure out unnoticed.
-    env = dict(_test_env(), MAGLB_REQUIRE_PRIVILEGED="1")
-    records = [] if recorded else _tool(tooling.bench)(BENCHMARKS, env, only, benchreport.start_record)
+    records = []
+    if not recorded:
+        # A benchmark that cannot run fails rather than skips: a skip would leave a figure out unnoticed.
+        env = dict(_test_env(), MAGLB_REQUIRE_PRIVILEGED="1")
+        records = _tool(tooling.bench)(BENCHMARKS, env, only, benchreport.start_record)
     if report and not recorded:
         benchreport.save_runs(records, fresh=only is None)
     if report or recorded:
