@@ -484,12 +484,7 @@ def route_at_tor(fig, plot):
           "Services get their IP at once (written as the controller "
           "does); per Service, from its IP written to its route in FRR's BGP table.", ""]
     if a["p50"]:
-        groups = ["announce (MagLB)"] + [f"withdraw ({n})" for n in w]
-        series = [("p50", [a["p50"]] + [w[n]["p50"] for n in w]),
-                  ("p99 (announce) / max (withdraw)", [a["p99"]] + [w[n]["max"] for n in w])]
-        md += [image(plot.bars("route-at-tor.png", "API server to route at the ToR (FRR)", "ms", groups, series),
-                     "time to route at the ToR"), "",
-               table(["", "p50", "p99", "Services announced per second"],
+        md += [table(["", "p50", "p99", "Services announced per second"],
                      [["announce, MagLB", span(a["p50"], unit="ms"), span(a["p99"], unit="ms"), span(arate, "{:,.0f}")]]),
                ""]
     md += ["### Withdrawal, MagLB against upstream's speaker", "", measured(wd),
@@ -497,8 +492,14 @@ def route_at_tor(fig, plot):
            "from the API server having the deletion to the route "
            "withdrawn at FRR.", ""]
     if w:
-        md.append(table(["speaker", "p50", "max"], [[n, span(v["p50"], unit="ms"), span(v["max"], unit="ms")]
-                                                    for n, v in w.items()]))
+        md += [table(["speaker", "p50", "max"], [[n, span(v["p50"], unit="ms"), span(v["max"], unit="ms")]
+                                                for n, v in w.items()]), ""]
+    groups = (["announce (MagLB)"] if a["p50"] else []) + [f"withdraw ({n})" for n in w]
+    if groups:
+        series = [("p50", ([a["p50"]] if a["p50"] else []) + [w[n]["p50"] for n in w]),
+                  ("p99 (announce) / max (withdraw)", ([a["p99"]] if a["p50"] else []) + [w[n]["max"] for n in w])]
+        md.append(image(plot.bars("route-at-tor.png", "API server to route at the ToR (FRR)", "ms", groups, series),
+                        "time to route at the ToR"))
     fill = {"announce": (f"route at the ToR {span(a['p50'], unit='ms')} p50, {span(a['p99'], unit='ms')} p99 after "
                          f"the IP is written, {span(arate, '{:,.0f}')} Services announced per second "
                          f"([figure](performance.md#time-to-route-at-the-tor))") if a["p50"] else "route at the ToR: not measured in this run"}
