@@ -516,7 +516,9 @@ def survival(reports, plot):
         md.append(f"Not measured in this run: run `{E2E_COMMAND}` (the lab's `survival` and `bfd` specs), then "
                   "`python3 tasks.py bench --report`.")
         return "\n".join(md), {"survival": f"not measured in this run (`{E2E_COMMAND}`)",
-                               "survival_kubeproxy": f"not measured in this run (`{E2E_COMMAND}`)"}, []
+                               "survival_kubeproxy": f"not measured in this run (`{E2E_COMMAND}`)"}, \
+            [f"hard failure: ≥ 99% of the connections survive with ebpf, the ToR's route loses the node in under 1 s: "
+             f"not measured in this run (`{E2E_COMMAND}`)"]
     dates = sorted({r["written"] for r in found.values() if r})
     md += [f"Measured with `{E2E_COMMAND}` on the lab (three LB nodes behind an FRR ToR with ECMP), reports written "
            f"{', '.join(dates)}; machine: {machine()['cpus']} CPUs, kernel {machine()['kernel']}. 200 long-lived TCP "
@@ -600,6 +602,11 @@ def endpoint_to_datapath(fig, plot):
 SECTIONS = [packet_rate, prog_run, maglev, control_plane, route_at_tor, datapath_maps, endpoint_to_datapath]
 
 
+def span_dates(runs):
+    dates = sorted(r["started"] for r in runs.values())
+    return "–" if not dates else dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+
+
 def write_report(benchmarks, runs, e2e_reports, docs=DOCS):
     """Writes docs/performance.md, its plots in docs/img/ and docs/comparison.md from the
     recorded runs (by command line) and the e2e reports; returns the paths written."""
@@ -623,6 +630,8 @@ def write_report(benchmarks, runs, e2e_reports, docs=DOCS):
               f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; every figure names its command, "
               "and the date and load average at the start of its run. The machine may be shared: a load average "
               "above 0 at a run's start means other work ran beside it. See also [the comparison](comparison.md).", "",
+              f"Load average (1 min) at the starts of these runs: {span([r['load_average'][0] for r in runs.values()], '{:.1f}')}; "
+              f"runs started {span_dates(runs)}.", "",
               "## Goals", ""] + [f"- {line}" for line in goals] + [""]
     perf = docs / "performance.md"
     perf.write_text("\n".join(header) + "\n" + "\n\n".join(parts) + "\n")
