@@ -240,7 +240,7 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     "report": "write docs/performance.md (plots in docs/img/) and docs/comparison.md from the runs",
     "only": "only the benchmarks whose title or command matches this regular expression; with --report, "
             "the others' figures come from their last recorded runs",
-    "recorded": "run nothing: write the report from the runs recorded in .bench-runs/ (after a change to "
+    "recorded": "run nothing: write the report from the runs recorded in docs/bench-runs/ (after a change to "
                 "the report's text or its template)",
 })
 def bench(c, report=False, only=None, recorded=False):

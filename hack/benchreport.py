@@ -2,9 +2,10 @@
 plots in docs/img/, and docs/comparison.md (hack/benchreport-comparison.md filled with the
 figures).
 
-Each benchmark run is kept in .bench-runs/ (its command, output, start time, load average and
-the machine), so that `--only` reruns a subset and the report still has the others; a run
-without `--only` starts afresh. The connection-survival figures come from the reports
+Each benchmark run is kept in docs/bench-runs/ (its command, output, start time, load average
+and the machine), committed with the report as the output its figures come from, so that
+`--only` reruns a subset and the report still has the others; a run without `--only` starts
+afresh. The connection-survival figures come from the reports
 `tasks.py e2etest` leaves in .e2e-reports/; the report never carries a figure it did not read
 from one of these.
 """
@@ -22,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-RUNS = REPO / ".bench-runs"
-E2E_REPORTS = REPO / ".e2e-reports"
 DOCS = REPO / "docs"
+RUNS = DOCS / "bench-runs"
+E2E_REPORTS = REPO / ".e2e-reports"
 COMPARISON_TEMPLATE = Path(__file__).resolve().parent / "benchreport-comparison.md"
 E2E_COMMAND = "python3 tasks.py e2etest"
 
@@ -124,7 +125,7 @@ def start_record(title, argv):
 
 def save_runs(records, fresh, directory=RUNS):
     """Keeps the records; fresh forgets every earlier one first."""
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     if fresh:
         for old in directory.glob("*.json"):
             old.unlink()
@@ -624,9 +625,10 @@ def write_report(benchmarks, runs, e2e_reports, docs=DOCS):
     goals += g
     m = machine()
     header = ["# MagLB performance", "",
-              "Written by `python3 tasks.py bench --report` (the benchmarks of `BENCHMARKS` in `tasks.py`, each run "
-              "once in the order listed) and the connection-survival reports of `python3 tasks.py e2etest`. "
-              "Do not edit: rerun the report.", "",
+              "Written by `python3 tasks.py bench --report` (the benchmarks of `BENCHMARKS` in `tasks.py`, in the order "
+              "listed; `--only` reruns some, and each figure gives its own run's date) and the connection-survival "
+              "reports of `python3 tasks.py e2etest`. "
+              "Do not edit: rerun the report. What each benchmark printed is in [bench-runs/](bench-runs/).", "",
               f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), kernel {m['kernel']}; every figure names its command, "
               "and the date and load average at the start of its run. The machine may be shared: a load average "
               "above 0 at a run's start means other work ran beside it. See also [the comparison](comparison.md).", "",
