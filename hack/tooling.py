@@ -376,7 +376,7 @@ def python_tests():
     run([sys.executable, "-m", "unittest", "discover", "-s", REPO / "hack", "-p", "*_test.py"])
 
 
-def bench(benchmarks, env, only=None, start_record=None):
+def bench(benchmarks, env, only, start_record):
     """Runs each benchmark command (argv lists) in turn, or those whose title or command
     matches the regular expression only, streaming what they print, and returns what
     start_record(title, argv) made of each, with the output and exit status added. Every
@@ -386,7 +386,7 @@ def bench(benchmarks, env, only=None, start_record=None):
         if only and not (re.search(only, title) or re.search(only, shlex.join(argv))):
             continue
         step(f"bench: {title}")
-        record = start_record(title, argv) if start_record else {"title": title, "command": list(argv)}
+        record = start_record(title, argv)
         sys.stdout.flush()
         proc = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, **env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
