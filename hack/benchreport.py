@@ -516,8 +516,8 @@ def survival(reports, plot):
     if not any(found.values()):
         md.append(f"Not measured in this run: run `{E2E_COMMAND}` (the lab's `survival` and `bfd` specs), then "
                   "`python3 tasks.py bench --report`.")
-        return "\n".join(md), {"survival": f"not measured in this run (`{E2E_COMMAND}`)",
-                               "survival_kubeproxy": f"not measured in this run (`{E2E_COMMAND}`)"}, \
+        absent = f"connections surviving a fault not measured in this run (`{E2E_COMMAND}`)"
+        return "\n".join(md), {"survival": absent, "survival_kubeproxy": absent}, \
             [f"hard failure: ≥ 99% of the connections survive with ebpf, the ToR's route loses the node in under 1 s: "
              f"not measured in this run (`{E2E_COMMAND}`)"]
     dates = sorted({r["written"] for r in found.values() if r})
@@ -547,8 +547,9 @@ def survival(reports, plot):
 
     def say(dp):
         parts = [f"{found[(f, dp)]['percent']:.1f}% when {label}" for f, label in FAULTS if found[(f, dp)]]
-        return ((", ".join(parts) + " ([figure](performance.md#connection-survival-by-fault))") if parts
-                else f"not measured in this run (`{E2E_COMMAND}`)")
+        return (("long-lived connections surviving: " + ", ".join(parts)
+                 + " ([figure](performance.md#connection-survival-by-fault))") if parts
+                else f"connections surviving a fault not measured in this run (`{E2E_COMMAND}`)")
     return "\n".join(md), {"survival": say("ebpf"), "survival_kubeproxy": say("kubeproxy")}, goal_lines
 
 
@@ -577,7 +578,7 @@ def datapath_maps(fig, plot):
                    span(without, "{:.1f}", "MiB")]])]
     fill = {"maps": (f"{span(total, '{:.0f}', 'MiB')} of BPF maps for 10,000 VIPs × 10 backends "
                      f"({span(without, '{:.0f}', 'MiB')} without the connection table), a full resync in "
-                     f"{span(changed, '{:.0f}', 'ms')} ([figure](performance.md#datapath-maps-sync-and-memory-for-10000-vips--10-backends))")
+                     f"{span(changed, '{:,.0f}', 'ms')} ([figure](performance.md#datapath-maps-sync-and-memory-for-10000-vips--10-backends))")
             if total else "map memory: not measured in this run"}
     return "\n".join(md), fill, []
 
