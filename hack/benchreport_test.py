@@ -1,6 +1,7 @@
 """The benchmark output parser and the figures drawn from it, on recorded `go test -bench` output
 (`python3 -m unittest discover -s hack -p '*_test.py'`, which `tasks.py test` runs)."""
 
+import shlex
 import unittest
 
 import benchreport
@@ -108,6 +109,47 @@ class ParseTest(unittest.TestCase):
         for title, name, unit, want in cases:
             with self.subTest(title):
                 self.assertEqual(benchreport.values(results, name, unit), want)
+
+
+class NoPlots:
+    """Stands in for the Plotter: the sections' text without matplotlib."""
+
+    def lines(self, name, *args, **kwargs):
+        return f"img/{name}"
+
+    bars = lines
+
+
+def figures(**outputs):
+    """Figures over recorded runs, output by -bench pattern."""
+    benchmarks = [("", ["go", "test", "-bench", pattern, pkg]) for pattern, pkg in
+                  [("LivePacketRate", "./datapath/ebpf/"), ("ProgRun", "./datapath/ebpf/")]]
+    runs = {}
+    for _, argv in benchmarks:
+        if argv[3] in outputs:
+            runs[shlex.join(argv)] = {"command": argv, "output": outputs[argv[3]], "returncode": 0,
+                                                  "machine": {"cpus": 2, "cpu_model": "", "kernel": "6.18"},
+                                                  "started": "2026-12-02 03:28 UTC", "load_average": [0.5, 0.4, 0.3]}
+    return benchreport.Figures(benchmarks, runs)
+
+
+class SectionTest(unittest.TestCase):
+    def test_goal_lines(self):
+        cases = [
+            ("packet rate against its goal", benchreport.packet_rate, {"LivePacketRate": LIVE_PACKET_RATE},
+             ["XDP native ≥ 3× iptables DNAT at 10 services: 3.7 × — met"]),
+            ("PROG_RUN at the VIP counts it ran", benchreport.prog_run, {"ProgRun": PROG_RUN},
+             ["PROG_RUN pass (no VIP) ≤ 40 ns at 10 VIPs: 64–77 ns — **missed**",
+              "PROG_RUN established, 1M flows ≤ 150 ns at 10 VIPs: 1,173–1,967 ns — **missed**",
+              "PROG_RUN established, 1M flows ≤ 150 ns at 100,000 VIPs: 4,410–6,702 ns — **missed**",
+              "PROG_RUN established, 1M flows flat from 10 to 100,000 VIPs (≤ 1.2×): 3.41–3.76 × — **missed**"]),
+            ("not run: no goal line, the text says so", benchreport.packet_rate, {}, []),
+        ]
+        for title, section, outputs, want in cases:
+            with self.subTest(title):
+                md, _, goals = section(figures(**outputs), NoPlots())
+                self.assertEqual(goals, want)
+                self.assertEqual("Not measured in this run" in md, not outputs)
 
 
 class FormatTest(unittest.TestCase):
