@@ -143,7 +143,7 @@ func TestAggregate(t *testing.T) {
 		received: map[netip.Addr][]string{lb1: {"192.0.2.10/32", "192.0.2.11/32", "192.0.2.12/32"}, lb2: {"192.0.2.10/32", "192.0.2.11/32"}},
 		want:     []bgp.Path{gold("192.0.2.0/24", lb1), gold("192.0.2.0/24", lb2), gold("192.0.2.12/32", lb1)},
 	}, {
-		name: "IPv6: the v6 next hops, the v6 pool prefix",
+		name:     "IPv6: the v6 next hops, the v6 pool prefix",
 		services: []announce.Service{{Key: "ns/d", Pool: "gold", IPs: []netip.Addr{addr("192.0.2.10"), addr("2001:db8::10")}}},
 		received: map[netip.Addr][]string{
 			lb1: {"192.0.2.10/32"}, lb2: {"192.0.2.10/32"},
