@@ -16,6 +16,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/maglb/maglb/internal/config"
 )
 
 // clientGroup is the GoBGP peer group of a reflector's clients.
@@ -30,6 +32,8 @@ type Clients struct {
 	// HoldTime and KeepaliveTime are offered to the clients; zero keeps GoBGP's defaults.
 	HoldTime, KeepaliveTime time.Duration
 	Password                string
+	// BFD runs on every client's session with this profile; nil: none.
+	BFD *config.BFDProfile
 }
 
 // SetClients makes the speaker accept sessions from clients; their routes are recorded
@@ -103,6 +107,7 @@ func clientPeerGroup(c Clients) *api.PeerGroup {
 		}},
 		Transport: &api.Transport{PassiveMode: true},
 		AfiSafis:  afiSafis,
+		Bfd:       bfdConfig(config.Peer{BFD: c.BFD}),
 	}
 }
 
