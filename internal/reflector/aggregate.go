@@ -266,7 +266,10 @@ func (ps *pathSet) add(prefix netip.Prefix, servers []netip.Addr, byPeer map[str
 				ps.index[k] = i
 				ps.paths = append(ps.paths, bgp.Path{NextHop: nh, Route: announce.Route{Prefix: prefix, Communities: a.communities, LocalPref: a.localPref}})
 			}
-			ps.paths[i].Peers = append(ps.paths[i].Peers, peer)
+			// A VIP in two aggregates (two advertisements) may bring its host route twice.
+			if !slices.Contains(ps.paths[i].Peers, peer) {
+				ps.paths[i].Peers = append(ps.paths[i].Peers, peer)
+			}
 		}
 	}
 }

@@ -180,6 +180,19 @@ func TestAggregate(t *testing.T) {
 				Communities: []config.Community{{Global: 64512<<16 | 7}, tor}, LocalPref: 200, Peers: []string{"tor-b"}}},
 		},
 	}, {
+		name: "two advertisements of a pool: an aggregate each, a host route once",
+		mutate: func(res *config.ClusterResources) {
+			res.BGPAdvs = append(res.BGPAdvs, metallbv1beta1.BGPAdvertisement{ObjectMeta: meta("gold-28"),
+				Spec: metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"gold"}, AggregationLength: ptr[int32](28), Communities: []string{"64512:100"}, LocalPref: 200}})
+		},
+		services: []announce.Service{svc("a", "gold", "192.0.2.10"), local(svc("l", "gold", "192.0.2.11"))},
+		received: map[netip.Addr][]string{lb1: {"192.0.2.10/32", "192.0.2.11/32"}, lb2: {"192.0.2.10/32"}},
+		want: []bgp.Path{
+			gold("192.0.2.0/24", lb1), gold("192.0.2.0/24", lb2),
+			gold("192.0.2.0/28", lb1), gold("192.0.2.0/28", lb2),
+			gold("192.0.2.11/32", lb1),
+		},
+	}, {
 		name:     "a service of an unknown pool, a received route of no service: nothing",
 		services: []announce.Service{svc("a", "gone", "100.64.0.1")},
 		received: map[netip.Addr][]string{lb1: {"100.64.0.1/32", "192.0.2.50/32"}},
