@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,8 +69,33 @@ func TestReflectorRole(t *testing.T) {
 	}
 	aggregate(nodes["rlb1"], nodes["rlb2"])
 	waitForState(t, "reflector-rr", metallbv1beta1.ConfigurationResultValid)
+	testenv.Eventually(t, "the reflector's metrics", func() error {
+		out, err := lab.nodes["rr"].Run("curl", "-s", "http://127.0.0.1:7477/metrics")
+		if err != nil {
+			return err
+		}
+		// Each node announces both VIPs (ETP=Cluster).
+		for _, want := range []string{"maglb_reflector_lb_nodes 2", "maglb_reflector_received_routes 4",
+			`maglb_reflector_paths{kind="aggregate"} 2`, `maglb_reflector_paths{kind="host"} 0`, `metallb_bgp_session_up{peer="172.30.0.1:179"} 1`} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("no %s in the metrics:\n%s", want, grepLines(out, "maglb_reflector_", "metallb_bgp_session_up"))
+			}
+		}
+		return nil
+	})
 
 	// An LB node's speaker stops: its path leaves the aggregate.
 	stopLB2()
 	aggregate(nodes["rlb1"])
+}
+
+// grepLines returns the lines of text that start with one of prefixes.
+func grepLines(text string, prefixes ...string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(line, p) }) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -79,6 +80,9 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	}
 	speaker, err := bgp.New(logger, bgp.Options{Reflector: true})
 	if err != nil {
+		return err
+	}
+	if err := registerMetrics(crmetrics.Registry); err != nil {
 		return err
 	}
 	defer speaker.Close(context.Background())

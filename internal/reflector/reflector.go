@@ -82,8 +82,10 @@ func (r *Reflector) Run(ctx context.Context) {
 			continue
 		}
 		in.Received = r.speaker.Received()
-		if err := r.speaker.SetPaths(ctx, Aggregate(in)); err != nil {
+		paths := Aggregate(in)
+		if err := r.speaker.SetPaths(ctx, paths); err != nil {
 			level.Error(r.logger).Log("op", "announce", "error", err)
 		}
+		recordPass(in.Received, paths)
 	}
 }
