@@ -2,7 +2,8 @@
 
 // Package bgp is the speaker's BGP: one embedded GoBGP server per process keeps the
 // sessions with the configured peers and announces routes to them, with upstream
-// MetalLB's session semantics and metrics.
+// MetalLB's session semantics and metrics. In reflector mode it also accepts the LB
+// nodes' sessions, records their routes, and sends several paths of a prefix (ADD-PATH).
 package bgp
 
 import (
