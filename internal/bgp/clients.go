@@ -16,8 +16,6 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/maglb/maglb/internal/config"
 )
 
 // clientGroup is the GoBGP peer group of a reflector's clients.
@@ -32,8 +30,6 @@ type Clients struct {
 	// HoldTime and KeepaliveTime are offered to the clients; zero keeps GoBGP's defaults.
 	HoldTime, KeepaliveTime time.Duration
 	Password                string
-	// BFD runs on every client's session with this profile; nil: none.
-	BFD *config.BFDProfile
 }
 
 // SetClients makes the speaker accept sessions from clients; their routes are recorded
@@ -107,7 +103,6 @@ func clientPeerGroup(c Clients) *api.PeerGroup {
 		}},
 		Transport: &api.Transport{PassiveMode: true},
 		AfiSafis:  afiSafis,
-		Bfd:       bfdConfig(config.Peer{BFD: c.BFD}),
 	}
 }
 
