@@ -245,6 +245,24 @@ var chartOptions = []struct {
 				}
 			}
 		}},
+	{"reflectors", []string{"reflector.enabled=true"},
+		func(t *testing.T, objs []unstructured.Unstructured) {
+			args := containerArgs(t, objs, "Deployment", "metallb-reflector")
+			for _, want := range []string{"--role=reflector", "--node-name=$(METALLB_NODE_NAME)", "--port=7477"} {
+				if !slices.Contains(args, want) {
+					t.Errorf("reflector args %v lack %s", args, want)
+				}
+			}
+			if find(objs, "Role", "metallb-reflector") == nil || find(objs, "ClusterRoleBinding", "metallb:reflector") == nil || find(objs, "ServiceAccount", "metallb-reflector") == nil {
+				t.Error("the reflector's RBAC or service account is not rendered")
+			}
+			// The speakers keep off the reflectors' nodes.
+			terms, _, _ := unstructured.NestedSlice(find(objs, "DaemonSet", "metallb-speaker").Object,
+				"spec", "template", "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+			if got := fmt.Sprint(terms); !strings.Contains(got, "maglb.io/reflector") || !strings.Contains(got, "DoesNotExist") {
+				t.Errorf("speaker node affinity %s", got)
+			}
+		}},
 	{"webhooks disabled", []string{"controller.webhookMode=disabled"},
 		func(t *testing.T, objs []unstructured.Unstructured) {
 			if find(objs, "Service", "metallb-webhook-service") != nil {

@@ -4,7 +4,8 @@
 // an embedded BGP speaker, ARP/NDP), programs them into the node's datapath, and reports the
 // configuration it runs in the node's "speaker-<node>" ConfigurationState. Flags and
 // environment follow upstream MetalLB's speaker. With --role=backend-agent it is instead the
-// agent that decapsulates the load balancers' tunnelled traffic on backend nodes.
+// agent that decapsulates the load balancers' tunnelled traffic on backend nodes, with
+// --role=reflector the route reflector between the LB nodes and the ToRs.
 package main
 
 import (
@@ -33,6 +34,7 @@ import (
 	"github.com/maglb/maglb/internal/k8s/speakercontroller"
 	"github.com/maglb/maglb/internal/layer2"
 	"github.com/maglb/maglb/internal/logging"
+	"github.com/maglb/maglb/internal/reflector"
 	"github.com/maglb/maglb/internal/upstreamflags"
 )
 
@@ -55,8 +57,12 @@ type options struct {
 }
 
 func main() {
-	if backendagent.Selected(os.Args[1:]) {
+	switch backendagent.RoleOf(os.Args[1:]) {
+	case backendagent.Role:
 		backendagent.Main(os.Args[1:])
+		return
+	case reflector.Role:
+		reflector.Main(os.Args[1:])
 		return
 	}
 	o := bindFlags(flag.CommandLine)
@@ -84,7 +90,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
 	fs.IntVar(&o.maxServices, "datapath-max-services", ebpf.DefaultMaxServices, "how many (VIP, protocol, port) services the datapath can program (ebpf datapath); past it a service is withdrawn from this node with a DatapathFailed event; pinned maps of another size are recreated at start")
-	fs.String("role", "speaker", "speaker, or backend-agent for backend nodes (see speaker --role=backend-agent --help)")
+	fs.String("role", "speaker", "speaker, backend-agent for backend nodes (see speaker --role=backend-agent --help), or reflector (see speaker --role=reflector --help)")
 	fs.Func("tunnel-source-cidr", "per-flow outer source prefix of tunnelled packets, one per family, comma-separated or repeated (ebpf datapath); default: the node's address on --datapath-interface", func(v string) error {
 		o.tunnelSources = append(o.tunnelSources, v)
 		return nil

@@ -162,7 +162,7 @@ func Decide(in Input) Plan {
 		if len(svc.IPs) == 0 {
 			continue
 		}
-		pool := poolOf(in.Config, svc)
+		pool := PoolOf(in.Config, svc)
 		if pool == nil {
 			plan.Services[svc.Key] = ServiceState{BGPReason: ReasonUnknownPool, L2Reason: ReasonUnknownPool}
 			continue
@@ -248,7 +248,8 @@ func bgpBlocks(in Input, me *Node, svc Service) string {
 	return ""
 }
 
-func poolOf(cfg *config.Config, svc Service) *config.Pool {
+// PoolOf returns the pool svc's IPs come from: the one it names, else the one holding its first IP.
+func PoolOf(cfg *config.Config, svc Service) *config.Pool {
 	if p, ok := cfg.Pools.ByName[svc.Pool]; ok {
 		return p
 	}
@@ -285,8 +286,8 @@ func anySelects(selectors []labels.Selector, set map[string]string) bool {
 	return slices.ContainsFunc(selectors, func(s labels.Selector) bool { return s.Matches(labels.Set(set)) })
 }
 
-// selectsService: no selector selects every service.
-func selectsService(selectors []labels.Selector, svc Service) bool {
+// SelectsService: no selector selects every service.
+func SelectsService(selectors []labels.Selector, svc Service) bool {
 	return len(selectors) == 0 || anySelects(selectors, svc.Labels)
 }
 
@@ -304,7 +305,7 @@ func (rs routeSet) add(svc Service, pool *config.Pool, me *Node, myPeers []strin
 	var peers []string
 	matched := false
 	for _, adv := range pool.BGPAdvertisements {
-		if !adv.Nodes.Has(me.Name) || !selectsService(adv.ServiceSelectors, svc) {
+		if !adv.Nodes.Has(me.Name) || !SelectsService(adv.ServiceSelectors, svc) {
 			continue
 		}
 		matched = true
@@ -389,7 +390,7 @@ func l2Owner(in Input, svc Service, pool *config.Pool) string {
 	}
 	var ads []*config.L2Advertisement
 	for _, adv := range pool.L2Advertisements {
-		if selectsService(adv.ServiceSelectors, svc) {
+		if SelectsService(adv.ServiceSelectors, svc) {
 			ads = append(ads, adv)
 		}
 	}
@@ -451,7 +452,7 @@ func ChooseNode(ip netip.Addr, candidates []string, scores map[string]int64) str
 func l2Interfaces(pool *config.Pool, svc Service, me string) []string {
 	var ifaces []string
 	for _, adv := range pool.L2Advertisements {
-		if !adv.Nodes.Has(me) || !selectsService(adv.ServiceSelectors, svc) {
+		if !adv.Nodes.Has(me) || !SelectsService(adv.ServiceSelectors, svc) {
 			continue
 		}
 		if len(adv.Interfaces) == 0 {

@@ -36,9 +36,9 @@ const Role = "backend-agent"
 // both run on the host network of the same nodes.
 const DefaultPort = 7476
 
-// Selected reports whether args (a command line without the program name) ask for the
-// backend agent's role.
-func Selected(args []string) bool {
+// RoleOf returns the speaker's --role in args (a command line without the program name):
+// "" when absent, Role for the backend agent.
+func RoleOf(args []string) string {
 	for i, arg := range args {
 		name, value, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 		if !strings.HasPrefix(arg, "-") || name != "role" {
@@ -47,9 +47,9 @@ func Selected(args []string) bool {
 		if !hasValue && i+1 < len(args) {
 			value = args[i+1]
 		}
-		return value == Role
+		return value
 	}
-	return false
+	return ""
 }
 
 type options struct {

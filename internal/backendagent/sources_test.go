@@ -63,20 +63,20 @@ func TestNodeAddresses(t *testing.T) {
 	}
 }
 
-func TestSelected(t *testing.T) {
-	for args, want := range map[string]bool{
-		"":                                    false,
-		"--node-name lb1":                     false,
-		"--role=backend-agent":                true,
-		"-role=backend-agent --port 1":        true,
-		"--port 1 --role backend-agent":       true,
-		"--role=speaker":                      false,
-		"--role speaker":                      false,
-		"--lb-class backend-agent":            false,
-		"--role=backend-agent-and-more --x=y": false,
+func TestRoleOf(t *testing.T) {
+	for args, want := range map[string]string{
+		"":                                    "",
+		"--node-name lb1":                     "",
+		"--role=backend-agent":                Role,
+		"-role=backend-agent --port 1":        Role,
+		"--port 1 --role backend-agent":       Role,
+		"--role=speaker":                      "speaker",
+		"--role reflector":                    "reflector",
+		"--lb-class backend-agent":            "",
+		"--role=backend-agent-and-more --x=y": "backend-agent-and-more",
 	} {
-		if got := Selected(strings.Fields(args)); got != want {
-			t.Errorf("Selected(%q) = %v, want %v", args, got, want)
+		if got := RoleOf(strings.Fields(args)); got != want {
+			t.Errorf("RoleOf(%q) = %q, want %q", args, got, want)
 		}
 	}
 }

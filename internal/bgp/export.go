@@ -12,7 +12,6 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 
-	"github.com/maglb/maglb/internal/announce"
 	"github.com/maglb/maglb/internal/config"
 )
 
@@ -107,19 +106,20 @@ func (e *exportTags) group(a attrs) uint32 {
 	return id
 }
 
-// tagRoutes returns the sorted tags of each prefix of routes.
-func (e *exportTags) tagRoutes(routes []announce.Route) map[netip.Prefix][]tag {
+// tagPaths returns the sorted tags of each path (prefix and next hop) of paths.
+func (e *exportTags) tagPaths(paths []Path) map[pathKey][]tag {
 	type want struct {
 		toAll  bool
 		all    attrs
 		byPeer map[string]attrs
 	}
-	wants := map[netip.Prefix]*want{}
-	for _, r := range routes {
-		w := wants[r.Prefix]
+	wants := map[pathKey]*want{}
+	for _, r := range paths {
+		key := pathKey{r.Prefix, r.NextHop}
+		w := wants[key]
 		if w == nil {
 			w = &want{byPeer: map[string]attrs{}}
-			wants[r.Prefix] = w
+			wants[key] = w
 		}
 		a := attrs{communities: r.Communities, localPref: r.LocalPref}
 		if len(r.Peers) == 0 {
@@ -131,8 +131,8 @@ func (e *exportTags) tagRoutes(routes []announce.Route) map[netip.Prefix][]tag {
 			w.byPeer[p] = w.byPeer[p].merge(a)
 		}
 	}
-	tags := make(map[netip.Prefix][]tag, len(wants))
-	for prefix, w := range wants {
+	tags := make(map[pathKey][]tag, len(wants))
+	for key, w := range wants {
 		var ts []tag
 		if w.toAll {
 			ts = append(ts, tag{everyPeer, e.group(w.all)})
@@ -142,7 +142,7 @@ func (e *exportTags) tagRoutes(routes []announce.Route) map[netip.Prefix][]tag {
 			ts = append(ts, tag{e.owner(p), e.group(a.merge(w.all))})
 		}
 		slices.SortFunc(ts, func(x, y tag) int { return cmp.Or(cmp.Compare(x.owner, y.owner), cmp.Compare(x.group, y.group)) })
-		tags[prefix] = ts
+		tags[key] = ts
 	}
 	return tags
 }

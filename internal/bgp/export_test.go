@@ -22,11 +22,11 @@ var (
 func TestTagRoutesMergesRoutesOfAPrefixPerPeer(t *testing.T) {
 	e := newExportTags()
 	vip := netip.MustParsePrefix("192.0.2.1/32")
-	tags := e.tagRoutes([]announce.Route{
-		{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 100},
-		{Prefix: vip, Communities: []config.Community{large}, LocalPref: 300, Peers: []string{"a"}},
-		{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 200, Peers: []string{"a"}},
-	})[vip]
+	tags := e.tagPaths(routePaths(
+		announce.Route{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 100},
+		announce.Route{Prefix: vip, Communities: []config.Community{large}, LocalPref: 300, Peers: []string{"a"}},
+		announce.Route{Prefix: vip, Communities: []config.Community{standard}, LocalPref: 200, Peers: []string{"a"}},
+	))[pathKey{prefix: vip}]
 	if len(tags) != 2 || tags[0].owner != everyPeer || tags[1].owner != e.owner("a") {
 		t.Fatalf("tags: %+v", tags)
 	}
@@ -44,10 +44,10 @@ func TestTagRoutesMergesRoutesOfAPrefixPerPeer(t *testing.T) {
 func TestPolicyGivesEachPeerItsAttributes(t *testing.T) {
 	e := newExportTags()
 	v6 := netip.MustParsePrefix("2001:db8::1/128")
-	tags := e.tagRoutes([]announce.Route{
-		{Prefix: v6, Communities: []config.Community{standard, large}, LocalPref: 200},
-		{Prefix: v6, Peers: []string{"ibgp"}},
-	})[v6]
+	tags := e.tagPaths(routePaths(
+		announce.Route{Prefix: v6, Communities: []config.Community{standard, large}, LocalPref: 200},
+		announce.Route{Prefix: v6, Peers: []string{"ibgp"}},
+	))[pathKey{prefix: v6}]
 	inUse := map[tag]bool{}
 	for _, tg := range tags {
 		inUse[tg] = true
@@ -83,4 +83,12 @@ func TestPolicyGivesEachPeerItsAttributes(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("statements (-want +got):\n%s", diff)
 	}
+}
+
+func routePaths(routes ...announce.Route) []Path {
+	paths := make([]Path, len(routes))
+	for i, r := range routes {
+		paths[i] = Path{Route: r}
+	}
+	return paths
 }

@@ -24,6 +24,9 @@ const (
 	// session went down; GoBGP's defaults (120s, 30s) keep a peer down for minutes.
 	retryTime   = 5
 	defaultPort = 179
+	// addPathSendMax is how many paths of a prefix a reflector sends with ADD-PATH: one
+	// per LB node of a shard.
+	addPathSendMax = 255
 )
 
 // session is a configured peer, as GoBGP and the export policy need it.

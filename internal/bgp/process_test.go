@@ -3,13 +3,10 @@
 package bgp_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,14 +55,9 @@ func serveSpeaker() error {
 		return err
 	}
 	ctx := context.Background()
-	in := json.NewDecoder(os.Stdin)
-	out := json.NewEncoder(os.Stdout)
-	for {
-		var req request
-		if err := in.Decode(&req); err != nil {
-			return err
-		}
+	return netlab.ServeChild(func(req request) (any, bool) {
 		var resp response
+		var err error
 		switch req.Op {
 		case "peers":
 			err = speaker.SetPeers(ctx, req.Peers, req.RouterID)
@@ -82,13 +74,8 @@ func serveSpeaker() error {
 		if err != nil {
 			resp.Error = err.Error()
 		}
-		if err := out.Encode(resp); err != nil {
-			return err
-		}
-		if req.Op == "close" {
-			return nil
-		}
-	}
+		return resp, req.Op == "close"
+	})
 }
 
 func gatherMetrics() (map[string]float64, error) {
@@ -115,71 +102,21 @@ func gatherMetrics() (map[string]float64, error) {
 
 // speakerProcess drives a speaker running in a namespace.
 type speakerProcess struct {
-	t    *testing.T
-	proc interface{ Kill() error }
-	in   *json.Encoder
-	out  *json.Decoder
-	done chan struct{}
+	t     *testing.T
+	child *netlab.Child
 }
 
 // startSpeaker starts a speaker process in ns; it is killed at cleanup, and its log shown if
 // the test failed.
 func startSpeaker(t *testing.T, ns *netlab.Namespace) *speakerProcess {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(t.TempDir(), "speaker.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(context.Background(), exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), speakerProcessEnv+"=1")
-	cmd.Stderr = logFile
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &speakerProcess{t: t, proc: cmd.Process, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout)), done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			data, _ := os.ReadFile(logPath)
-			t.Logf("speaker log:\n%s", data)
-		}
-	})
-	return p
-}
-
-func (p *speakerProcess) call(req request) response {
-	p.t.Helper()
-	if err := p.in.Encode(req); err != nil {
-		p.t.Fatalf("speaker process %s: %v", req.Op, err)
-	}
-	var resp response
-	if err := p.out.Decode(&resp); err != nil {
-		p.t.Fatalf("speaker process %s: %v", req.Op, err)
-	}
-	return resp
+	return &speakerProcess{t: t, child: netlab.StartChild(t, ns, speakerProcessEnv, "speaker")}
 }
 
 func (p *speakerProcess) mustSucceed(req request) response {
 	p.t.Helper()
-	resp := p.call(req)
+	var resp response
+	p.child.Call(req, &resp)
 	if resp.Error != "" {
 		p.t.Fatalf("speaker %s: %s", req.Op, resp.Error)
 	}
@@ -205,14 +142,9 @@ func (p *speakerProcess) status() response {
 func (p *speakerProcess) close() {
 	p.t.Helper()
 	p.mustSucceed(request{Op: "close"})
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.t.Fatal("speaker process did not exit after close")
+	if err := p.child.Wait(10 * time.Second); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
-func (p *speakerProcess) kill() {
-	_ = p.proc.Kill()
-	<-p.done
-}
+func (p *speakerProcess) kill() { p.child.Kill() }

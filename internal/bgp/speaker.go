@@ -2,7 +2,8 @@
 
 // Package bgp is the speaker's BGP: one embedded GoBGP server per process keeps the
 // sessions with the configured peers and announces routes to them, with upstream
-// MetalLB's session semantics and metrics.
+// MetalLB's session semantics and metrics. In reflector mode it also accepts the LB
+// nodes' sessions, records their routes, and sends several paths of a prefix (ADD-PATH).
 package bgp
 
 import (
@@ -34,6 +35,10 @@ type Options struct {
 	// ListenPort is the TCP port the speaker accepts sessions on: 0 is 179, -1 does not
 	// listen (the speaker only connects out, like upstream's native speaker).
 	ListenPort int32
+	// Reflector makes it a route reflector's speaker: it sends every path of a prefix
+	// (ADD-PATH) to the peers that take them, and accepts sessions from the clients that
+	// SetClients names, whose routes it records (Received).
+	Reflector bool
 }
 
 // PeerStatus is the state of the session with one configured peer.
@@ -68,11 +73,13 @@ type Speaker struct {
 	// configuration each session runs with.
 	established map[netip.Addr]bool
 	bfdOn       map[string]*api.BfdPeerConfig
-	routes      []announce.Route
-	// announced holds the tags of each prefix in GoBGP's RIB.
-	announced map[netip.Prefix][]tag
+	paths       []Path
+	// announced holds the tags of each path in GoBGP's RIB.
+	announced map[pathKey][]tag
 	tags      *exportTags
 	policy    *api.SetPoliciesRequest // last installed
+	clients   Clients
+	received  *receivedRoutes
 }
 
 // New returns a Speaker with no peers. It registers the speaker's metrics, so a process
@@ -85,8 +92,9 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 		sessions:    map[string]session{},
 		established: map[netip.Addr]bool{},
 		bfdOn:       map[string]*api.BfdPeerConfig{},
-		announced:   map[netip.Prefix][]tag{},
+		announced:   map[pathKey][]tag{},
 		tags:        newExportTags(),
+		received:    newReceivedRoutes(),
 	}
 	s.metrics = &collector{speaker: s}
 	if err := s.metrics.register(); err != nil {
@@ -101,6 +109,15 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 		stop()
 		s.metrics.unregister()
 		return nil, fmt.Errorf("watching the BGP sessions: %w", err)
+	}
+	if opts.Reflector {
+		err := s.server.WatchEvent(ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.received.peerEvent, OnPathUpdate: s.received.pathUpdate},
+			server.WatchPeer(), server.WatchUpdate(false, "", ""))
+		if err != nil {
+			stop()
+			s.metrics.unregister()
+			return nil, fmt.Errorf("watching the clients' routes: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -242,6 +259,11 @@ func (s *Speaker) newSessions(peers []config.Peer, defaultRouterID netip.Addr) (
 			errs = append(errs, fmt.Errorf("peer %s: %w", p.Name, err))
 			continue
 		}
+		if s.opts.Reflector {
+			for _, a := range sess.peer.AfiSafis {
+				a.AddPaths = &api.AddPaths{Config: &api.AddPathsConfig{SendMax: addPathSendMax}}
+			}
+		}
 		want[p.Name] = sess
 		byAddr[sess.export.addr] = p.Name
 	}
@@ -264,7 +286,7 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 		s.started = false
 		s.sessions = map[string]session{}
 		s.established, s.bfdOn = map[netip.Addr]bool{}, map[string]*api.BfdPeerConfig{}
-		s.announced = map[netip.Prefix][]tag{}
+		s.announced = map[pathKey][]tag{}
 		s.policy = nil
 	}
 	// Every session sets its own local ASN; the global one only has to be valid.
@@ -286,6 +308,9 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 			return fmt.Errorf("assigning the policies: %w", err)
 		}
 	}
+	if err := s.syncClients(ctx, Clients{}); err != nil {
+		return err
+	}
 	return s.syncPaths(ctx)
 }
 
@@ -293,9 +318,23 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 // routes: each peer gets the union of their communities and the highest local preference.
 // Only what changed is announced or withdrawn. Before the first peer, routes are kept.
 func (s *Speaker) SetRoutes(ctx context.Context, routes []announce.Route) error {
-	for _, r := range routes {
-		if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() || r.Prefix.Addr().Is4In6() {
-			return fmt.Errorf("invalid route prefix %q", r.Prefix)
+	paths := make([]Path, len(routes))
+	for i, r := range routes {
+		paths[i] = Path{Route: r}
+	}
+	return s.SetPaths(ctx, paths)
+}
+
+// SetPaths is SetRoutes for paths with their own next hops: the paths of one prefix
+// and next hop merge as SetRoutes merges routes; those of other next hops are separate
+// paths, sent together where the session has ADD-PATH (Options.AddPathSend).
+func (s *Speaker) SetPaths(ctx context.Context, paths []Path) error {
+	for _, p := range paths {
+		if !p.Prefix.IsValid() || p.Prefix != p.Prefix.Masked() || p.Prefix.Addr().Is4In6() {
+			return fmt.Errorf("invalid route prefix %q", p.Prefix)
+		}
+		if p.NextHop.IsValid() && p.NextHop.Is4() != p.Prefix.Addr().Is4() {
+			return fmt.Errorf("next hop %s of %s is of another family", p.NextHop, p.Prefix)
 		}
 	}
 	s.mu.Lock()
@@ -303,16 +342,16 @@ func (s *Speaker) SetRoutes(ctx context.Context, routes []announce.Route) error 
 	if s.closed {
 		return errClosed
 	}
-	s.routes = slices.Clone(routes)
+	s.paths = slices.Clone(paths)
 	if !s.started {
 		return nil
 	}
 	return s.syncPaths(ctx)
 }
 
-// syncPaths makes GoBGP's RIB hold the paths of s.routes.
+// syncPaths makes GoBGP's RIB hold s.paths.
 func (s *Speaker) syncPaths(ctx context.Context) error {
-	want := s.tags.tagRoutes(s.routes)
+	want := s.tags.tagPaths(s.paths)
 	// The export policy must know the tags of the new paths before they are added, and
 	// those of the old ones until they are replaced or withdrawn: a withdrawal or an update
 	// reaches the peers the old path was exported to.
@@ -322,34 +361,33 @@ func (s *Speaker) syncPaths(ctx context.Context) error {
 		return err
 	}
 	var errs []error
-	for prefix, tags := range s.announced {
-		if _, ok := want[prefix]; ok {
+	for key, tags := range s.announced {
+		if _, ok := want[key]; ok {
 			continue
 		}
-		path := newPath(prefix, tags)
-		if err := s.server.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}}); err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s: %w", prefix, err))
+		if err := s.server.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{newPath(key, tags)}}); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing %s: %w", key.prefix, err))
 			continue
 		}
-		delete(s.announced, prefix)
+		delete(s.announced, key)
 	}
-	for prefix, tags := range want {
-		if old, ok := s.announced[prefix]; ok && slices.Equal(old, tags) {
+	for key, tags := range want {
+		if old, ok := s.announced[key]; ok && slices.Equal(old, tags) {
 			continue
 		}
-		// Adding a path for a prefix replaces the previous one: peers get an update.
-		if _, err := s.server.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{newPath(prefix, tags)}}); err != nil {
-			errs = append(errs, fmt.Errorf("announcing %s: %w", prefix, err))
+		// Adding a path of the same identifier replaces the previous one: peers get an update.
+		if _, err := s.server.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{newPath(key, tags)}}); err != nil {
+			errs = append(errs, fmt.Errorf("announcing %s: %w", key.prefix, err))
 			continue
 		}
-		s.announced[prefix] = tags
+		s.announced[key] = tags
 	}
 	inUse = s.tagsInUse(s.announced)
 	s.tags.forget(inUse)
 	return errors.Join(append(errs, s.installPolicy(ctx, inUse))...)
 }
 
-func (s *Speaker) tagsInUse(paths map[netip.Prefix][]tag) map[tag]bool {
+func (s *Speaker) tagsInUse(paths map[pathKey][]tag) map[tag]bool {
 	inUse := map[tag]bool{}
 	for _, tags := range paths {
 		for _, t := range tags {
@@ -395,8 +433,8 @@ func (s *Speaker) Peers() []PeerStatus {
 		sess := s.sessions[name]
 		st := PeerStatus{Name: name, Addr: sess.export.addr, Port: uint16(sess.peer.Transport.RemotePort), State: "idle"}
 		owner := s.tags.owner(name)
-		for prefix, tags := range s.announced {
-			if sess.carries(prefix) && slices.ContainsFunc(tags, func(t tag) bool { return t.owner == everyPeer || t.owner == owner }) {
+		for key, tags := range s.announced {
+			if sess.carries(key.prefix) && slices.ContainsFunc(tags, func(t tag) bool { return t.owner == everyPeer || t.owner == owner }) {
 				st.Wanted++
 			}
 		}

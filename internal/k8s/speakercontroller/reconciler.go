@@ -248,7 +248,7 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 	}
 	for _, n := range nodes.Items {
 		in.Nodes = append(in.Nodes, announce.Node{
-			Name: n.Name, Labels: n.Labels, Addrs: internalIPs(&n), Live: live[n.Name],
+			Name: n.Name, Labels: n.Labels, Addrs: InternalIPs(&n), Live: live[n.Name],
 			NetworkUnavailable: networkUnavailable(&n),
 		})
 	}
@@ -331,7 +331,8 @@ func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedN
 	return out
 }
 
-func internalIPs(n *corev1.Node) []netip.Addr {
+// InternalIPs returns the node's InternalIP addresses.
+func InternalIPs(n *corev1.Node) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
@@ -393,7 +394,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b = b.Watches(&corev1.Node{}, one, builder.WithPredicates(predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			before, after := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-			return !maps.Equal(before.Labels, after.Labels) || !slices.Equal(internalIPs(before), internalIPs(after)) ||
+			return !maps.Equal(before.Labels, after.Labels) || !slices.Equal(InternalIPs(before), InternalIPs(after)) ||
 				networkUnavailable(before) != networkUnavailable(after)
 		},
 	}))
