@@ -343,10 +343,94 @@ metadata:
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations, traffic_policy, nodes):
-    """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
-    EndpointSlices that put the pods of nodes behind it (no endpoint controller runs here)."""
-    annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
+# The configuration of the lab that starts with upstream MetalLB (lab.py --metallb upstream):
+# what upstream's native BGP mode accepts, since its speaker refuses a whole configuration with
+# a BFD profile, keepaliveTime, connectTime, enableGracefulRestart or an IPv6 pool a
+# BGPAdvertisement selects. Pools: two announced over BGP, one over layer 2 on the rack.
+UPGRADE_POOLS = {"gold": ["198.51.100.0/26"], "silver": ["198.51.100.64/26"], "rack": ["172.31.0.192/28"]}
+UPGRADE_BGP_POOLS = ("gold", "silver")
+UPGRADE_REQUESTED_IP = "198.51.100.70"
+UPGRADE_SHARING_KEY = "demo-shared"
+# name: (annotations, ports); every one IPv4, externalTrafficPolicy Cluster, over the backends' pods.
+UPGRADE_SERVICES = {
+    "gold-web": ({"metallb.io/address-pool": "gold"}, None),
+    "silver-web": ({"metallb.io/loadBalancerIPs": UPGRADE_REQUESTED_IP}, None),
+    "shared-web": ({"metallb.io/address-pool": "silver", "metallb.io/allow-shared-ip": UPGRADE_SHARING_KEY},
+                   (("http", HTTP_PORT, "TCP"),)),
+    "shared-udp": ({"metallb.io/address-pool": "silver", "metallb.io/allow-shared-ip": UPGRADE_SHARING_KEY},
+                   (("udp", UDP_PORT, "UDP"),)),
+    "rack-web": ({"metallb.io/address-pool": "rack"}, None),
+}
+
+
+def upgrade_manifests(namespace):
+    """The upgrade lab's configuration: pools gold and silver announced to the ToR with a
+    community each (gold's by an alias of a Community), pool rack by layer 2, the BGPPeer tor,
+    and Services in namespace demo: one per pool, one with a requested IP, two sharing an IP."""
+    docs = []
+    for name, cidrs in UPGRADE_POOLS.items():
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
+  avoidBuggyIPs: {"true" if name == "gold" else "false"}""")
+    docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: Community
+metadata:
+  name: routes
+  namespace: {namespace}
+spec:
+  communities:
+  - {{name: gold-routes, value: "{NODE_ASN}:100"}}""")
+    for pool, community in zip(UPGRADE_BGP_POOLS, ("gold-routes", f"{NODE_ASN}:200")):
+        docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata:
+  name: {pool}
+  namespace: {namespace}
+spec:
+  ipAddressPools: [{pool}]
+  communities: ["{community}"]""")
+    docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: rack
+  namespace: {namespace}
+spec:
+  ipAddressPools: [rack]""")
+    docs.append(f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: tor
+  namespace: {namespace}
+spec:
+  myASN: {NODE_ASN}
+  peerASN: {TOR_ASN}
+  peerAddress: {TOR_RACK_ADDR}
+  holdTime: 9s""")
+    docs.append("""apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo""")
+    for name, (annotations, ports) in UPGRADE_SERVICES.items():
+        docs += service_manifests("demo", name, annotations, "Cluster", BACKENDS, families=("IPv4",),
+                                  **({"ports": ports} if ports else {}))
+    return "\n---\n".join(docs) + "\n"
+
+
+def service_manifests(namespace, name, annotations, traffic_policy, nodes, families=("IPv4", "IPv6"),
+                      ports=(("http", HTTP_PORT, "TCP"), ("udp", UDP_PORT, "UDP"))):
+    """A LoadBalancer Service on ports ((name, port, protocol): by default HTTP_PORT/TCP and
+    UDP_PORT/UDP) of families, without a selector, and the EndpointSlices that put the pods of
+    nodes behind it (no endpoint controller runs here)."""
+    annotation_lines = "".join(f'\n    {k}: "{v}"' for k, v in annotations.items())
+
+    def port_list(indent):
+        return "".join(f"\n{indent}- {{name: {n}, port: {port}, protocol: {proto}}}" for n, port, proto in ports)
+    policy = "PreferDualStack" if len(families) > 1 else "SingleStack"
     docs = [f"""apiVersion: v1
 kind: Service
 metadata:
@@ -357,12 +441,11 @@ spec:
   type: LoadBalancer
   externalTrafficPolicy: {traffic_policy}
   allocateLoadBalancerNodePorts: false
-  ipFamilyPolicy: PreferDualStack
-  ipFamilies: [IPv4, IPv6]
-  ports:
-  - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
-  - {{name: udp, port: {UDP_PORT}, protocol: UDP}}"""]
-    for family, address in (("IPv4", Topology.pod_address), ("IPv6", Topology.pod_address6)):
+  ipFamilyPolicy: {policy}
+  ipFamilies: [{", ".join(families)}]
+  ports:{port_list("  ")}"""]
+    addresses = {"IPv4": Topology.pod_address, "IPv6": Topology.pod_address6}
+    for family, address in ((f, addresses[f]) for f in families):
         endpoints = "".join(f"""
 - addresses: ["{address(pod)}"]
   nodeName: {node}
@@ -377,9 +460,7 @@ metadata:
     kubernetes.io/service-name: {name}
     endpointslice.kubernetes.io/managed-by: maglb-lab
 addressType: {family}
-ports:
-- {{name: http, port: {HTTP_PORT}, protocol: TCP}}
-- {{name: udp, port: {UDP_PORT}, protocol: UDP}}
+ports:{port_list("")}
 endpoints:{endpoints}""")
     return docs
 
