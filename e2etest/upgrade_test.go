@@ -21,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 // The upgrade spec starts from upstream MetalLB announcing the environment's configuration,
@@ -51,8 +53,10 @@ var _ = Describe("In-place upgrade", Label("upgrade"), Ordered, func() {
 	})
 
 	// upgrade runs swap while the connections and the route watch run, and checks what must
-	// not have changed.
-	upgrade := func(swap []string) *upgradeResult {
+	// not have changed. Upstream's controller rewrites every pool's status when it starts
+	// (its counters drop to 0 and come back), so going back leaves pools with their spec
+	// (generation) and status but a new resourceVersion.
+	upgrade := func(swap []string, poolStatusRewritten bool) *upgradeResult {
 		GinkgoHelper()
 		watch := watchRoutes(bgpVIPs)
 		var r upgradeResult
@@ -67,7 +71,14 @@ var _ = Describe("In-place upgrade", Label("upgrade"), Ordered, func() {
 
 		after := observeUpgrade(ctx)
 		Expect(after.ips).To(Equal(before.ips), "every Service keeps its IPs")
-		Expect(after.versions).To(Equal(before.versions), "no metallb.io configuration object changed (resourceVersions)")
+		Expect(after.generations).To(Equal(before.generations), "no metallb.io configuration object's spec changed")
+		Expect(after.poolStatus).To(Equal(before.poolStatus), "the pools' status")
+		unchanged := maps.Clone(before.versions)
+		if poolStatusRewritten {
+			maps.DeleteFunc(unchanged, func(key, _ string) bool { return strings.HasPrefix(key, "IPAddressPool ") })
+			maps.DeleteFunc(after.versions, func(key, _ string) bool { return strings.HasPrefix(key, "IPAddressPool ") })
+		}
+		Expect(after.versions).To(Equal(unchanged), "no metallb.io configuration object written (resourceVersions)")
 		Expect(r.Established).To(Equal(200))
 		Expect(r.VIPWithoutRouteMillis).To(BeZero(), "the ToR always had a route to every VIP: %+v", r)
 		for _, vip := range bgpVIPs {
@@ -80,7 +91,7 @@ var _ = Describe("In-place upgrade", Label("upgrade"), Ordered, func() {
 	}
 
 	It("replaces upstream MetalLB with MagLB: IPs, routes and configuration objects kept", func() {
-		report.ToMagLB = upgrade(env.SwapToMagLB)
+		report.ToMagLB = upgrade(env.SwapToMagLB, false)
 		writeReport("upgrade-"+env.Datapath, report)
 		Eventually(controllerState(ctx)).Should(Equal(metallbv1beta1.ConfigurationResultValid), "MagLB's ConfigurationState")
 	})
@@ -89,7 +100,7 @@ var _ = Describe("In-place upgrade", Label("upgrade"), Ordered, func() {
 		if report.ToMagLB == nil {
 			Skip("the upgrade to MagLB did not complete")
 		}
-		report.ToMetalLB = upgrade(env.SwapToUpstream)
+		report.ToMetalLB = upgrade(env.SwapToUpstream, true)
 		writeReport("upgrade-"+env.Datapath, report)
 	})
 })
@@ -114,12 +125,15 @@ type upgradeResult struct {
 	RoutePolls            int              `json:"route_polls"`
 }
 
-// upgradeState is what an upgrade keeps: the Services' IPs, the resourceVersions of the
-// metallb.io configuration objects, and the communities the ToR's routes carry.
+// upgradeState is what an upgrade keeps: the Services' IPs, the resourceVersions and
+// generations of the metallb.io configuration objects, the pools' status, and the
+// communities the ToR's routes carry.
 type upgradeState struct {
 	ips         map[string][]string // namespace/name -> ingress IPs
 	ports       map[string][]corev1.ServicePort
 	versions    map[string]string // kind namespace/name -> resourceVersion
+	generations map[string]int64
+	poolStatus  map[string]metallbv1beta1.IPAddressPoolStatus
 	communities map[string][]string
 }
 
@@ -135,7 +149,8 @@ var configurationKinds = []schema.GroupVersionKind{
 
 func observeUpgrade(ctx context.Context) upgradeState {
 	GinkgoHelper()
-	s := upgradeState{ips: map[string][]string{}, ports: map[string][]corev1.ServicePort{}, versions: map[string]string{}}
+	s := upgradeState{ips: map[string][]string{}, ports: map[string][]corev1.ServicePort{}, versions: map[string]string{},
+		generations: map[string]int64{}, poolStatus: map[string]metallbv1beta1.IPAddressPoolStatus{}}
 	var services corev1.ServiceList
 	Expect(cs.List(ctx, &services)).To(Succeed())
 	for _, svc := range services.Items {
@@ -153,8 +168,14 @@ func observeUpgrade(ctx context.Context) upgradeState {
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		Expect(cs.List(ctx, &list, client.InNamespace(env.Namespace))).To(Succeed(), gvk.Kind)
 		for _, o := range list.Items {
-			s.versions[gvk.Kind+" "+o.Namespace+"/"+o.Name] = o.ResourceVersion
+			key := gvk.Kind + " " + o.Namespace + "/" + o.Name
+			s.versions[key], s.generations[key] = o.ResourceVersion, o.Generation
 		}
+	}
+	var pools maglbv1beta1.IPAddressPoolList
+	Expect(cs.List(ctx, &pools, client.InNamespace(env.Namespace))).To(Succeed())
+	for _, p := range pools.Items {
+		s.poolStatus[p.Name] = p.Status
 	}
 	return s
 }
