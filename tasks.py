@@ -139,7 +139,7 @@ GENERATORS = [
     ]),
     Generator("all-in-one manifest config/manifests/maglb.yaml (kubectl kustomize config/default)",
               tooling.render_manifest),
-    Generator("the Helm chart's CRDs and RBAC rules, charts/maglb (kubectl kustomize config/crd, config/rbac, config/backend-agent)",
+    Generator("the Helm chart's CRDs and RBAC rules, charts/maglb (kubectl kustomize config/crd, config/rbac, config/backend-agent, config/workload-cluster)",
               tooling.render_chart_files),
 ]
 

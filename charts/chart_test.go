@@ -254,6 +254,36 @@ var chartOptions = []struct {
 				t.Error("the controller lacks --webhook-mode=disabled")
 			}
 		}},
+	{"workload cluster", []string{"projection.workloadClusterAccess=true", "controller.enabled=false", "speaker.enabled=false", "crds.enabled=false", "backendAgent.tunnelSources=192.0.2.0/24"},
+		func(t *testing.T, objs []unstructured.Unstructured) {
+			for _, o := range objs {
+				if k := o.GetKind(); k == "Deployment" || (k == "DaemonSet" && o.GetName() != "metallb-backend-agent") || k == "CustomResourceDefinition" {
+					t.Errorf("%s %s rendered for a workload cluster", k, o.GetName())
+				}
+			}
+			token := find(objs, "Secret", "metallb-projection-token")
+			if find(objs, "ServiceAccount", "metallb-projection") == nil || token == nil ||
+				token.GetAnnotations()["kubernetes.io/service-account.name"] != "metallb-projection" {
+				t.Fatal("no ServiceAccount metallb-projection with its token Secret metallb-projection-token")
+			}
+			config, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "workload-cluster", "projection-access.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := find(decode(t, config), "ClusterRole", "maglb-projection")
+			got := find(objs, "ClusterRole", "metallb:projection")
+			binding := find(objs, "ClusterRoleBinding", "metallb:projection")
+			if want == nil || got == nil || binding == nil {
+				t.Fatalf("ClusterRole in config/workload-cluster %v, rendered ClusterRole and binding %v %v", want != nil, got != nil, binding != nil)
+			}
+			if diff := cmp.Diff(want.Object["rules"], got.Object["rules"]); diff != "" {
+				t.Errorf("projection's rules (-config/workload-cluster +chart):\n%s", diff)
+			}
+			subjects, _, _ := unstructured.NestedSlice(binding.Object, "subjects")
+			if len(subjects) != 1 || subjects[0].(map[string]any)["name"] != "metallb-projection" {
+				t.Errorf("the binding's subjects %v, want the ServiceAccount metallb-projection", subjects)
+			}
+		}},
 	{"upstream's scheduling values", []string{"speaker.tolerateMaster=false", "speaker.nodeSelector.rack=r1", "controller.priorityClassName=system-cluster-critical", "fullnameOverride=lb"},
 		func(t *testing.T, objs []unstructured.Unstructured) {
 			ds := find(objs, "DaemonSet", "lb-speaker")

@@ -8,7 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -18,8 +21,13 @@ import (
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/maglb/maglb/internal/k8s/configstate"
 	"github.com/maglb/maglb/internal/netlab"
 )
 
@@ -206,4 +214,130 @@ func kernelRoutes(routerName string, args ...string) (map[string][]string, error
 		}
 	}
 	return gateways, nil
+}
+
+// Upstream MetalLB's own BFD sample, applied as it is: a BFDProfile (380 ms receive, 270 ms
+// transmit) and a BGPPeer naming it, iBGP with 172.30.0.3 in AS 64512, where the lab's rr answers.
+var _ = Describe("BFD: upstream's sample configuration", Label("bfd"), Ordered, func() {
+	const sample = "bgppeer_with_bfdprofile.yaml"
+	ctx := context.Background()
+	var peer metallbv1beta2.BGPPeer
+	var profile metallbv1beta1.BFDProfile
+
+	BeforeAll(func() {
+		requireProtocol("bgp")
+		rr := env.Routers["rr"]
+		if rr.UpstreamSampleAddress == "" {
+			Skip("the environment's rr does not answer at the address of upstream's samples")
+		}
+		objects := upstreamSample(sample)
+		Expect(objects).To(HaveLen(2), "%s: a BFDProfile and a BGPPeer", sample)
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(objects[0].Object, &profile)).To(Succeed())
+		Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(objects[1].Object, &peer)).To(Succeed())
+		Expect(peer.Namespace).To(Equal(env.Namespace), "the sample's namespace is the lab's")
+		Expect(peer.Spec.Address).To(Equal(rr.UpstreamSampleAddress))
+		Expect(peer.Spec.ASN).To(Equal(rr.ASN))
+		for _, obj := range objects {
+			Expect(cs.Create(ctx, obj)).To(Succeed(), "%s %s, unchanged", obj.GetKind(), obj.GetName())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(cs.Delete(ctx, obj))).To(Succeed()) })
+		}
+	})
+
+	It("brings up every LB node's session and its BFD session with the sample's timers", func() {
+		rr := env.Routers["rr"]
+		Eventually(sessionsWith("rr", rr.UpstreamSampleAddress)).Should(Equal(lbAddresses(lbNames()...)),
+			"rr's established sessions on %s", rr.UpstreamSampleAddress)
+		Eventually(bfdSessionsUp("rr")).Should(Equal(lbAddresses(lbNames()...)))
+		out, err := vtysh("rr", "show bfd peers json")
+		Expect(err).NotTo(HaveOccurred())
+		var sessions []netlab.BFDPeer
+		Expect(json.Unmarshal([]byte(out), &sessions)).To(Succeed())
+		// What the speakers sent: the sample's intervals, upstream's default multiplier.
+		Expect(sessions).To(HaveEach(And(
+			HaveField("Local", rr.UpstreamSampleAddress),
+			HaveField("RemoteReceiveInterval", BeEquivalentTo(*profile.Spec.ReceiveInterval)),
+			HaveField("RemoteTransmitInterval", BeEquivalentTo(*profile.Spec.TransmitInterval)),
+			HaveField("RemoteDetectMultiplier", BeEquivalentTo(3)),
+		)))
+		for _, lb := range lbNames() {
+			Expect(speakerSettingsHonoured(ctx, lb)).To(Succeed(), "%s honours every setting of the sample", lb)
+		}
+	})
+
+	It("announces to the sample's peer", func() {
+		ensureNamespace(ctx, "e2e-bfd")
+		createAdvertisedPool(ctx, "e2e-bfd-sample", testCIDR(3))
+		svc := createBackedService(ctx, "e2e-bfd", "sample", map[string]string{"metallb.io/address-pool": "e2e-bfd-sample"}, nil)
+		vip := vipOf(ctx, svc)
+		Eventually(nexthops("rr", vip)).Should(Equal(lbAddresses(lbNames()...)))
+		Eventually(nexthops("tor", vip)).Should(Equal(lbAddresses(lbNames()...)), "the lab's own peers are unaffected")
+	})
+})
+
+// upstreamSample decodes a YAML file of upstream MetalLB's configsamples, from the module the
+// project's API types come from.
+func upstreamSample(name string) []*unstructured.Unstructured {
+	GinkgoHelper()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "go.universe.tf/metallb").Output()
+	Expect(err).NotTo(HaveOccurred(), "locating upstream's module")
+	file, err := os.Open(filepath.Join(strings.TrimSpace(string(dir)), "configsamples", name))
+	Expect(err).NotTo(HaveOccurred())
+	defer file.Close()
+	var objects []*unstructured.Unstructured
+	decoder := yaml.NewYAMLOrJSONDecoder(file, 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		err := decoder.Decode(&obj.Object)
+		if err == io.EOF {
+			return objects
+		}
+		Expect(err).NotTo(HaveOccurred(), "decoding %s", name)
+		if len(obj.Object) > 0 {
+			objects = append(objects, obj)
+		}
+	}
+}
+
+// sessionsWith returns, for Eventually, the sorted peers of the router's established IPv4
+// sessions whose local end is localAddress.
+func sessionsWith(routerName, localAddress string) func() ([]string, error) {
+	return func() ([]string, error) {
+		out, err := vtysh(routerName, "show bgp neighbors json")
+		if err != nil {
+			return nil, err
+		}
+		var neighbors map[string]struct {
+			State     string `json:"bgpState"`
+			HostLocal string `json:"hostLocal"`
+		}
+		if err := json.Unmarshal([]byte(out), &neighbors); err != nil {
+			return nil, fmt.Errorf("decoding BGP neighbors: %w: %s", err, out)
+		}
+		established := []string{}
+		for address, n := range neighbors {
+			if n.State == "Established" && n.HostLocal == localAddress {
+				established = append(established, address)
+			}
+		}
+		slices.Sort(established)
+		return established, nil
+	}
+}
+
+// speakerSettingsHonoured fails when the node's speaker reports its configuration invalid or
+// a setting it ignores.
+func speakerSettingsHonoured(ctx context.Context, node string) error {
+	var state metallbv1beta1.ConfigurationState
+	if err := cs.Get(ctx, client.ObjectKey{Namespace: env.Namespace, Name: "speaker-" + node}, &state); err != nil {
+		return err
+	}
+	if state.Status.Result != metallbv1beta1.ConfigurationResultValid {
+		return fmt.Errorf("result %s: %s", state.Status.Result, state.Status.ErrorSummary)
+	}
+	for _, c := range state.Status.Conditions {
+		if c.Type == configstate.ConditionSettingsHonoured && c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("%s: %s", c.Reason, c.Message)
+		}
+	}
+	return nil
 }

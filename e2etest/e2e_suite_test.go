@@ -100,6 +100,9 @@ type router struct {
 	Address      string   `json:"address"`
 	Address6     string   `json:"address6"`
 	ASN          uint32   `json:"asn"`
+	// UpstreamSampleAddress is where the router also answers as the peer of upstream MetalLB's
+	// configuration samples (172.30.0.3, AS 64512), so that they apply unchanged.
+	UpstreamSampleAddress string `json:"upstream_sample_address"`
 }
 
 type lbNode struct {

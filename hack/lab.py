@@ -231,10 +231,10 @@ metadata:
             labnet.sh("mount", "-t", "bpf", "bpf", self.bpffs)
         note(f"bpffs for the datapath pins mounted on {self.bpffs}")
 
-    def router_log(self, directory, daemon, name=None):
-        """The log file of an FRR daemon, in its directory, linked from .dev-env/logs."""
+    def router_log(self, directory, daemon, name):
+        """The log file of an FRR daemon, in its directory, linked from .dev-env/logs as <name>-frr."""
         path = directory / f"{daemon}.log"
-        link = self.procs.log(f"{name or daemon}-frr")
+        link = self.procs.log(f"{name}-frr")
         link.parent.mkdir(parents=True, exist_ok=True)
         link.unlink(missing_ok=True)
         link.symlink_to(path)
@@ -244,38 +244,35 @@ metadata:
         step(f"tor: FRR zebra + bfdd + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
              f"ECMP over {len(self.topology.lbs)} LB node(s), BFD profile {labnet.BFD_PROFILE} "
              f"({labnet.BFD_INTERVAL_MS} ms x {labnet.BFD_DETECT_MULTIPLIER})")
-        self.frr_dir.mkdir(parents=True, exist_ok=True)
-        self.frr_dir.parent.chmod(0o755)
-        (self.frr_dir / "zebra.conf").write_text("hostname tor\n")
-        (self.frr_dir / "bfdd.conf").write_text(labnet.bfdd_config())
-        (self.frr_dir / "bgpd.conf").write_text(labnet.frr_config(self.topology))
-        labnet.sh("chown", "-R", "frr:frr", self.frr_dir)
-        # Each daemon starts once the one before answers: bgpd registers its BFD sessions with
-        # bfdd through zebra once, when it starts.
+        self.start_frr("tor", self.frr_dir, labnet.frr_config(self.topology), labnet.bfdd_config())
+        step(f"rr: FRR zebra + bfdd + bgpd (installing nothing) in {self.topology.netns('rr')} on {labnet.RR_ADDR} "
+             f"and {labnet.UPSTREAM_SAMPLE_PEER}, AS {labnet.NODE_ASN}: iBGP with the LB nodes once a BGPPeer names it")
+        self.start_frr("rr", self.rr_dir, labnet.rr_config(self.topology), "hostname rr\n", "-n")
+
+    def start_frr(self, router, directory, bgpd_config, bfdd_config, *bgpd_options):
+        """Starts a router's zebra, bfdd and bgpd in its namespace, each once the one before
+        answers: bgpd registers its BFD sessions with bfdd through zebra once, when it starts.
+        The tor's daemons are named zebra, bfdd and bgpd; another router's carry its name."""
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.parent.chmod(0o755)
+        (directory / "zebra.conf").write_text(f"hostname {router}\n")
+        (directory / "bfdd.conf").write_text(bfdd_config)
+        (directory / "bgpd.conf").write_text(bgpd_config)
+        labnet.sh("chown", "-R", "frr:frr", directory)
         for daemon, ready in (("zebra", "show interface brief"), ("bfdd", "show bfd peers brief"),
                               ("bgpd", "show bgp summary json")):
+            name = router_process(router, daemon)
             # bfdd's control socket defaults to one path for the whole machine.
-            own = ["--bfdctl", self.frr_dir / "bfdd.sock"] if daemon == "bfdd" else []
-            self.procs.start(daemon, [
-                "ip", "netns", "exec", self.topology.netns("tor"), f"/usr/lib/frr/{daemon}",
-                "-f", self.frr_dir / f"{daemon}.conf", "-i", self.frr_dir / f"{daemon}.pid",
-                "-z", self.frr_dir / "zserv.api", "--vty_socket", self.frr_dir, "-P", "0", *own,
-                "--log", f"file:{self.router_log(self.frr_dir, daemon)}",
+            own = ["--bfdctl", directory / "bfdd.sock"] if daemon == "bfdd" else []
+            own += list(bgpd_options) if daemon == "bgpd" else []
+            self.procs.start(name, [
+                "ip", "netns", "exec", self.topology.netns(router), f"/usr/lib/frr/{daemon}",
+                "-f", directory / f"{daemon}.conf", "-i", directory / f"{daemon}.pid",
+                "-z", directory / "zserv.api", "--vty_socket", directory, "-P", "0", *own,
+                "--log", f"file:{self.router_log(directory, daemon, name)}",
             ])
-            wait_until(f"{daemon} answering vtysh", lambda: self.vtysh(ready, daemon=daemon), 30, daemon, self.procs)
-
-        step(f"rr: FRR bgpd (no zebra) in {self.topology.netns('rr')} on {labnet.RR_ADDR}, AS {labnet.NODE_ASN}: "
-             "iBGP with the LB nodes once a BGPPeer names it")
-        self.rr_dir.mkdir(parents=True, exist_ok=True)
-        (self.rr_dir / "bgpd.conf").write_text(labnet.rr_config(self.topology))
-        labnet.sh("chown", "-R", "frr:frr", self.rr_dir)
-        self.procs.start("bgpd-rr", [
-            "ip", "netns", "exec", self.topology.netns("rr"), "/usr/lib/frr/bgpd", "--no_zebra",
-            "-f", self.rr_dir / "bgpd.conf", "-i", self.rr_dir / "bgpd.pid", "--vty_socket", self.rr_dir, "-P", "0",
-            "--log", f"file:{self.router_log(self.rr_dir, 'bgpd', 'bgpd-rr')}",
-        ])
-        wait_until("rr's bgpd answering vtysh", lambda: self.vtysh("show bgp summary json", router=self.rr_dir), 30,
-                   "bgpd-rr", self.procs)
+            wait_until(f"{router}'s {daemon} answering vtysh", lambda: self.vtysh(ready, router=directory, daemon=daemon),
+                       30, name, self.procs)
 
     def start_relay(self):
         lbs = self.topology.lbs
@@ -462,6 +459,7 @@ metadata:
                         "kernel_routes": ["ip", "-n", t.netns("tor"), "-j", "route", "show"], "address": labnet.TOR_RACK_ADDR,
                         "address6": labnet.TOR_RACK_ADDR6, "asn": labnet.TOR_ASN},
                 "rr": {"exec": ["vtysh", "--vty_socket", str(self.rr_dir)], "address": labnet.RR_ADDR,
+                       "upstream_sample_address": labnet.UPSTREAM_SAMPLE_PEER,
                        "asn": labnet.NODE_ASN},
             },
             "node_asn": labnet.NODE_ASN,
@@ -518,7 +516,8 @@ metadata:
 
     def expected_processes(self):
         t = self.topology
-        names = ["etcd", "kube-apiserver", "controller", "zebra", "bfdd", "bgpd", "bgpd-rr", "relay", "nodes", *t.all_pods]
+        names = ["etcd", "kube-apiserver", "controller", "relay", "nodes", *t.all_pods]
+        names += [router_process(router, daemon) for router in ("tor", "rr") for daemon in ("zebra", "bfdd", "bgpd")]
         names += [f"{node}-agent" for node in t.rack_nodes]
         names += [f"speaker-{lb}" for lb in t.lbs]
         names += [f"kube-proxy-{node}" for node in t.rack_nodes]
@@ -702,7 +701,7 @@ Try:
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
   {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node, both families
-  vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR}
+  vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR} or {labnet.UPSTREAM_SAMPLE_PEER}
   ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP)
 
   export KUBECONFIG={self.kubeconfig}
@@ -747,6 +746,11 @@ def is_mounted(path):
     resolved = str(Path(path).resolve())
     with open("/proc/self/mounts") as f:
         return any(line.split()[1] == resolved for line in f)
+
+
+def router_process(router, daemon):
+    """The process name of a router's FRR daemon: the tor's are plain, others carry the router."""
+    return daemon if router == "tor" else f"{daemon}-{router}"
 
 
 def router_dir(state):

@@ -1,7 +1,8 @@
 """The dev-env's network: namespaces on one machine, wired like a small rack.
 
     client (10.10.0.2) --- tor (FRR: bgpd + zebra + bfdd, ECMP) --- br0 172.31.0.0/24
-                                                              |- rr        .2    (FRR bgpd, iBGP)
+                                                              |- rr        .2    (FRR bgpd + bfdd, iBGP;
+                                                              |                   also 172.30.0.3)
                                                               |- lb1..lbN  .11.. (speakers, datapath, kube-proxy)
                                                               |- be1, be2  .21.. (backend agent, kube-proxy)
                                                               |    '- pods 10.244.<host>.<n> (echo servers)
@@ -13,7 +14,9 @@ The ToR routes between the client's link and the rack's bridge. With BGP the LB 
 announce the VIPs (pools in 198.51.100.0/24) to the ToR, which spreads flows over them by
 L4 hash, and runs BFD with them (a node that stops answering leaves ECMP within a second,
 not a hold time); rr is a second router, in the nodes' own AS and installing nothing, for what only
-iBGP carries (local preference) and for peer and node selectors; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
+iBGP carries (local preference) and for peer and node selectors. rr also answers at 172.30.0.3,
+the router upstream MetalLB's configuration samples peer with (iBGP, AS 64512), which the LB nodes
+reach on the rack's link, so that those samples work unchanged; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
 answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
 local to them, the DSR arrangement) without answering ARP for them, and send answers
 straight back to the client via the ToR.
@@ -50,6 +53,9 @@ CLIENT_ADDR = "10.10.0.2"
 TOR_CLIENT_ADDR = "10.10.0.1"
 TOR_RACK_ADDR = "172.31.0.1"
 RR_ADDR = "172.31.0.2"
+# The router of upstream MetalLB's configsamples (bgppeer_with_bfdprofile.yaml and others): rr
+# holds it too, and the LB nodes reach it directly on the rack (single-hop BGP and BFD).
+UPSTREAM_SAMPLE_PEER = "172.30.0.3"
 RACK_PREFIX = "172.31.0"
 BGP_VIPS = "198.51.100.0/24"
 L2_VIPS = "172.31.0.192/26"
@@ -245,10 +251,13 @@ bfd
 
 
 def rr_config(topology):
-    """bgpd.conf of rr: iBGP with every LB node; it only listens (bgpd runs without zebra)."""
+    """bgpd.conf of rr: iBGP with every LB node, whichever of rr's addresses the node peers with
+    (bgpd runs with --no_kernel: it installs nothing); each session watched by BFD with upstream's
+    default timers (300 ms x 3), as a router a sample's BFDProfile meets would be."""
     neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n" for lb in topology.lbs)
     return f"""frr defaults traditional
 hostname rr
+log timestamp precision 3
 !
 router bgp {NODE_ASN}
  bgp router-id {RR_ADDR}
@@ -256,6 +265,7 @@ router bgp {NODE_ASN}
  timers bgp 3 9
  neighbor NODES peer-group
  neighbor NODES remote-as {NODE_ASN}
+ neighbor NODES bfd
 {neighbors} !
  address-family ipv4 unicast
   maximum-paths ibgp 16
@@ -551,9 +561,9 @@ def build(topology):
         sh("ip", "-n", ns, "addr", "add", f"{topology.address(node)}/24", "dev", "eth0")
         sh("ip", "-n", ns, "addr", "add", f"{topology.address6(node)}/64", "dev", "eth0")
         sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", TOR_RACK_ADDR)
-        sh("ip", "-n", ns, "-6", "route", "add", "default", "via", TOR_RACK_ADDR6)
+        add_uplink_routes(topology, node)
         if node == "rr":
+            sh("ip", "-n", ns, "addr", "add", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0")
             continue
         # Every node forwards, to its pods and back.
         ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
@@ -602,10 +612,20 @@ def uplink_down(topology, node):
 
 
 def uplink_up(topology, node):
-    """Brings a node's eth0 back with what uplink_down lost: its addresses and default routes."""
+    """Brings a node's eth0 back with what uplink_down lost: its addresses and routes."""
     ns = topology.netns(node)
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
     sh("ip", "-n", ns, "addr", "replace", f"{topology.address(node)}/24", "dev", "eth0")
     sh("ip", "-n", ns, "addr", "replace", f"{topology.address6(node)}/64", "dev", "eth0")
-    sh("ip", "-n", ns, "route", "replace", "default", "via", TOR_RACK_ADDR)
+    add_uplink_routes(topology, node)
+
+
+def add_uplink_routes(topology, node):
+    """The routes over a node's eth0, which the kernel drops with the link: the default routes
+    via the ToR and, on an LB node, the direct one to upstream's sample router."""
+    ns = topology.netns(node)
+    sh("ip", "-n", ns, "-4", "route", "replace", "default", "via", TOR_RACK_ADDR)
     sh("ip", "-n", ns, "-6", "route", "replace", "default", "via", TOR_RACK_ADDR6)
+    if node.startswith("lb"):
+        sh("ip", "-n", ns, "-4", "route", "replace", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0", "src",
+           topology.address(node))

@@ -255,12 +255,14 @@ def render_manifest(bin_dir, overlays=("config/default",), output="config/manife
 
 def render_chart_files(bin_dir):
     """The Helm chart's copies of what config/ defines once: the CRDs, as a template (the BGPPeer
-    conversion webhook is in the release's namespace), and the RBAC rules (those of the
-    controller and speaker, and the backend agent's beside its DaemonSet), which the chart's
-    templates/rbac.yaml reads."""
+    conversion webhook is in the release's namespace), the RBAC rules (those of the controller
+    and speaker, and the backend agent's beside its DaemonSet), which the chart's
+    templates/rbac.yaml reads, and what a workload cluster grants projection, which
+    templates/projection-access.yaml reads."""
     render_manifest(bin_dir, ["config/crd"], "charts/maglb/charts/crds/templates/crds.yaml",
                     transform=lambda text: text.replace("namespace: metallb-system", "namespace: {{ .Release.Namespace }}"))
     render_manifest(bin_dir, ["config/rbac", "config/backend-agent"], "charts/maglb/files/rbac.yaml")
+    render_manifest(bin_dir, ["config/workload-cluster"], "charts/maglb/files/workload-cluster.yaml")
 
 
 def generate(generators, bin_dir):
