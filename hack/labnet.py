@@ -278,17 +278,7 @@ def lab_manifests(topology, protocol, namespace):
     """The lab's configuration: a pool per shard, the peers (with BFD) and advertisements, and
     two demo Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
     pools = POOLS[protocol]
-    docs = []
-    for shard, cidrs in pools.items():
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: {shard}
-  namespace: {namespace}
-spec:
-  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
-  avoidBuggyIPs: true
-  shard: {shard}""")
+    docs = [pool_manifest(shard, namespace, cidrs, avoid_buggy_ips=True, shard=shard) for shard, cidrs in pools.items()]
     if protocol == "bgp":
         docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: BFDProfile
@@ -299,48 +289,11 @@ spec:
   receiveInterval: {BFD_INTERVAL_MS}
   transmitInterval: {BFD_INTERVAL_MS}
   detectMultiplier: {BFD_DETECT_MULTIPLIER}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata:
-  name: tor
-  namespace: {namespace}
-spec:
-  myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
-  peerAddress: {TOR_RACK_ADDR}
-  holdTime: 9s
-  keepaliveTime: 3s
-  connectTime: 2s
-  bfdProfile: {BFD_PROFILE}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata:
-  name: tor6
-  namespace: {namespace}
-spec:
-  myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
-  peerAddress: "{TOR_RACK_ADDR6}"
-  holdTime: 9s
-  keepaliveTime: 3s
-  connectTime: 2s
-  bfdProfile: {BFD_PROFILE}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata:
-  name: demo
-  namespace: {namespace}
-spec:
-  ipAddressPools: [{", ".join(pools)}]
-  communities: ["64512:100"]""")
+        docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace))
+        docs.append(tor_peer_manifest("tor6", TOR_RACK_ADDR6, namespace))
+        docs.append(advertisement_manifest("BGPAdvertisement", "demo", namespace, pools, ["64512:100"]))
     else:
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: demo
-  namespace: {namespace}
-spec:
-  ipAddressPools: [{", ".join(pools)}]""")
+        docs.append(advertisement_manifest("L2Advertisement", "demo", namespace, pools))
     docs.append("""apiVersion: v1
 kind: Namespace
 metadata:
@@ -377,16 +330,7 @@ def upgrade_manifests(namespace):
     """The upgrade lab's configuration: pools gold and silver announced to the ToR with a
     community each (gold's by an alias of a Community), pool rack by layer 2, the BGPPeer tor,
     and Services in namespace demo: one per pool, one with a requested IP, two sharing an IP."""
-    docs = []
-    for name, cidrs in UPGRADE_POOLS.items():
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
-  avoidBuggyIPs: {"true" if name == "gold" else "false"}""")
+    docs = [pool_manifest(name, namespace, cidrs, avoid_buggy_ips=name == "gold") for name, cidrs in UPGRADE_POOLS.items()]
     docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: Community
 metadata:
@@ -396,31 +340,9 @@ spec:
   communities:
   - {{name: gold-routes, value: "{NODE_ASN}:100"}}""")
     for pool, community in zip(UPGRADE_BGP_POOLS, ("gold-routes", f"{NODE_ASN}:200")):
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata:
-  name: {pool}
-  namespace: {namespace}
-spec:
-  ipAddressPools: [{pool}]
-  communities: ["{community}"]""")
-    docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: rack
-  namespace: {namespace}
-spec:
-  ipAddressPools: [rack]""")
-    docs.append(f"""apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata:
-  name: tor
-  namespace: {namespace}
-spec:
-  myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
-  peerAddress: {TOR_RACK_ADDR}
-  holdTime: 9s""")
+        docs.append(advertisement_manifest("BGPAdvertisement", pool, namespace, [pool], [community]))
+    docs.append(advertisement_manifest("L2Advertisement", "rack", namespace, ["rack"]))
+    docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace, upstream_native=True))
     docs.append("""apiVersion: v1
 kind: Namespace
 metadata:
@@ -429,6 +351,46 @@ metadata:
         docs += service_manifests("demo", name, annotations, "Cluster", BACKENDS, families=("IPv4",),
                                   **({"ports": ports} if ports else {}))
     return "\n---\n".join(docs) + "\n"
+
+
+def pool_manifest(name, namespace, cidrs, avoid_buggy_ips, shard=None):
+    shard_line = f"\n  shard: {shard}" if shard else ""
+    return f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
+  avoidBuggyIPs: {str(avoid_buggy_ips).lower()}{shard_line}"""
+
+
+def tor_peer_manifest(name, address, namespace, upstream_native=False):
+    """The LB nodes' BGPPeer with the ToR at address: with the lab's keepalive and connect
+    times and BFD profile, unless upstream_native (upstream's native mode refuses them)."""
+    extra = "" if upstream_native else f"\n  keepaliveTime: 3s\n  connectTime: 2s\n  bfdProfile: {BFD_PROFILE}"
+    return f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  myASN: {NODE_ASN}
+  peerASN: {TOR_ASN}
+  peerAddress: "{address}"
+  holdTime: 9s{extra}"""
+
+
+def advertisement_manifest(kind, name, namespace, pools, communities=()):
+    quoted = ", ".join(f'"{c}"' for c in communities)
+    community_line = f"\n  communities: [{quoted}]" if communities else ""
+    return f"""apiVersion: metallb.io/v1beta1
+kind: {kind}
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  ipAddressPools: [{", ".join(pools)}]{community_line}"""
 
 
 def service_manifests(namespace, name, annotations, traffic_policy, nodes, families=("IPv4", "IPv6"),
