@@ -160,13 +160,19 @@ class Lab:
     # steps: the cluster (continued) ------------------------------------------------------------
 
     def install_crds(self):
+        """The CRDs of the MetalLB that runs. The upgrade lab applies them as docs/upgrade.md
+        has a user apply manifests, `kubectl apply` (client-side, as upstream's documentation
+        installs its own), MagLB's as config/manifests/maglb.yaml has them (config/crd)."""
         if self.running_metallb() == "upstream":
-            crds, source = self.upstream_dir / "crds.yaml", \
+            crds, source = ["-f", self.upstream_dir / "crds.yaml"], \
                 f"upstream MetalLB v{self.upstream.version}'s chart (AS numbers int64, as in v0.16)"
+        elif self.upgrade_lab:
+            crds, source = ["-k", REPO / "config" / "crd"], "config/crd/ (config/manifests/maglb.yaml's CRDs)"
         else:
-            crds, source = REPO / "config" / "crd" / "bases", "config/crd/bases/"
-        step(f"CRDs: kubectl apply --server-side of {source}; namespace {NAMESPACE}")
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", crds, capture=True)
+            crds, source = ["-f", REPO / "config" / "crd" / "bases"], "config/crd/bases/"
+        how = [] if self.upgrade_lab else ["--server-side", "--force-conflicts"]
+        step(f"CRDs: {' '.join(['kubectl apply', *how])} of {source}; namespace {NAMESPACE}")
+        self.kubectl("apply", *how, *crds, capture=True)
         self.kubectl("apply", "-f", "-", capture=True, input=f"""\
 apiVersion: v1
 kind: Namespace
@@ -177,7 +183,7 @@ metadata:
     pod-security.kubernetes.io/audit: privileged
     pod-security.kubernetes.io/warn: privileged
 """)
-        out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds, capture=True)
+        out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", capture=True)
         note(f"{len(out.splitlines())} CRDs established")
 
     def controller_argv(self):
@@ -644,17 +650,19 @@ metadata:
         note(f"swapped to {target} in {time.monotonic() - started:.1f}s")
 
     def release_maglb_webhooks(self):
-        """Removes what MagLB's controller pointed at this host (it runs outside the cluster):
-        its validating webhook configuration and the BGPPeer CRD's conversion webhook. In a
-        cluster both name the Service metallb-webhook-service and upstream's manifests take them
-        over; here upstream's controller serves no webhooks, and would leave MagLB's refusing
-        every change. Upstream's CRDs set their conversion webhook again."""
+        """Undoes what MagLB's controller pointed at this host (it runs outside the cluster):
+        deletes its validating webhook configuration, and points the BGPPeer CRD's conversion
+        webhook at the Service metallb-webhook-service again, as MagLB leaves both in a
+        cluster, where upstream's manifests then take them over. Here upstream's controller
+        serves no webhooks, and MagLB's registration would refuse every change."""
         step("MagLB's webhooks, registered at this host: ValidatingWebhookConfiguration metallb-webhook-configuration "
-             "deleted, the BGPPeer CRD's conversion webhook removed")
+             "deleted, the BGPPeer CRD's conversion webhook on the Service metallb-webhook-service again")
         self.kubectl("delete", "validatingwebhookconfiguration", "metallb-webhook-configuration", "--ignore-not-found",
                      capture=True)
-        self.kubectl("patch", "crd", "bgppeers.metallb.io", "--type=merge", "-p", '{"spec":{"conversion":null}}',
-                     capture=True)
+        service = {"namespace": NAMESPACE, "name": "metallb-webhook-service", "path": "/convert"}
+        self.kubectl("patch", "crd", "bgppeers.metallb.io", "--type=merge", "-p", json.dumps(
+            {"spec": {"conversion": {"webhook": {"clientConfig": {"url": None, "caBundle": None, "service": service}}}}}),
+            capture=True)
 
     def tor_prefixes(self, lb):
         """How many IPv4 routes the ToR has from lb; None while their session is not established."""
