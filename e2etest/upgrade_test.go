@@ -94,6 +94,16 @@ var _ = Describe("In-place upgrade", Label("upgrade"), Ordered, func() {
 		report.ToMagLB = upgrade(env.SwapToMagLB, false)
 		writeReport("upgrade-"+env.Datapath, report)
 		Eventually(controllerState(ctx)).Should(Equal(metallbv1beta1.ConfigurationResultValid), "MagLB's ConfigurationState")
+		Eventually(func() (map[string]metallbv1beta1.ConfigurationResult, error) {
+			var states metallbv1beta1.ConfigurationStateList
+			err := cs.List(ctx, &states, client.InNamespace(env.Namespace))
+			results := map[string]metallbv1beta1.ConfigurationResult{}
+			for _, st := range states.Items {
+				results[st.Name] = st.Status.Result
+			}
+			return results, err
+		}).Should(And(HaveLen(1+len(lbNames())), HaveEach(metallbv1beta1.ConfigurationResultValid)),
+			"the ConfigurationState of the controller and of every speaker")
 	})
 
 	It("goes back from MagLB to upstream MetalLB the same way", func() {
