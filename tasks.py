@@ -52,6 +52,7 @@ from invoke import Collection, Exit, Program, task  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "hack"))
 
+import benchreport  # noqa: E402
 import e2e  # noqa: E402
 import lab  # noqa: E402
 import labupstream  # noqa: E402
@@ -78,6 +79,8 @@ APT_PACKAGES = [
     # the lab's client (UDP to the VIPs) and kube-proxy's conntrack cleanup
     "netcat-openbsd",
     "conntrack",
+    # the plots of `bench --report`
+    "python3-matplotlib",
 ]
 
 # Version of kube-apiserver, kube-controller-manager, kubectl, kube-proxy (and the etcd it pins) that `k8s-bins` builds.
@@ -90,7 +93,7 @@ HELM_VERSION = "3.22.0"
 
 # `bench` runs these in order (they print their own tables).
 BENCHMARKS = [
-    ("Maglev tables: build time, imbalance, entries moved by one backend more or less (within a size and across steps)",
+    ("Maglev tables: build time per table size, imbalance, entries moved by one backend more or less (within a size and across steps)",
      ["go", "test", "-run", "^$", "-bench", ".", "./datapath/maglev/"]),
     ("XDP load balancer under BPF_PROG_RUN, kernel ns per packet: pass, new flow, established over 1M flows,"
      " at 10 / 1k / 100k VIPs with traffic over all of them, against the goals (3 runs)",
@@ -99,7 +102,7 @@ BENCHMARKS = [
      ["go", "test", "-run", "^$", "-bench", "ConnectionTableContention", "-benchtime", "1x", "-count", "3", "./datapath/ebpf/"]),
     ("datapath maps: Sync time and memory for 10,000 VIPs x 10 backends",
      ["go", "test", "-run", "^$", "-bench", "Sync|MapMemory", "-benchtime", "1x", "./datapath/ebpf/"]),
-    ("live packets per second through one LB namespace: XDP native and generic vs iptables DNAT, 10 and 10k services (3 runs)",
+    ("live packets per second through one LB namespace: XDP native and generic vs iptables DNAT, 10, 100, 1k and 10k services (3 runs)",
      ["go", "test", "-run", "^$", "-bench", "LivePacketRate", "-benchtime", "1x", "-count", "3", "./datapath/ebpf/"]),
     ("speaker: IP written to route at FRR, p50/p99 over 1,000 services, and services announced per second",
      ["go", "test", "-run", "^$", "-bench", "Announce", "-benchtime", "1x", "-timeout", "20m", "./speaker/"]),
@@ -228,23 +231,41 @@ def build(c):
     "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab); on by default, off with --no-smoke or --run",
 })
 def test(c, run=None, pkg="./...", verbose=False, smoke=True):
-    """Run go vet, every test against a real kube-apiserver, then the e2e smoke specs on the lab
+    """Run go vet, every test against a real kube-apiserver, the Python tests of hack/, then the e2e smoke specs on the lab
     (CI=true: also check generated code)."""
     _deps()
     env = _test_env()
     if os.environ.get("CI") == "true":
         _generate(check=True, bin_dir=Path(env["KUBEBUILDER_ASSETS"]))
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
+    if not run:
+        _tool(tooling.python_tests)()
     if smoke and not run:
         _build()
         _tool(e2e.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
 
 
-@task
-def bench(c):
+@task(help={
+    "report": "write docs/performance.md (plots in docs/img/) and docs/comparison.md from the runs",
+    "only": "only the benchmarks whose title or command matches this regular expression; with --report, "
+            "the others' figures come from their last recorded runs",
+    "recorded": "run nothing: write the report from the runs recorded in docs/bench-runs/ (after a change to "
+                "the report's text or its template)",
+})
+def bench(c, report=False, only=None, recorded=False):
     """Run the benchmarks and print their tables (allocator, end to end against upstream, ...)."""
     _deps()
-    _tool(tooling.bench)(BENCHMARKS, _test_env())
+    records = []
+    if not recorded:
+        # A benchmark that cannot run fails rather than skips: a skip would leave a figure out unnoticed.
+        env = dict(_test_env(), MAGLB_REQUIRE_PRIVILEGED="1")
+        records = _tool(tooling.bench)(BENCHMARKS, env, only, benchreport.start_record)
+    if report and not recorded:
+        benchreport.save_runs(records, fresh=only is None)
+    if report or recorded:
+        for path in benchreport.write_report(BENCHMARKS, benchreport.load_runs(), benchreport.load_e2e_reports()):
+            tooling.step(f"bench report: wrote {path.relative_to(tooling.REPO)}")
+    _tool(tooling.bench_failures)(records)
 
 
 LAB_HELP = {

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -371,8 +372,39 @@ def go_test(packages, env, run_regex=None, verbose=False):
     step("tests passed")
 
 
-def bench(benchmarks, env):
-    """Runs each benchmark command (argv lists) in turn, streaming what it prints."""
+def python_tests():
+    """The unit tests of the scripts in hack/ (hack/*_test.py)."""
+    step("python tests: hack/*_test.py (unittest)")
+    run([sys.executable, "-m", "unittest", "discover", "-s", REPO / "hack", "-p", "*_test.py"])
+
+
+def bench(benchmarks, env, only, start_record):
+    """Runs each benchmark command (argv lists) in turn, or those whose title or command
+    matches the regular expression only, streaming what they print, and returns what
+    start_record(title, argv) made of each, with the output and exit status added. Every
+    benchmark runs even when one fails; bench_failures says which did."""
+    records = []
     for title, argv in benchmarks:
+        if only and not (re.search(only, title) or re.search(only, shlex.join(argv))):
+            continue
         step(f"bench: {title}")
-        run(argv, env=env)
+        record = start_record(title, argv)
+        sys.stdout.flush()
+        proc = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        output = []
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            output.append(line)
+        record.update(output="".join(output), returncode=proc.wait())
+        records.append(record)
+    if not records:
+        raise TaskError(f"no benchmark matches {only!r}")
+    return records
+
+
+def bench_failures(records):
+    """Fails when a benchmark run failed."""
+    failed = [f"`{shlex.join(r['command'])}` (exit status {r['returncode']})" for r in records if r["returncode"] != 0]
+    if failed:
+        raise TaskError("benchmarks failed:\n  " + "\n  ".join(failed))

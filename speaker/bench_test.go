@@ -99,28 +99,42 @@ func benchAnnounce(b *testing.B, n int) {
 func newBenchLab(b *testing.B) (*bgpLab, client.Client) {
 	lab := newBGPLab(b, map[string]string{"lb1": "172.30.0.2"})
 	announcePool(b, "bench", "10.100.0.0/16")
+	return lab, fastClient(b, lab)
+}
+
+// fastClient is a client of the lab's API server for a benchmark's setup, which is not measured.
+func fastClient(b *testing.B, lab *bgpLab) client.Client {
 	cfg := rest.CopyConfig(lab.env.Config)
 	cfg.QPS, cfg.Burst = 2000, 4000
 	c, err := client.New(cfg, client.Options{Scheme: k8s.NewScheme()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return lab, c
+	return c
 }
 
 // createBenchService creates the i-th bench Service with a ready endpoint on lb1 and, when
 // withIP, its IP written as the controller does. Both objects are deleted when b ends.
 func createBenchService(ctx context.Context, b *testing.B, c client.Client, i int, withIP bool) (*corev1.Service, error) {
-	name := fmt.Sprintf("bench-%d", i)
+	var ip netip.Addr
+	if withIP {
+		ip = benchIP(i)
+	}
+	return createPoolService(ctx, b, c, fmt.Sprintf("bench-%d", i), "bench", "lb1", ip)
+}
+
+// createPoolService creates a Service of pool with a ready endpoint on node and, when ip is
+// valid, that IP written as the controller does. Both objects are deleted when b ends.
+func createPoolService(ctx context.Context, b *testing.B, c client.Client, name, pool, node string, ip netip.Addr) (*corev1.Service, error) {
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{"metallb.io/ip-allocated-from-pool": "bench"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{"metallb.io/ip-allocated-from-pool": pool}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, AllocateLoadBalancerNodePorts: ptr.To(false),
 			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80}}},
 	}
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
 		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: ptr.To("lb1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.5"}, NodeName: ptr.To(node), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
 	}
 	b.Cleanup(func() {
 		_ = client.IgnoreNotFound(c.Delete(ctx, svc))
@@ -129,8 +143,8 @@ func createBenchService(ctx context.Context, b *testing.B, c client.Client, i in
 	if err := c.Create(ctx, svc); err != nil {
 		return nil, err
 	}
-	if withIP {
-		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: benchIP(i).String()}}
+	if ip.IsValid() {
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String()}}
 		if err := c.Status().Update(ctx, svc); err != nil {
 			return nil, err
 		}
@@ -148,11 +162,14 @@ func routerPrefixes(lab *bgpLab) (map[string]any, error) {
 }
 
 // benchServices is MAGLB_BENCH_SERVICES, default 1,000.
-func benchServices() int {
-	if v, err := strconv.Atoi(os.Getenv("MAGLB_BENCH_SERVICES")); err == nil && v > 0 {
+func benchServices() int { return envInt("MAGLB_BENCH_SERVICES", 1000) }
+
+// envInt is the positive integer in the environment variable name, or def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
 	}
-	return 1000
+	return def
 }
 
 func benchIP(i int) netip.Addr {

@@ -78,6 +78,18 @@ type bgpLab struct {
 
 func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 	t.Helper()
+	return newBGPLabWith(t, nodes, torSettings{})
+}
+
+// torSettings add to the ToR of newBGPLabWith: lines of its `router bgp` block, lines for each
+// neighbor (%[1]s is the neighbor's address), and the daemons FRR runs besides zebra and bgpd.
+type torSettings struct {
+	router, neighbor []string
+	frr              []netlab.FRROption
+}
+
+func newBGPLabWith(t testing.TB, nodes map[string]string, tor torSettings) *bgpLab {
+	t.Helper()
 	netlab.Require(t, append([]string{"ip"}, netlab.FRRPrograms...)...)
 	env := testenv.Get(t)
 	lab := &bgpLab{env: env, nodes: map[string]*netlab.Namespace{}}
@@ -108,10 +120,18 @@ func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 		}
 		lab.nodes[name] = ns
 		fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n", addr, nodeASN)
+		for _, line := range tor.neighbor {
+			fmt.Fprintf(&neighbors, " "+line+"\n", addr)
+		}
 		createNode(t, name, addr, nil)
 	}
-	config := fmt.Sprintf("frr defaults traditional\nhostname tor\n!\nrouter bgp %d\n bgp router-id 172.30.0.1\n no bgp ebgp-requires-policy\n timers bgp 3 9\n%s!\n", torASN, neighbors.String())
-	if lab.router, err = netlab.StartFRR(t, lab.tor, config); err != nil {
+	var router strings.Builder
+	for _, line := range tor.router {
+		router.WriteString(" " + line + "\n")
+	}
+	config := fmt.Sprintf("frr defaults traditional\nhostname tor\n!\nrouter bgp %d\n bgp router-id 172.30.0.1\n no bgp ebgp-requires-policy\n timers bgp 3 9\n%s%s!\n",
+		torASN, router.String(), neighbors.String())
+	if lab.router, err = netlab.StartFRR(t, lab.tor, config, tor.frr...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -7,11 +7,12 @@ import (
 	"testing"
 )
 
-// BenchmarkBuild times a table build at the size Sync uses and reports, per N, the table size
-// and the imbalance (busiest backend over average).
+// BenchmarkBuild times a table build at every size Sync uses, with the most backends that size
+// takes, and reports, per N, the table size and the imbalance (busiest backend over average).
 func BenchmarkBuild(b *testing.B) {
-	for _, n := range []int{10, 100, 1000} {
-		backends := equalBackends(n)
+	for _, size := range Sizes {
+		backends := equalBackends(int(size) / EntriesPerBackend)
+		n := len(backends)
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			var table Table
 			for b.Loop() {

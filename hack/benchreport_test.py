@@ -1,0 +1,179 @@
+"""The benchmark output parser and the figures drawn from it, on recorded `go test -bench` output
+(`python3 -m unittest discover -s hack -p '*_test.py'`, which `tasks.py test` runs)."""
+
+import shlex
+import unittest
+
+import benchreport
+
+# Recorded from `go test -run '^$' -bench ProgRun -benchtime 100x -count 2 ./datapath/ebpf/`
+# (trimmed), with the table the benchmark prints itself.
+PROG_RUN = """goos: linux
+goarch: amd64
+pkg: github.com/maglb/maglb/datapath/ebpf
+cpu: Oxide Virtual Turin-like Processor
+BenchmarkProgRun/VIPs=10/pass-2    	     100	        77.00 ns/op
+BenchmarkProgRun/VIPs=10/pass-2    	     100	        64.00 ns/op
+BenchmarkProgRun/VIPs=10/established-1M-2         	     100	      1173 ns/op	         0 miss%
+BenchmarkProgRun/VIPs=10/established-1M-2         	     100	      1967 ns/op	         0 miss%
+BenchmarkProgRun/VIPs=100000/established-1M-2     	     100	      4410 ns/op	         0 miss%
+BenchmarkProgRun/VIPs=100000/established-1M-2     	     100	      6702 ns/op	         0 miss%
+case            VIPs    ns/packet (kernel; min–max of -count runs)  goal      met (median)
+pass            10      64–77                                       ≤ 40 ns   MISSED
+PASS
+ok  	github.com/maglb/maglb/datapath/ebpf	243.118s
+"""
+
+# Recorded from `go test -run '^$' -bench . -benchtime 1x ./datapath/maglev/` (trimmed): the
+# disruption benchmark names its three keys' runs #01, #02.
+MAGLEV = """pkg: github.com/maglb/maglb/datapath/maglev
+BenchmarkBuild/N=10-2         	       1	    412365 ns/op	      1021 M	         1.028 max/avg
+BenchmarkBuild/N=1306-2       	       1	1108373929 ns/op	    130688 M	         1.049 max/avg
+BenchmarkDisruption/N=10↔11-2                  	       1	    225408 ns/op	      2042 M-after	      1021 M-before	         1.038 max/avg	         1.401 moved%
+BenchmarkDisruption/N=10↔11#01-2               	       1	    288028 ns/op	      2042 M-after	      1021 M-before	         1.038 max/avg	         1.189 moved%
+BenchmarkDisruption/N=10↔11#02-2               	       1	    231360 ns/op	      2042 M-after	      1021 M-before	         1.034 max/avg	         1.346 moved%
+"""
+
+# Recorded from `go test -run '^$' -bench LivePacketRate -benchtime 1x ./datapath/ebpf/`, with
+# the benchmark's log after its result.
+LIVE_PACKET_RATE = """pkg: github.com/maglb/maglb/datapath/ebpf
+BenchmarkLivePacketRate/services=10-2         	       1	25100499290 ns/op	         0.1129 dnat-Mpps	         1.164 floor-Mpps	         1.138 generic/dnat	         5.192 native-cost-ratio	         3.691 native/dnat	         0.1285 xdp-generic-Mpps	         0.4168 xdp-native-Mpps
+--- BENCH: BenchmarkLivePacketRate/services=10-2
+    pps_test.go:240: 10 services: XDP native 0.42 Mpps, generic 0.13, iptables DNAT 0.11: native/DNAT 3.7× (goal ≥ 3×: met)
+"""
+
+# Recorded from `go test -run '^$' -bench Announce -benchtime 1x ./speaker/`: with 1x, what the
+# benchmark prints comes before go test's line.
+ANNOUNCE = """
+1000 services: IP written → route at the router: p50 1.08s, p99 2.192s; 104 services announced per second
+goos: linux
+goarch: amd64
+pkg: github.com/maglb/maglb/speaker
+cpu: Oxide Virtual Turin-like Processor
+BenchmarkAnnounce-2   	       1	65455782278 ns/op	      1080 p50-ms	      2192 p99-ms	       104.0 services/s
+PASS
+"""
+
+# The same when the round go test reports is not the first: go test prints the name before the
+# round runs, so the benchmark's own output comes between the name and the figures.
+ANNOUNCE_SPLIT = """pkg: github.com/maglb/maglb/speaker
+BenchmarkAnnounce-2   	
+1000 services: IP written → route at the router: p50 1.08s, p99 2.192s; 104 services announced per second
+       1	65455782278 ns/op	      1080 p50-ms	      2192 p99-ms	       104.0 services/s
+PASS
+"""
+
+
+ANNOUNCED = benchreport.Result("github.com/maglb/maglb/speaker", "Announce",
+                               {"ns/op": 65455782278.0, "p50-ms": 1080.0, "p99-ms": 2192.0, "services/s": 104.0})
+
+
+class ParseTest(unittest.TestCase):
+    def test_results(self):
+        cases = [
+            ("one metric, GOMAXPROCS suffix dropped", PROG_RUN, 0,
+             benchreport.Result("github.com/maglb/maglb/datapath/ebpf", "ProgRun/VIPs=10/pass", {"ns/op": 77.0})),
+            ("a name ending in digits after a dash keeps them", PROG_RUN, 2,
+             benchreport.Result("github.com/maglb/maglb/datapath/ebpf", "ProgRun/VIPs=10/established-1M",
+                                {"ns/op": 1173.0, "miss%": 0.0})),
+            ("custom metrics", MAGLEV, 1,
+             benchreport.Result("github.com/maglb/maglb/datapath/maglev", "Build/N=1306",
+                                {"ns/op": 1108373929.0, "M": 130688.0, "max/avg": 1.049})),
+            ("numbered sub-benchmark joins its name", MAGLEV, 3,
+             benchreport.Result("github.com/maglb/maglb/datapath/maglev", "Disruption/N=10↔11",
+                                {"ns/op": 288028.0, "M-after": 2042.0, "M-before": 1021.0, "max/avg": 1.038,
+                                 "moved%": 1.189})),
+            ("the benchmark's own output first", ANNOUNCE, 0, ANNOUNCED),
+            ("the benchmark's own output between name and figures", ANNOUNCE_SPLIT, 0, ANNOUNCED),
+        ]
+        for title, text, index, want in cases:
+            with self.subTest(title):
+                self.assertEqual(benchreport.parse(text)[index], want)
+
+    def test_counts(self):
+        cases = [("ProgRun, tables and logs ignored", PROG_RUN, 6), ("Maglev", MAGLEV, 5),
+                 ("LivePacketRate, its log ignored", LIVE_PACKET_RATE, 1), ("Announce", ANNOUNCE, 1), ("Announce, split", ANNOUNCE_SPLIT, 1),
+                 ("nothing", "FAIL\n", 0)]
+        for title, text, want in cases:
+            with self.subTest(title):
+                self.assertEqual(len(benchreport.parse(text)), want)
+
+    def test_values(self):
+        results = benchreport.parse(PROG_RUN + MAGLEV)
+        cases = [
+            ("every -count run", "ProgRun/VIPs=10/pass", "ns/op", [77.0, 64.0]),
+            ("numbered runs together", "Disruption/N=10↔11", "moved%", [1.401, 1.189, 1.346]),
+            ("unit absent", "ProgRun/VIPs=10/pass", "miss%", []),
+            ("name absent", "ProgRun/VIPs=7/pass", "ns/op", []),
+        ]
+        for title, name, unit, want in cases:
+            with self.subTest(title):
+                self.assertEqual(benchreport.values(results, name, unit), want)
+
+
+class NoPlots:
+    """Stands in for the Plotter: the sections' text without matplotlib."""
+
+    def lines(self, name, *args, **kwargs):
+        return f"img/{name}"
+
+    bars = lines
+
+
+def figures(**outputs):
+    """Figures over recorded runs, output by -bench pattern."""
+    benchmarks = [("", ["go", "test", "-bench", pattern, pkg]) for pattern, pkg in
+                  [("LivePacketRate", "./datapath/ebpf/"), ("ProgRun", "./datapath/ebpf/")]]
+    runs = {}
+    for _, argv in benchmarks:
+        if argv[3] in outputs:
+            runs[shlex.join(argv)] = {"command": argv, "output": outputs[argv[3]], "returncode": 0,
+                                                  "machine": {"cpus": 2, "cpu_model": "", "kernel": "6.18"},
+                                                  "started": "2026-12-02 03:28 UTC", "load_average": [0.5, 0.4, 0.3]}
+    return benchreport.Figures(benchmarks, runs)
+
+
+class SectionTest(unittest.TestCase):
+    def test_goal_lines(self):
+        cases = [
+            ("packet rate against its goal", benchreport.packet_rate, {"LivePacketRate": LIVE_PACKET_RATE},
+             ["XDP native ≥ 3× iptables DNAT at 10 services: 3.7 × — met"]),
+            ("PROG_RUN at the VIP counts it ran", benchreport.prog_run, {"ProgRun": PROG_RUN},
+             ["PROG_RUN pass (no VIP) ≤ 40 ns at 10 VIPs: 64–77 ns — **missed**",
+              "PROG_RUN established, 1M flows ≤ 150 ns at 10 VIPs: 1,173–1,967 ns — **missed**",
+              "PROG_RUN established, 1M flows ≤ 150 ns at 100,000 VIPs: 4,410–6,702 ns — **missed**",
+              "PROG_RUN established, 1M flows flat from 10 to 100,000 VIPs (≤ 1.2×): 3.41–3.76 × — **missed**"]),
+            ("not run: no goal line, the text says so", benchreport.packet_rate, {}, []),
+        ]
+        for title, section, outputs, want in cases:
+            with self.subTest(title):
+                md, _, goals = section(figures(**outputs), NoPlots())
+                self.assertEqual(goals, want)
+                self.assertEqual("Not measured in this run" in md, not outputs)
+
+
+class FormatTest(unittest.TestCase):
+    def test_span(self):
+        cases = [
+            ("range", [64.0, 77.0], "{:,.0f}", "ns", "64–77 ns"),
+            ("equal once rounded", [1.401, 1.4], "{:.1f}", "%", "1.4 %"),
+            ("thousands", [1173.0, 11967.0], "{:,.0f}", "", "1,173–11,967"),
+            ("none", [], "{:.1f}", "ms", "–"),
+        ]
+        for title, vals, fmt, unit, want in cases:
+            with self.subTest(title):
+                self.assertEqual(benchreport.span(vals, fmt, unit), want)
+
+    def test_goal_verdict(self):
+        cases = [
+            ("median meets", [3.7, 2.9, 3.1], lambda m: m >= 3, "met"),
+            ("median misses though one run meets", [3.7, 2.9, 2.8], lambda m: m >= 3, "**missed**"),
+            ("no figures", [], lambda m: True, "–"),
+        ]
+        for title, vals, met, want in cases:
+            with self.subTest(title):
+                self.assertEqual(benchreport.goal_verdict(vals, met), want)
+
+
+if __name__ == "__main__":
+    unittest.main()
