@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "hack"))
 import benchreport  # noqa: E402
 import e2e  # noqa: E402
 import lab  # noqa: E402
+import labupstream  # noqa: E402
 import tooling  # noqa: E402
 from tooling import Generator, TaskError  # noqa: E402
 
@@ -181,6 +182,14 @@ def _build():
 
 
 @_tool
+def _upstream():
+    """Upstream MetalLB's release the upgrade lab runs: its binaries and the helm that renders its
+    chart, each built once when missing."""
+    controller = tooling.ensure_upstream_metallb(UPSTREAM_METALLB_VERSION)
+    return labupstream.Upstream(UPSTREAM_METALLB_VERSION, controller.parent, tooling.ensure_helm(HELM_VERSION))
+
+
+@_tool
 def _test_env():
     """Builds (or finds cached) what the tests run and returns the environment naming it."""
     return {
@@ -267,30 +276,41 @@ LAB_HELP = {
     "workload_clusters": "how many workload clusters behind the LB cluster (default 1, 0 for none): each its own "
                          "API server and kube-controller-manager, two nodes on the rack (backend agent, kube-proxy), "
                          "the Service demo/echo, and a WorkloadCluster in the LB cluster",
+    "metallb": f"maglb (the default) or upstream: start with upstream MetalLB v{UPSTREAM_METALLB_VERSION}'s own "
+               "controller and speakers, CRDs, and the arguments of its Helm chart (native BGP, no memberlist), "
+               "datapath kubeproxy, no workload clusters, a configuration upstream's native mode accepts; "
+               "`hack/lab.py swap maglb|upstream` then replaces one with the other as an upgrade does",
 }
 
 
 @task(help=LAB_HELP)
-def dev_env(c, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=1):
+def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=None, metallb="maglb"):
     """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services, workload clusters."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap, workload_clusters).up())()
+    upstream = _upstream() if metallb == "upstream" else None
+    # With upstream MetalLB the lab's defaults are the only options it runs with.
+    datapath = datapath or ("kubeproxy" if upstream else "ebpf")
+    workload_clusters = (0 if upstream else 1) if workload_clusters is None else workload_clusters
+    _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap, workload_clusters, metallb,
+                          upstream).up())()
 
 
 @task(help={
     "focus": "only the specs matching this regular expression (ginkgo --focus)",
     "skip": "not the specs matching this regular expression (ginkgo --skip)",
     "label_filter": "a Ginkgo label filter replacing each pass's own, e.g. 'datapath && !survival'",
-    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,ebpf; ebpf, the default lab, stays up)",
+    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,upgrade,ebpf; ebpf, the default lab, "
+              "stays up)",
 })
-def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,ebpf"):
+def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,upgrade,ebpf"):
     """Run the e2e suites (e2etest/, Ginkgo) on the lab, once per lab variant; print the figures."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
-    _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter)
+    _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter,
+                       upstream=_upstream)
 
 
 @task

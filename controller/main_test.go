@@ -416,6 +416,39 @@ func waitForEvent(t *testing.T, svc *corev1.Service, reason, text string) {
 	})
 }
 
+// A restart leaves alone the status of a pool whose allocations did not change: no write
+// with counters that miss the Services holding IPs, which an upgrade from upstream (or any
+// restart) would see as a changed pool.
+func TestRestartLeavesPoolStatus(t *testing.T) {
+	stop := startController(t, "")
+	ensureNamespace(t, "pool-status", nil)
+	inPool := func(pool string) func(*corev1.Service) {
+		return func(s *corev1.Service) { s.Annotations = map[string]string{lbservice.AnnotationAddressPool: pool} }
+	}
+	kept := createPool(t, "kept-status", []string{"10.16.0.0/28"}, nil)
+	createPool(t, "marker", []string{"10.16.1.0/28"}, nil)
+	waitForIPs(t, createService(t, "pool-status", "web", inPool("kept-status")), "10.16.0.0")
+	waitForPoolStatus(t, "kept-status", 1, 15)
+	stop()
+	c := testenv.Get(t).Client
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(kept), kept); err != nil {
+		t.Fatal(err)
+	}
+	before := kept.ResourceVersion
+
+	startController(t, "")
+	// Once the restarted controller has allocated and written another pool's status, it
+	// has written any status it was going to.
+	waitForIPs(t, createService(t, "pool-status", "marker", inPool("marker")), "10.16.1.0")
+	waitForPoolStatus(t, "marker", 1, 15)
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(kept), kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept.ResourceVersion != before {
+		t.Errorf("pool kept-status rewritten by the restart: resourceVersion %s -> %s, status %+v", before, kept.ResourceVersion, kept.Status)
+	}
+}
+
 func waitForPoolStatus(t *testing.T, name string, assigned, available int64) {
 	t.Helper()
 	testenv.Eventually(t, "pool status of "+name, func() error {

@@ -172,36 +172,48 @@ func bfdSessionsUp(routerName string) func() ([]string, error) {
 // route to vip, from the router's kernel_routes command.
 func forwardingNexthops(routerName, vip string) func() ([]string, error) {
 	return func() ([]string, error) {
-		command := env.Routers[routerName].KernelRoutes
-		if len(command) == 0 {
-			return nil, fmt.Errorf("the environment's router %q has no kernel_routes command", routerName)
-		}
-		out, err := exec.Command(command[0], append(slices.Clone(command[1:]), vip)...).Output()
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", strings.Join(command, " "), vip, err)
-		}
-		// One next hop is the route's own gateway; several are its nexthops.
-		type nexthop struct {
-			Gateway string `json:"gateway"`
-		}
-		var routes []struct {
-			nexthop
-			Nexthops []nexthop `json:"nexthops"`
-		}
-		if err := json.Unmarshal(out, &routes); err != nil {
-			return nil, fmt.Errorf("decoding the route to %s: %w: %s", vip, err, out)
-		}
+		routes, err := kernelRoutes(routerName, vip)
 		hops := []string{}
-		for _, r := range routes {
-			for _, h := range append(r.Nexthops, r.nexthop) {
-				if h.Gateway != "" {
-					hops = append(hops, h.Gateway)
-				}
-			}
+		for _, h := range routes {
+			hops = append(hops, h...)
 		}
 		slices.Sort(hops)
-		return hops, nil
+		return hops, err
 	}
+}
+
+// kernelRoutes runs the router's kernel_routes command with args appended (none: every
+// route) and returns the gateways of each route, by destination.
+func kernelRoutes(routerName string, args ...string) (map[string][]string, error) {
+	command := env.Routers[routerName].KernelRoutes
+	if len(command) == 0 {
+		return nil, fmt.Errorf("the environment's router %q has no kernel_routes command", routerName)
+	}
+	out, err := exec.Command(command[0], append(slices.Clone(command[1:]), args...)...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", strings.Join(command, " "), strings.Join(args, " "), err)
+	}
+	// One next hop is the route's own gateway; several are its nexthops.
+	type nexthop struct {
+		Gateway string `json:"gateway"`
+	}
+	var routes []struct {
+		nexthop
+		Dst      string    `json:"dst"`
+		Nexthops []nexthop `json:"nexthops"`
+	}
+	if err := json.Unmarshal(out, &routes); err != nil {
+		return nil, fmt.Errorf("decoding the routes of %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	gateways := map[string][]string{}
+	for _, r := range routes {
+		for _, h := range append(r.Nexthops, r.nexthop) {
+			if h.Gateway != "" {
+				gateways[r.Dst] = append(gateways[r.Dst], h.Gateway)
+			}
+		}
+	}
+	return gateways, nil
 }
 
 // Upstream MetalLB's own BFD sample, applied as it is: a BFDProfile (380 ms receive, 270 ms

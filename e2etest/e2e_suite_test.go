@@ -81,6 +81,15 @@ type environment struct {
 	// by the name of their WorkloadCluster; KubeconfigSecretNamespace holds their kubeconfigs.
 	WorkloadClusters          map[string]workloadCluster `json:"workload_clusters"`
 	KubeconfigSecretNamespace string                     `json:"kubeconfig_secret_namespace"`
+	// MetalLB is what the environment starts with: "maglb", or "upstream" (MetalLB's own
+	// release, UpstreamMetalLB). SwapToMagLB and SwapToUpstream replace one with the other as a
+	// user upgrades and goes back: CRDs applied over the old ones, controller, then speakers.
+	MetalLB         string `json:"metallb"`
+	UpstreamMetalLB struct {
+		Version string `json:"version"`
+	} `json:"upstream_metallb"`
+	SwapToMagLB    []string `json:"swap_to_maglb"`
+	SwapToUpstream []string `json:"swap_to_upstream"`
 }
 
 type router struct {

@@ -11,20 +11,23 @@ import lab
 from tooling import REPO, step
 
 # Each pass brings the lab up with its options and runs the specs its label filter selects;
-# the default lab (ebpf, bgp) runs last, so that it is what stays up. Every pass but layer2 has
-# two workload clusters behind the LB cluster.
+# the default lab (ebpf, bgp) runs last, so that it is what stays up. Every pass but layer2 and
+# upgrade has two workload clusters behind the LB cluster; upgrade's lab starts with upstream
+# MetalLB, which the upgrade spec replaces with MagLB and back.
 DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
     "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || bfd || metrics || mtu || projection"),
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
-    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2"),
+    "upgrade": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 0, "metallb": "upstream"}, "upgrade"),
+    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2 && !upgrade"),
 }
 
 
-def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3):
-    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD and
-    shard specs reported. A label_filter replaces each pass's own."""
+def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3, upstream=None):
+    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD, shard
+    and upgrade specs reported. A label_filter replaces each pass's own. upstream returns the
+    labupstream.Upstream a pass starting with upstream MetalLB runs (built when first needed)."""
     if os.geteuid() != 0:
         raise lab.LabError("the e2e suites drive the lab's namespaces, routers and BPF programs: run as root")
     reports = lab.STATE.parent / ".e2e-reports"
@@ -32,12 +35,11 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
     failed = []
     for name in passes:
         options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else (DEFAULT_PASS_OPTIONS, name)
-        encap = options.get("encap", "ipip")
-        step(f"e2e pass {name}: lab with datapath {options['datapath']} ({encap}), protocol {options['protocol']}, "
-             f"{options['workload_clusters']} workload cluster(s); "
-             f"specs {label_filter or filter_}")
+        encap, metallb = options.get("encap", "ipip"), options.get("metallb", "maglb")
+        step(f"e2e pass {name}: lab with {metallb}, datapath {options['datapath']} ({encap}), protocol "
+             f"{options['protocol']}, {options['workload_clusters']} workload cluster(s); specs {label_filter or filter_}")
         the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes, encap,
-                          options["workload_clusters"])
+                          options["workload_clusters"], metallb, upstream() if metallb == "upstream" else None)
         the_lab.up()
         args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
                 f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",
@@ -98,6 +100,18 @@ def print_figures(reports):
             if r:
                 print(f"    {dp:<10} {r['survived']:>9} {r['established']:>4} {r['percent']:>7.1f}%  "
                       f"{r['next_hop_gone_ms']:>14} ms  {r['lb_node_taken_out']}", flush=True)
+    upgrade = load("upgrade-kubeproxy")
+    if upgrade:
+        step(f"in-place upgrade: upstream MetalLB v{upgrade['upstream_version']} -> MagLB and back, speakers one node "
+             f"at a time, 200 long-lived TCP connections through {upgrade['vip']}")
+        print(f"    {'direction':<18} {'VIP without route':>17} {'node path gone':>14} {'survived':>9} {'of':>4} "
+              f"{'swap':>7}", flush=True)
+        for direction, key in (("MetalLB -> MagLB", "to_maglb"), ("MagLB -> MetalLB", "to_metallb")):
+            if (r := upgrade.get(key)) is None:
+                print(f"    {direction:<18} (did not complete)", flush=True)
+                continue
+            print(f"    {direction:<18} {r['vip_without_route_ms']:>14} ms {r['node_path_missing_ms']:>11} ms "
+                  f"{r['survived']:>9} {r['established']:>4} {r['swap_ms'] / 1000:>6.1f}s", flush=True)
     shards = load("shards-ebpf")
     if shards:
         step(f"shard isolation: shard {shards['measured_shard']}'s HTTP requests/s while shard "

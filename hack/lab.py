@@ -28,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import labnet
+import labupstream
 import labworkload
 from labcluster import (Cluster, LabError, Processes, binary, check_ports_free, generate_pki, port_open, tail,
                         wait_until)
@@ -50,7 +51,7 @@ WEBHOOK_PORT = 29443
 
 class Lab:
     def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip",
-                 workload_clusters=1, state=STATE):
+                 workload_clusters=1, metallb="maglb", upstream=None, state=STATE):
         if datapath not in ("ebpf", "kubeproxy"):
             raise LabError(f"--datapath {datapath}: want ebpf or kubeproxy")
         if encap not in ("ipip", "gue"):
@@ -61,10 +62,20 @@ class Lab:
             raise LabError(f"--lb-nodes {lb_nodes}: want 1 to {MAX_LB_NODES}")
         if not 0 <= int(workload_clusters) <= labnet.MAX_WORKLOAD_CLUSTERS:
             raise LabError(f"--workload-clusters {workload_clusters}: want 0 to {labnet.MAX_WORKLOAD_CLUSTERS}")
+        if metallb not in METALLBS:
+            raise LabError(f"--metallb {metallb}: want {' or '.join(METALLBS)}")
+        if metallb == "upstream":
+            # Upstream has no XDP datapath, no projection, and announces over BGP natively.
+            wanted = {"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 0}
+            given = {"datapath": datapath, "protocol": protocol, "workload_clusters": int(workload_clusters)}
+            if given != wanted or upstream is None:
+                raise LabError(f"--metallb upstream runs with {wanted} and upstream's built binaries, not {given}")
         self.bin_dir = Path(bin_dir)
         self.k8s_version = k8s_version
         self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes), "encap": encap,
-                        "workload_clusters": int(workload_clusters)}
+                        "workload_clusters": int(workload_clusters), "metallb": metallb}
+        self.upstream = upstream
+        self.upstream_dir = state / "upstream-chart"
         self.topology = labnet.Topology(int(lb_nodes), int(workload_clusters))
         self.state = state
         self.namespace = NAMESPACE
@@ -117,10 +128,51 @@ class Lab:
         self.workloads.launch_control_planes()
         self.cluster.wait_ready()
 
+    # which MetalLB runs: the lab's option, until `hack/lab.py swap` replaces it -----------------
+
+    @property
+    def upgrade_lab(self):
+        """The lab starts with upstream MetalLB, and swaps it for MagLB and back."""
+        return self.options["metallb"] == "upstream"
+
+    def running_metallb(self):
+        try:
+            return (self.state / "metallb").read_text().strip()
+        except OSError:
+            return self.options["metallb"]
+
+    def render_upstream_chart(self):
+        v = self.upstream.version
+        step(f"upstream MetalLB v{v}: helm template of its chart ({labupstream.MODULE}@v{v}/charts/metallb) with "
+             f"{labupstream.UPGRADE_VALUES}: its CRDs, its controller's and speaker's arguments and environment "
+             f"(.dev-env/{self.upstream_dir.name}/)")
+        labupstream.render(self.upstream, NAMESPACE, self.upstream_dir)
+        components = labupstream.load_components(self.upstream_dir)
+        for name, c in components.items():
+            env = ", ".join(e["name"] for e in c["env"]) or "none"
+            note(f"{name}: arguments {' '.join(c['args'])}; environment {env}")
+
+    def chart(self, component, fields):
+        """(arguments, environment) of component's container in upstream's chart."""
+        c = labupstream.load_components(self.upstream_dir)[component]
+        return c["args"], labupstream.resolve_env(c["env"], dict(fields, **{"metadata.namespace": NAMESPACE}))
+
+    # steps: the cluster (continued) ------------------------------------------------------------
+
     def install_crds(self):
-        step(f"CRDs: kubectl apply --server-side -f config/crd/bases/; namespace {NAMESPACE}")
-        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", REPO / "config" / "crd" / "bases",
-                     capture=True)
+        """The CRDs of the MetalLB that runs. The upgrade lab applies them as docs/upgrade.md
+        has a user apply manifests, `kubectl apply` (client-side, as upstream's documentation
+        installs its own), MagLB's as config/manifests/maglb.yaml has them (config/crd)."""
+        if self.running_metallb() == "upstream":
+            crds, source = ["-f", self.upstream_dir / "crds.yaml"], \
+                f"upstream MetalLB v{self.upstream.version}'s chart (AS numbers int64, as in v0.16)"
+        elif self.upgrade_lab:
+            crds, source = ["-k", REPO / "config" / "crd"], "config/crd/ (config/manifests/maglb.yaml's CRDs)"
+        else:
+            crds, source = ["-f", REPO / "config" / "crd" / "bases"], "config/crd/bases/"
+        how = [] if self.upgrade_lab else ["--server-side", "--force-conflicts"]
+        step(f"CRDs: {' '.join(['kubectl apply', *how])} of {source}; namespace {NAMESPACE}")
+        self.kubectl("apply", *how, *crds, capture=True)
         self.kubectl("apply", "-f", "-", capture=True, input=f"""\
 apiVersion: v1
 kind: Namespace
@@ -131,29 +183,44 @@ metadata:
     pod-security.kubernetes.io/audit: privileged
     pod-security.kubernetes.io/warn: privileged
 """)
-        out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f",
-                           REPO / "config" / "crd" / "bases", capture=True)
+        out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", capture=True)
         note(f"{len(out.splitlines())} CRDs established")
 
+    def controller_argv(self):
+        """(argv, environment) of the controller that runs now. In the upgrade lab both run with
+        the arguments and environment of upstream's chart, and the lab adds after them (so they
+        win) what running outside a pod needs: the kubeconfig, the namespace, the lab's ports,
+        and where the API server reaches MagLB's webhooks. Upstream's webhooks stay off: its
+        controller registers them behind the Service metallb-webhook-service, which the API
+        server cannot reach here."""
+        outside = ["--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE, "--port", METRICS_PORT]
+        if self.running_metallb() == "upstream":
+            args, env = self.chart("controller", {})
+            return [self.upstream.binary("controller"), *args, *outside, "--webhook-mode=disabled"], env
+        outside += ["--webhook-host", "127.0.0.1", "--webhook-port", WEBHOOK_PORT, "--health-probe-port", HEALTH_PORT,
+                    "--cert-dir", self.state / "webhook-certs"]
+        if self.upgrade_lab:
+            args, env = self.chart("controller", {})
+            return [binary("controller"), *args, *outside], env
+        return [binary("controller"), *outside, "--log-level", "debug"], {}
+
     def start_controller(self):
-        step(f"controller: bin/controller, webhooks on 127.0.0.1:{WEBHOOK_PORT}, "
-             f"metrics :{METRICS_PORT}, probes :{HEALTH_PORT}")
-        self._record_binary("controller")
-        self.procs.start("controller", [
-            binary("controller"),
-            "--kubeconfig", self.kubeconfig,
-            "--namespace", NAMESPACE,
-            "--webhook-host", "127.0.0.1",
-            "--webhook-port", WEBHOOK_PORT,
-            "--port", METRICS_PORT,
-            "--health-probe-port", HEALTH_PORT,
-            "--cert-dir", self.state / "webhook-certs",
-            "--log-level", "debug",
-        ])
+        argv, env = self.controller_argv()
+        upstream = self.running_metallb() == "upstream"
+        if upstream:
+            step(f"controller: upstream MetalLB v{self.upstream.version}'s, webhooks off, metrics :{METRICS_PORT}")
+            ready = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+        else:
+            step(f"controller: bin/controller, webhooks on 127.0.0.1:{WEBHOOK_PORT}, "
+                 f"metrics :{METRICS_PORT}, probes :{HEALTH_PORT}")
+            self._record_binary("controller")
+            ready = f"http://127.0.0.1:{HEALTH_PORT}/readyz"
+        note(" ".join(map(str, argv[1:])) + "".join(f" {k}={v}" for k, v in env.items()))
+        self.procs.start("controller", argv, env)
         started = time.monotonic()
-        wait_until(f"controller http://127.0.0.1:{HEALTH_PORT}/readyz",
-                   lambda: self.http_ok(f"http://127.0.0.1:{HEALTH_PORT}/readyz"), 90, "controller", self.procs)
-        note(f"controller ready after {time.monotonic() - started:.1f}s (webhooks registered and serving)")
+        wait_until(f"controller {ready}", lambda: self.http_ok(ready), 90, "controller", self.procs)
+        note(f"controller ready after {time.monotonic() - started:.1f}s"
+             + ("" if upstream else " (webhooks registered and serving)"))
 
     # steps: the network ----------------------------------------------------------------------
 
@@ -294,32 +361,63 @@ metadata:
             ])
 
     def speaker_argv(self, lb):
-        argv = ["ip", "netns", "exec", self.topology.netns(lb), binary("speaker"),
+        """(argv, environment) of lb's speaker. In the upgrade lab, upstream's or MagLB's (whichever
+        runs now) with the arguments and environment of upstream's chart, the downward API's
+        fields filled in as a kubelet would, and the kubeconfig and namespace added."""
+        t = self.topology
+        netns = ["ip", "netns", "exec", t.netns(lb)]
+        if self.upgrade_lab:
+            args, env = self.chart("speaker", {"spec.nodeName": lb, "status.hostIP": t.address(lb),
+                                               "status.podIP": t.address(lb),
+                                               "metadata.name": labupstream.speaker_pod_name(lb)})
+            program = self.upstream.binary("speaker") if self.running_metallb() == "upstream" else binary("speaker")
+            return [*netns, program, *args, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE], env
+        argv = [*netns, binary("speaker"),
                 "--node-name", lb, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
                 "--port", SPEAKER_METRICS_PORT, "--log-level", "debug", "--datapath", self.options["datapath"]]
         if self.options["datapath"] == "ebpf":
             # Generic XDP: the ToR's end of each veth runs no XDP program, which native XDP_TX needs.
             argv += ["--xdp-mode", "generic", "--datapath-interface", "eth0", "--datapath-pin-path", self.bpffs / lb,
                      "--datapath-encap", self.options["encap"]]
-        return argv
+        return argv, {}
 
     def start_speaker(self, lb):
-        self.procs.start(f"speaker-{lb}", self.speaker_argv(lb))
+        argv, env = self.speaker_argv(lb)
+        self.procs.start(f"speaker-{lb}", argv, env)
+
+    def wait_for_speaker(self, lb):
+        """Until lb's speaker serves metrics on the node's address (upstream's chart has it
+        listen on the host IP alone)."""
+        ns, url = self.topology.netns(lb), f"http://{self.topology.address(lb)}:{SPEAKER_METRICS_PORT}/metrics"
+        wait_until(f"speaker {lb} serving {url}",
+                   lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2", "-o", "/dev/null",
+                                     "-w", "%{http_code}", url), 60, f"speaker-{lb}", self.procs)
 
     def start_lb_nodes(self):
         dp = self.options["datapath"]
         what = f"XDP Maglev on eth0 (generic), {self.options['encap']} to the backends" if dp == "ebpf" \
             else "kube-proxy (iptables) forwarding"
-        step(f"LB nodes: a speaker on each of {', '.join(self.topology.lbs)}; datapath {dp}: {what}")
-        self._record_binary("speaker")
+        which = f"upstream MetalLB v{self.upstream.version}'s" if self.running_metallb() == "upstream" else "MagLB's"
+        step(f"LB nodes: {which} speaker on each of {', '.join(self.topology.lbs)}; datapath {dp}: {what}")
+        if self.upgrade_lab:
+            note(f"Pod objects {', '.join(labupstream.speaker_pod_name(lb) for lb in self.topology.lbs)} "
+                 "(upstream's speaker looks itself up by METALLB_POD_NAME)")
+            self.kubectl("apply", "-f", "-", capture=True,
+                         input="---\n".join(labupstream.speaker_pod_manifest(lb, NAMESPACE) for lb in self.topology.lbs))
+        if self.running_metallb() == "maglb":
+            self._record_binary("speaker")
         for lb in self.topology.lbs:
             self.start_speaker(lb)
         for lb in self.topology.lbs:
-            wait_until(f"speaker {lb} serving metrics",
-                       lambda: self.http_ok(f"http://127.0.0.1:{speaker_metrics_port(lb)}/metrics"), 60,
-                       f"speaker-{lb}", self.procs)
+            self.wait_for_speaker(lb)
 
     def apply_lab_config(self):
+        if self.upgrade_lab:
+            step(f"configuration: pools {', '.join(labnet.UPGRADE_POOLS)} ({', '.join(labnet.UPGRADE_BGP_POOLS)} over "
+                 f"BGP with a community each, one of them by an alias; the rest over layer 2), BGPPeer tor; Services "
+                 f"{', '.join('demo/' + s for s in labnet.UPGRADE_SERVICES)} (a requested IP, a shared one)")
+            self.kubectl("apply", "-f", "-", input=labnet.upgrade_manifests(NAMESPACE), capture=True)
+            return
         pools = labnet.POOLS[self.options["protocol"]]
         described = ", ".join(f"{name} ({' '.join(cidrs)}, shard {name})" for name, cidrs in pools.items())
         step(f"configuration: pools {described}, "
@@ -335,8 +433,8 @@ metadata:
 
     def wait_for_vips(self):
         step("waiting for the demo VIPs to answer a curl from the client namespace")
-        wait_until("both IPs of each demo Service", lambda: len(self.demo_vips()) == 2 * len(labnet.SHARDS), 60,
-                   "controller", self.procs)
+        want = len(labnet.UPGRADE_SERVICES) if self.upgrade_lab else 2 * len(labnet.SHARDS)
+        wait_until("every IP of each demo Service", lambda: len(self.demo_vips()) == want, 60, "controller", self.procs)
         client = self.topology.netns("client")
         for hostport, name in self.demo_vips():
             started = time.monotonic()
@@ -378,9 +476,9 @@ metadata:
             "pods": {pod: {"node": t.node_of(pod), "address": t.pod_address(pod),
                            "address6": t.pod_address6(pod), "netns": t.netns(pod)} for pod in t.pods},
             "controller_metrics": f"http://127.0.0.1:{METRICS_PORT}/metrics",
-            "pools": labnet.POOLS[self.options["protocol"]],
+            "pools": labnet.UPGRADE_POOLS if self.upgrade_lab else labnet.POOLS[self.options["protocol"]],
             "vip_range": labnet.BGP_VIPS if self.options["protocol"] == "bgp" else labnet.L2_VIPS,
-            "vip_range6": labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else labnet.L2_VIPS6,
+            "vip_range6": "" if self.upgrade_lab else labnet.BGP_VIPS6 if self.options["protocol"] == "bgp" else labnet.L2_VIPS6,
             "http_port": labnet.HTTP_PORT,
             "udp_port": labnet.UDP_PORT,
             "node_down": [*LAB_SCRIPT, "speaker", "stop"],
@@ -389,7 +487,12 @@ metadata:
             "node_uplink_up": [*LAB_SCRIPT, "uplink", "up"],
             "kubeconfig_secret_namespace": NAMESPACE,
             "workload_clusters": self.workloads.description(LAB_SCRIPT),
+            "metallb": self.options["metallb"],
         }
+        if self.upgrade_lab:
+            description.update({"upstream_metallb": self.upstream.describe(),
+                                "swap_to_maglb": [*LAB_SCRIPT, "swap", "maglb"],
+                                "swap_to_upstream": [*LAB_SCRIPT, "swap", "upstream"]})
         (self.state / "lab.json").write_text(json.dumps(description, indent=2) + "\n")
 
     # binaries ------------------------------------------------------------------------------
@@ -411,7 +514,8 @@ metadata:
 
     def steps(self):
         """A fresh start, in order."""
-        return [self.start_apiserver, self.install_crds, self.start_controller, self.workloads.start_control_planes,
+        render = [self.render_upstream_chart] if self.upgrade_lab else []
+        return [*render, self.start_apiserver, self.install_crds, self.start_controller, self.workloads.start_control_planes,
                 self.build_network, self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents,
                 self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config,
                 self.workloads.populate, self.wait_for_vips, self.workloads.wait_for_vips, self.write_description]
@@ -436,7 +540,8 @@ metadata:
         if os.geteuid() != 0:
             raise LabError("the lab needs root: it creates network namespaces, runs FRR and attaches BPF programs")
         running = self.procs.running()
-        same = self.recorded_options() == self.options
+        # An upgrade lab left running MagLB (a spec that stopped half-way) starts afresh.
+        same = self.recorded_options() == self.options and self.running_metallb() == self.options["metallb"]
         if same and set(running) >= set(self.expected_processes()) and self.cluster.answers():
             self._update()
             return
@@ -510,6 +615,61 @@ metadata:
             self.procs.stop(f"{node}-agent")
         self.start_backend_agents()
 
+    # the upgrade ---------------------------------------------------------------------------
+
+    def swap(self, target):
+        """Replaces the running MetalLB with target ("maglb" or "upstream") as a user upgrades or
+        goes back: the CRDs applied over the old ones (stored objects untouched), the controller
+        replaced, then each LB node's speaker in turn, as a DaemonSet's rolling update does, the
+        next one once the ToR has the new speaker's session and every route the old one gave it.
+        Both run with the arguments and environment of upstream's chart."""
+        if not self.upgrade_lab:
+            raise LabError("only a lab brought up with --metallb upstream swaps its MetalLB")
+        current = self.running_metallb()
+        if current == target:
+            note(f"{target} runs already")
+            return
+        started = time.monotonic()
+        step(f"swap {current} -> {target}: CRDs, controller, then the speakers of {', '.join(self.topology.lbs)} one "
+             "at a time")
+        if target == "upstream":
+            self.release_maglb_webhooks()
+        (self.state / "metallb").write_text(target + "\n")
+        self.install_crds()
+        self.procs.stop("controller")
+        self.start_controller()
+        for lb in self.topology.lbs:
+            before = self.tor_prefixes(lb) or 0
+            self.procs.stop(f"speaker-{lb}")
+            stopped = time.monotonic()
+            self.start_speaker(lb)
+            wait_until(f"the ToR's session with {lb} established, its {before} routes back",
+                       lambda: (n := self.tor_prefixes(lb)) is not None and n >= before, 90, f"speaker-{lb}", self.procs, interval=0.1)
+            note(f"{lb}: {target}'s speaker gave the ToR its {before} routes again {time.monotonic() - stopped:.1f}s "
+                 "after the old one stopped")
+        note(f"swapped to {target} in {time.monotonic() - started:.1f}s")
+
+    def release_maglb_webhooks(self):
+        """Undoes what MagLB's controller pointed at this host (it runs outside the cluster):
+        deletes its validating webhook configuration, and points the BGPPeer CRD's conversion
+        webhook at the Service metallb-webhook-service again, as MagLB leaves both in a
+        cluster, where upstream's manifests then take them over. Here upstream's controller
+        serves no webhooks, and MagLB's registration would refuse every change."""
+        step("MagLB's webhooks, registered at this host: ValidatingWebhookConfiguration metallb-webhook-configuration "
+             "deleted, the BGPPeer CRD's conversion webhook on the Service metallb-webhook-service again")
+        self.kubectl("delete", "validatingwebhookconfiguration", "metallb-webhook-configuration", "--ignore-not-found",
+                     capture=True)
+        service = {"namespace": NAMESPACE, "name": "metallb-webhook-service", "path": "/convert"}
+        self.kubectl("patch", "crd", "bgppeers.metallb.io", "--type=merge", "-p", json.dumps(
+            {"spec": {"conversion": {"webhook": {"clientConfig": {"url": None, "caBundle": None, "service": service}}}}}),
+            capture=True)
+
+    def tor_prefixes(self, lb):
+        """How many IPv4 routes the ToR has from lb; None while their session is not established."""
+        summary = json.loads(self.vtysh("show bgp ipv4 unicast summary json"))
+        peer = summary.get("peers", {}).get(self.topology.address(lb), {})
+        return peer.get("pfxRcd") if peer.get("state") == "Established" else None
+
     def print_info(self, already_up):
         t = self.topology
         client = t.netns("client")
@@ -528,9 +688,15 @@ metadata:
         workload_hints = "".join(f"\n{line}" for line in self.workloads.info())
         metrics = "\n".join(f"  curl -s http://127.0.0.1:{speaker_metrics_port(lb)}/metrics | grep -E '^(metallb|maglb)_'"
                             f"   # speaker {lb}" for lb in t.lbs)
+        running = self.running_metallb()
+        controller = f"upstream MetalLB v{self.upstream.version}'s controller and speakers" if running == "upstream" \
+            else f"the controller (webhooks on 127.0.0.1:{WEBHOOK_PORT})"
+        if self.upgrade_lab:
+            other = "upstream" if running == "maglb" else "maglb"
+            metrics += (f"\n  /usr/bin/python3 hack/lab.py swap {other}   # {other}'s CRDs over these, its controller, "
+                        f"then its speakers one node at a time (upstream's chart's arguments for both)")
         print(f"""
-MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, the controller (webhooks on
-127.0.0.1:{WEBHOOK_PORT}), and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
+MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, {controller}, and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
 (speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends,
 kube-proxy) -> pods {', '.join(t.pods)}.{workloads}
 Processes: {pids}.
@@ -568,6 +734,8 @@ client-netns: {client}""", flush=True)
 
 
 MAX_LB_NODES = 8
+# What a lab starts with: MagLB, or upstream MetalLB's release (the upgrade lab).
+METALLBS = ("maglb", "upstream")
 LAB_SCRIPT = [sys.executable, str(Path(__file__).resolve())]
 SPEAKER_METRICS_PORT = 7472
 BACKEND_AGENT_METRICS_PORT = 7476  # inside each node's namespace
@@ -635,25 +803,38 @@ def main(argv):
     speaker of one LB node of the running lab; hack/lab.py uplink down|up lbN takes the node's
     uplink down (a hard failure: nothing leaves gracefully) or brings it back; hack/lab.py
     workload-apiserver stop|start wcK does the same with a workload cluster's kube-apiserver
-    (its etcd and data stay)."""
+    (its etcd and data stay); hack/lab.py swap maglb|upstream replaces the MetalLB of a lab
+    brought up with --metallb upstream (Lab.swap)."""
     commands = {"speaker": ("lb_nodes", ("stop", "start")), "uplink": ("lb_nodes", ("down", "up")),
                 "workload-apiserver": ("workload_clusters", ("stop", "start"))}
-    if len(argv) != 3 or argv[0] not in commands or argv[1] not in commands[argv[0]][1]:
+    swap = len(argv) == 2 and argv[0] == "swap" and argv[1] in METALLBS
+    if not swap and (len(argv) != 3 or argv[0] not in commands or argv[1] not in commands[argv[0]][1]):
         print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py uplink down|up lbN\n"
-              "       hack/lab.py workload-apiserver stop|start wcK", file=sys.stderr)
+              "       hack/lab.py workload-apiserver stop|start wcK\n       hack/lab.py swap maglb|upstream",
+              file=sys.stderr)
         return 2
-    command, action, target = argv
     try:
         d = json.loads((STATE / "lab.json").read_text())
     except OSError:
         print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
         return 1
+    lab = Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"],
+              upstream=labupstream.Upstream.from_description(d.get("upstream_metallb")))
+    if swap:
+        try:
+            lab.swap(argv[1])
+        except LabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            if e.log:
+                print(f"--- last lines of {e.log}:\n{tail(e.log).rstrip()}", file=sys.stderr)
+            return 1
+        return 0
+    command, action, target = argv
     kind = commands[command][0]
     known = d.get(kind) or {}
     if target not in known:
         print(f"{target} is not one of the lab's {kind.replace('_', ' ')} {sorted(known)}", file=sys.stderr)
         return 2
-    lab = Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"])
     if command == "uplink":
         (labnet.uplink_down if action == "down" else labnet.uplink_up)(lab.topology, target)
         return 0

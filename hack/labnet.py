@@ -278,17 +278,7 @@ def lab_manifests(topology, protocol, namespace):
     """The lab's configuration: a pool per shard, the peers (with BFD) and advertisements, and
     two demo Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
     pools = POOLS[protocol]
-    docs = []
-    for shard, cidrs in pools.items():
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: IPAddressPool
-metadata:
-  name: {shard}
-  namespace: {namespace}
-spec:
-  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
-  avoidBuggyIPs: true
-  shard: {shard}""")
+    docs = [pool_manifest(shard, namespace, cidrs, avoid_buggy_ips=True, shard=shard) for shard, cidrs in pools.items()]
     if protocol == "bgp":
         docs.append(f"""apiVersion: metallb.io/v1beta1
 kind: BFDProfile
@@ -299,48 +289,11 @@ spec:
   receiveInterval: {BFD_INTERVAL_MS}
   transmitInterval: {BFD_INTERVAL_MS}
   detectMultiplier: {BFD_DETECT_MULTIPLIER}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata:
-  name: tor
-  namespace: {namespace}
-spec:
-  myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
-  peerAddress: {TOR_RACK_ADDR}
-  holdTime: 9s
-  keepaliveTime: 3s
-  connectTime: 2s
-  bfdProfile: {BFD_PROFILE}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta2
-kind: BGPPeer
-metadata:
-  name: tor6
-  namespace: {namespace}
-spec:
-  myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
-  peerAddress: "{TOR_RACK_ADDR6}"
-  holdTime: 9s
-  keepaliveTime: 3s
-  connectTime: 2s
-  bfdProfile: {BFD_PROFILE}""")
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: BGPAdvertisement
-metadata:
-  name: demo
-  namespace: {namespace}
-spec:
-  ipAddressPools: [{", ".join(pools)}]
-  communities: ["64512:100"]""")
+        docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace))
+        docs.append(tor_peer_manifest("tor6", TOR_RACK_ADDR6, namespace))
+        docs.append(advertisement_manifest("BGPAdvertisement", "demo", namespace, pools, ["64512:100"]))
     else:
-        docs.append(f"""apiVersion: metallb.io/v1beta1
-kind: L2Advertisement
-metadata:
-  name: demo
-  namespace: {namespace}
-spec:
-  ipAddressPools: [{", ".join(pools)}]""")
+        docs.append(advertisement_manifest("L2Advertisement", "demo", namespace, pools))
     docs.append("""apiVersion: v1
 kind: Namespace
 metadata:
@@ -353,10 +306,103 @@ metadata:
     return "\n---\n".join(docs) + "\n"
 
 
-def service_manifests(namespace, name, annotations, traffic_policy, nodes):
-    """A LoadBalancer Service on HTTP_PORT/TCP and UDP_PORT/UDP without a selector, and the
-    EndpointSlices that put the pods of nodes behind it (no endpoint controller runs here)."""
-    annotation_lines = "".join(f"\n    {k}: {v}" for k, v in annotations.items())
+# The configuration of the lab that starts with upstream MetalLB (lab.py --metallb upstream):
+# what upstream's native BGP mode accepts, since its speaker refuses a whole configuration with
+# a BFD profile, keepaliveTime, connectTime, enableGracefulRestart or an IPv6 pool a
+# BGPAdvertisement selects. Pools: two announced over BGP, one over layer 2 on the rack.
+UPGRADE_POOLS = {"gold": ["198.51.100.0/26"], "silver": ["198.51.100.64/26"], "rack": ["172.31.0.192/28"]}
+UPGRADE_BGP_POOLS = ("gold", "silver")
+UPGRADE_REQUESTED_IP = "198.51.100.70"
+UPGRADE_SHARING_KEY = "demo-shared"
+# name: (annotations, ports); every one IPv4, externalTrafficPolicy Cluster, over the backends' pods.
+UPGRADE_SERVICES = {
+    "gold-web": ({"metallb.io/address-pool": "gold"}, None),
+    "silver-web": ({"metallb.io/loadBalancerIPs": UPGRADE_REQUESTED_IP}, None),
+    "shared-web": ({"metallb.io/address-pool": "silver", "metallb.io/allow-shared-ip": UPGRADE_SHARING_KEY},
+                   (("http", HTTP_PORT, "TCP"),)),
+    "shared-udp": ({"metallb.io/address-pool": "silver", "metallb.io/allow-shared-ip": UPGRADE_SHARING_KEY},
+                   (("udp", UDP_PORT, "UDP"),)),
+    "rack-web": ({"metallb.io/address-pool": "rack"}, None),
+}
+
+
+def upgrade_manifests(namespace):
+    """The upgrade lab's configuration: pools gold and silver announced to the ToR with a
+    community each (gold's by an alias of a Community), pool rack by layer 2, the BGPPeer tor,
+    and Services in namespace demo: one per pool, one with a requested IP, two sharing an IP."""
+    docs = [pool_manifest(name, namespace, cidrs, avoid_buggy_ips=name == "gold") for name, cidrs in UPGRADE_POOLS.items()]
+    docs.append(f"""apiVersion: metallb.io/v1beta1
+kind: Community
+metadata:
+  name: routes
+  namespace: {namespace}
+spec:
+  communities:
+  - {{name: gold-routes, value: "{NODE_ASN}:100"}}""")
+    for pool, community in zip(UPGRADE_BGP_POOLS, ("gold-routes", f"{NODE_ASN}:200")):
+        docs.append(advertisement_manifest("BGPAdvertisement", pool, namespace, [pool], [community]))
+    docs.append(advertisement_manifest("L2Advertisement", "rack", namespace, ["rack"]))
+    docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace, upstream_native=True))
+    docs.append("""apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo""")
+    for name, (annotations, ports) in UPGRADE_SERVICES.items():
+        docs += service_manifests("demo", name, annotations, "Cluster", BACKENDS, families=("IPv4",),
+                                  **({"ports": ports} if ports else {}))
+    return "\n---\n".join(docs) + "\n"
+
+
+def pool_manifest(name, namespace, cidrs, avoid_buggy_ips, shard=None):
+    shard_line = f"\n  shard: {shard}" if shard else ""
+    return f"""apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  addresses: [{", ".join(f'"{c}"' for c in cidrs)}]
+  avoidBuggyIPs: {str(avoid_buggy_ips).lower()}{shard_line}"""
+
+
+def tor_peer_manifest(name, address, namespace, upstream_native=False):
+    """The LB nodes' BGPPeer with the ToR at address: with the lab's keepalive and connect
+    times and BFD profile, unless upstream_native (upstream's native mode refuses them)."""
+    extra = "" if upstream_native else f"\n  keepaliveTime: 3s\n  connectTime: 2s\n  bfdProfile: {BFD_PROFILE}"
+    return f"""apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  myASN: {NODE_ASN}
+  peerASN: {TOR_ASN}
+  peerAddress: "{address}"
+  holdTime: 9s{extra}"""
+
+
+def advertisement_manifest(kind, name, namespace, pools, communities=()):
+    quoted = ", ".join(f'"{c}"' for c in communities)
+    community_line = f"\n  communities: [{quoted}]" if communities else ""
+    return f"""apiVersion: metallb.io/v1beta1
+kind: {kind}
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  ipAddressPools: [{", ".join(pools)}]{community_line}"""
+
+
+def service_manifests(namespace, name, annotations, traffic_policy, nodes, families=("IPv4", "IPv6"),
+                      ports=(("http", HTTP_PORT, "TCP"), ("udp", UDP_PORT, "UDP"))):
+    """A LoadBalancer Service on ports ((name, port, protocol): by default HTTP_PORT/TCP and
+    UDP_PORT/UDP) of families, without a selector, and the EndpointSlices that put the pods of
+    nodes behind it (no endpoint controller runs here)."""
+    annotation_lines = "".join(f'\n    {k}: "{v}"' for k, v in annotations.items())
+
+    def port_list(indent):
+        return "".join(f"\n{indent}- {{name: {n}, port: {port}, protocol: {proto}}}" for n, port, proto in ports)
+    policy = "PreferDualStack" if len(families) > 1 else "SingleStack"
     docs = [f"""apiVersion: v1
 kind: Service
 metadata:
@@ -367,12 +413,11 @@ spec:
   type: LoadBalancer
   externalTrafficPolicy: {traffic_policy}
   allocateLoadBalancerNodePorts: false
-  ipFamilyPolicy: PreferDualStack
-  ipFamilies: [IPv4, IPv6]
-  ports:
-  - {{name: http, port: {HTTP_PORT}, protocol: TCP}}
-  - {{name: udp, port: {UDP_PORT}, protocol: UDP}}"""]
-    for family, address in (("IPv4", Topology.pod_address), ("IPv6", Topology.pod_address6)):
+  ipFamilyPolicy: {policy}
+  ipFamilies: [{", ".join(families)}]
+  ports:{port_list("  ")}"""]
+    addresses = {"IPv4": Topology.pod_address, "IPv6": Topology.pod_address6}
+    for family, address in ((f, addresses[f]) for f in families):
         endpoints = "".join(f"""
 - addresses: ["{address(pod)}"]
   nodeName: {node}
@@ -387,9 +432,7 @@ metadata:
     kubernetes.io/service-name: {name}
     endpointslice.kubernetes.io/managed-by: maglb-lab
 addressType: {family}
-ports:
-- {{name: http, port: {HTTP_PORT}, protocol: TCP}}
-- {{name: udp, port: {UDP_PORT}, protocol: UDP}}
+ports:{port_list("")}
 endpoints:{endpoints}""")
     return docs
 

@@ -22,11 +22,11 @@ import (
 type poolStatusWriter struct {
 	client    client.Client
 	namespace string
-	counters  func(pool string) allocator.PoolCounters
+	counters  func(pool string) (allocator.PoolCounters, bool)
 	queue     chan event.GenericEvent
 }
 
-func newPoolStatusWriter(c client.Client, namespace string, counters func(string) allocator.PoolCounters) *poolStatusWriter {
+func newPoolStatusWriter(c client.Client, namespace string, counters func(string) (allocator.PoolCounters, bool)) *poolStatusWriter {
 	return &poolStatusWriter{client: c, namespace: namespace, counters: counters, queue: make(chan event.GenericEvent, 1024)}
 }
 
@@ -51,7 +51,12 @@ func (w *poolStatusWriter) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := w.client.Get(ctx, req.NamespacedName, &pool); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	c := w.counters(pool.Name)
+	c, complete := w.counters(pool.Name)
+	if !complete {
+		// Counters without the Services holding IPs would reset the status on every start
+		// (and the pool's resourceVersion with it); the first replay touches every pool.
+		return ctrl.Result{}, nil
+	}
 	status := metallbv1beta1.IPAddressPoolStatus{
 		AssignedIPv4: c.AssignedIPv4, AssignedIPv6: c.AssignedIPv6,
 		AvailableIPv4: c.AvailableIPv4, AvailableIPv6: c.AvailableIPv6,

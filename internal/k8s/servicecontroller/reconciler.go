@@ -8,6 +8,7 @@ package servicecontroller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -63,11 +64,12 @@ func (r *Reconciler) SetConfig(cfg *config.Config) {
 	r.requestReplay()
 }
 
-// Counters returns the allocation counters of a pool.
-func (r *Reconciler) Counters(pool string) allocator.PoolCounters {
+// Counters returns the allocation counters of a pool, and whether they count every Service:
+// not before the first replay has re-assigned the Services holding IPs.
+func (r *Reconciler) Counters(pool string) (allocator.PoolCounters, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.alloc.Counters(pool)
+	return r.alloc.Counters(pool), r.ready
 }
 
 func (r *Reconciler) requestReplay() {
@@ -127,7 +129,11 @@ func (r *Reconciler) replayAll(ctx context.Context) error {
 	for _, svc := range services {
 		again = r.converge(ctx, svc) || again
 	}
-	r.ready = true
+	if !r.ready {
+		r.ready = true
+		// The pools' status waited for this (Counters).
+		r.poolStatus.touch(ctx, slices.Sorted(maps.Keys(r.pools.ByName))...)
+	}
 	if again {
 		r.requestReplay()
 	}
