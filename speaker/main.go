@@ -102,7 +102,7 @@ func (o *options) validate() error {
 	if o.encap != "ipip" && o.encap != "gue" {
 		return fmt.Errorf("--datapath-encap %q is not one of ipip, gue", o.encap)
 	}
-	if o.iface != "" && (len(o.iface) > 15 || o.iface == "." || o.iface == ".." || strings.ContainsAny(o.iface, "/: \t\n")) {
+	if o.iface != "" && !ebpf.ValidInterfaceName(o.iface) {
 		return fmt.Errorf("--datapath-interface %q is not an interface name", o.iface)
 	}
 	if err := k8s.CheckPort("gue-port", int(min(o.gueport, 1<<20)), false); err != nil {

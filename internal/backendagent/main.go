@@ -140,7 +140,10 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	}
 	if o.interfaces != "" {
 		for _, name := range strings.Split(o.interfaces, ",") {
-			cfg.Interfaces = append(cfg.Interfaces, strings.TrimSpace(name))
+			if name = strings.TrimSpace(name); !ebpf.ValidInterfaceName(name) {
+				return fmt.Errorf("--backend-interfaces %q: %q is not an interface name", o.interfaces, name)
+			}
+			cfg.Interfaces = append(cfg.Interfaces, name)
 		}
 	}
 	level.Info(logger).Log("op", "startup", "msg", "MagLB backend agent starting", "watchNodes", o.watchNodes, "lbNodeSelector", o.lbNodeSelector)
@@ -148,7 +151,7 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if o.watchNodes {
 		restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return err
+			return fmt.Errorf("--kubeconfig (KUBECONFIG) %s: %w", o.kubeconfig, err)
 		}
 		changes := make(chan struct{}, 1)
 		cfg.NodesChanged = changes

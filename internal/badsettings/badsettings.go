@@ -92,6 +92,9 @@ func Check(t *testing.T, b Binary, rows []Row) {
 			t.Run("--"+r.Flag+"="+r.Bad, func(t *testing.T) { b.refuses(t, r.Flag, []string{"--" + r.Flag + "=" + r.Bad}, nil, r.Bad) })
 		}
 		if r.Env != "" {
+			// Without the flag, which would take precedence over the variable.
+			b := b
+			b.Args = slices.DeleteFunc(slices.Clone(b.Args), func(arg string) bool { return r.Flag != "" && strings.HasPrefix(arg, "--"+r.Flag+"=") })
 			t.Run(r.Env+"="+r.Bad, func(t *testing.T) { b.refuses(t, r.Env, nil, []string{r.Env + "=" + r.Bad}, r.Bad) })
 		}
 	}
