@@ -44,11 +44,21 @@ var controllerSettings = []badsettings.Row{
 // starts anything, with a message naming it and the value.
 func TestBadSettingsRefused(t *testing.T) {
 	badsettings.CheckEnv(t, upstreamSettings, controllerSettings)
-	badsettings.Check(t, badsettings.Binary{
+	badsettings.Check(t, controller(t), controllerSettings)
+}
+
+// A kubeconfig that is garbage, missing or names a server that does not answer stops the
+// controller at once with a message naming the file or the server.
+func TestBadKubeconfigRefused(t *testing.T) {
+	badsettings.CheckKubeconfigs(t, controller(t))
+}
+
+func controller(t *testing.T) badsettings.Binary {
+	return badsettings.Binary{
 		Path:      controllerBinary(t),
 		Args:      []string{"--webhook-host=127.0.0.1", "--cert-dir=" + t.TempDir()},
 		PortFlags: []string{"port", "health-probe-port", "webhook-port"},
-	}, controllerSettings)
+	}
 }
 
 // controllerBinary builds the controller into the test's directory.

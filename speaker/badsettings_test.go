@@ -78,12 +78,7 @@ func TestBadSettingsRefused(t *testing.T) {
 	bin := binary(t)
 	t.Run("speaker", func(t *testing.T) {
 		badsettings.CheckEnv(t, upstreamSettings, speakerSettings)
-		badsettings.Check(t, badsettings.Binary{
-			Path:        bin,
-			Args:        []string{"--node-name=node-1"},
-			PortFlags:   []string{"port", "health-probe-port"},
-			PinPathFlag: "datapath-pin-path",
-		}, speakerSettings)
+		badsettings.Check(t, speaker(bin), speakerSettings)
 	})
 	t.Run("backend-agent", func(t *testing.T) {
 		netlab.Require(t) // root: a backend agent that did not refuse would load its program
@@ -94,4 +89,19 @@ func TestBadSettingsRefused(t *testing.T) {
 			PinPathFlag: "datapath-pin-path",
 		}, backendAgentSettings)
 	})
+}
+
+// A kubeconfig that is garbage, missing or names a server that does not answer stops the
+// speaker at once with a message naming the file or the server.
+func TestBadKubeconfigRefused(t *testing.T) {
+	badsettings.CheckKubeconfigs(t, speaker(binary(t)))
+}
+
+func speaker(bin string) badsettings.Binary {
+	return badsettings.Binary{
+		Path:        bin,
+		Args:        []string{"--node-name=node-1"},
+		PortFlags:   []string{"port", "health-probe-port"},
+		PinPathFlag: "datapath-pin-path",
+	}
 }

@@ -89,13 +89,13 @@ func Check(t *testing.T, b Binary, rows []Row) {
 			continue
 		}
 		if r.Flag != "" {
-			t.Run("--"+r.Flag+"="+r.Bad, func(t *testing.T) { b.refuses(t, r.Flag, []string{"--" + r.Flag + "=" + r.Bad}, nil, r.Bad) })
+			t.Run("--"+r.Flag+"="+r.Bad, func(t *testing.T) { b.refuses(t, []string{"--" + r.Flag + "=" + r.Bad}, nil, r.Flag, r.Bad) })
 		}
 		if r.Env != "" {
 			// Without the flag, which would take precedence over the variable.
 			b := b
 			b.Args = slices.DeleteFunc(slices.Clone(b.Args), func(arg string) bool { return r.Flag != "" && strings.HasPrefix(arg, "--"+r.Flag+"=") })
-			t.Run(r.Env+"="+r.Bad, func(t *testing.T) { b.refuses(t, r.Env, nil, []string{r.Env + "=" + r.Bad}, r.Bad) })
+			t.Run(r.Env+"="+r.Bad, func(t *testing.T) { b.refuses(t, nil, []string{r.Env + "=" + r.Bad}, r.Env, r.Bad) })
 		}
 	}
 }
@@ -115,19 +115,49 @@ func CheckEnv(t *testing.T, upstream []upstreamsrc.Setting, rows []Row) {
 	}
 }
 
+// CheckKubeconfigs runs b with a kubeconfig that is garbage, one that is missing, and one
+// whose server does not answer: each time it must exit non-zero at once, naming the file or
+// the server.
+func CheckKubeconfigs(t *testing.T, b Binary) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := l.Addr().String()
+	l.Close() // nothing listens there any more
+	unreachable := filepath.Join(dir, "unreachable")
+	for path, content := range map[string]string{garbage: "clusters: [\x00", unreachable: Kubeconfig("https://" + server)} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct{ name, path, want string }{
+		{"garbage", garbage, garbage},
+		{"missing", missing, missing},
+		{"unreachable server", unreachable, server},
+	} {
+		t.Run(tc.name, func(t *testing.T) { b.refuses(t, []string{"--kubeconfig=" + tc.path}, nil, tc.want) })
+	}
+}
+
 // refuses runs b with the extra args and environment and checks that it refuses to start,
-// naming setting and value.
-func (b Binary) refuses(t *testing.T, setting string, args, env []string, value string) {
+// with a message containing each of want.
+func (b Binary) refuses(t *testing.T, args, env []string, want ...string) {
 	out, err, requests := b.Run(t, args, env)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() <= 0 {
 		t.Fatalf("want a non-zero exit, got %v; output:\n%s", err, out)
 	}
 	if requests > 0 {
-		t.Errorf("%d requests reached the API server before the binary refused %s", requests, setting)
+		t.Errorf("%d requests reached the API server before the binary refused to start", requests)
 	}
-	if !strings.Contains(out, setting) || !strings.Contains(out, value) {
-		t.Errorf("the message does not name %s and %q:\n%s", setting, value, out)
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("the message does not name %q:\n%s", w, out)
+		}
 	}
 }
 

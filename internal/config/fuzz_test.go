@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -170,7 +171,7 @@ func checkModel(t *testing.T, res ClusterResources, cfg *Config) {
 		switch {
 		case peer.Name != name:
 			t.Fatalf("peer %q named %q", name, peer.Name)
-		case peer.HoldTime <= 0 || peer.KeepaliveTime <= 0 || peer.KeepaliveTime > peer.HoldTime:
+		case peer.HoldTime.Truncate(time.Second) != 0 && peer.HoldTime < 3*time.Second || peer.KeepaliveTime < 0 || peer.KeepaliveTime > peer.HoldTime:
 			t.Fatalf("peer %q: hold time %v, keepalive %v", name, peer.HoldTime, peer.KeepaliveTime)
 		case peer.Addr.IsValid() == (peer.Interface != ""):
 			t.Fatalf("peer %q: address %v and interface %q", name, peer.Addr, peer.Interface)
