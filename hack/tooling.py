@@ -414,4 +414,4 @@ def fuzz(targets, duration, env, name_regex=None, packages=("./...",)):
             failed.append(fn)
     if failed:
         raise TaskError(f"fuzz targets failed: {', '.join(failed)}")
-    step(f"fuzz: {len(selected)} targets ran {duration} each without a failure")
+    step(f"fuzz: {', '.join(fn for _, fn in selected)} ran {duration} each without a failure")
