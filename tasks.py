@@ -120,6 +120,15 @@ BENCHMARKS = [
      ["go", "test", "-run", "^$", "-bench", "ProjectionEndpointToDatapath", "-benchtime", "1x", "-timeout", "10m", "./speaker/"]),
 ]
 
+# `fuzz` runs these go test -fuzz targets (package, function) in order; CI runs each for
+# CI_FUZZ_TIME after the tests.
+FUZZ_TARGETS = [
+    ("./datapath/ebpf/", "FuzzBalance"),
+    ("./internal/config/", "FuzzFor"),
+    ("./internal/allocator/", "FuzzAllocatorEvents"),
+]
+CI_FUZZ_TIME = "10s"
+
 # `generate` runs these in order; CI fails when they change anything committed.
 GENERATORS = [
     Generator("deepcopy for upstream/ (controller-gen object)", [
@@ -232,7 +241,7 @@ def build(c):
 })
 def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     """Run go vet, every test against a real kube-apiserver, the Python tests of hack/, then the e2e smoke specs on the lab
-    (CI=true: also check generated code)."""
+    (CI=true: also check generated code, and fuzz each target for 10 s after the tests)."""
     _deps()
     env = _test_env()
     if os.environ.get("CI") == "true":
@@ -240,9 +249,21 @@ def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     _tool(tooling.go_test)(pkg.split(), env, run_regex=run, verbose=verbose)
     if not run:
         _tool(tooling.python_tests)()
+    if os.environ.get("CI") == "true" and not run:
+        _tool(tooling.fuzz)(FUZZ_TARGETS, CI_FUZZ_TIME, env, packages=pkg.split())
     if smoke and not run:
         _build()
         _tool(e2e.run_smoke)(Path(env["KUBEBUILDER_ASSETS"]), K8S_VERSION)
+
+
+@task(help={
+    "duration": "how long each target runs (go test -fuzztime: 60s, 5m, or 10000x executions)",
+    "target": "only the targets whose function name matches this regular expression",
+})
+def fuzz(c, duration="60s", target=None):
+    """Run each fuzz target (XDP program, configuration, allocator) for a set time, one after the other."""
+    _deps()
+    _tool(tooling.fuzz)(FUZZ_TARGETS, duration, {}, name_regex=target)
 
 
 @task(help={

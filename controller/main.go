@@ -11,14 +11,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -65,8 +68,39 @@ func main() {
 	}
 
 	logging.Main(o.LogLevel, func(logger log.Logger) error {
+		if err := o.validate(); err != nil {
+			return err
+		}
 		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), *o, logger)
 	})
+}
+
+// validate refuses bad flag values before anything starts.
+func (o *options) validate() error {
+	if err := o.Options.Validate(); err != nil {
+		return err
+	}
+	switch o.webhookMode {
+	case webhookEnabled, webhookDisabled, webhookOnly:
+	default:
+		return fmt.Errorf("--webhook-mode %q is not one of enabled, disabled, onlywebhook", o.webhookMode)
+	}
+	if err := k8s.CheckPort("webhook-port", o.webhookPort, false); err != nil {
+		return err
+	}
+	if o.webhookHost != "" && net.ParseIP(o.webhookHost) == nil && len(validation.IsDNS1123Subdomain(o.webhookHost)) > 0 {
+		return fmt.Errorf("--webhook-host %q is neither an IP address nor a host name", o.webhookHost)
+	}
+	if info, err := os.Stat(o.certDir); err == nil && !info.IsDir() {
+		return fmt.Errorf("--cert-dir %s is not a directory", o.certDir)
+	}
+	if problems := validation.IsDNS1035Label(o.certServiceName); len(problems) > 0 {
+		return fmt.Errorf("--cert-service-name %q is not a Service name: %s", o.certServiceName, strings.Join(problems, "; "))
+	}
+	if problems := validation.IsDNS1123Subdomain(o.webhookSecret); len(problems) > 0 {
+		return fmt.Errorf("--webhook-secret %q is not a Secret name: %s", o.webhookSecret, strings.Join(problems, "; "))
+	}
+	return k8s.CheckLBClass(o.loadBalancerClass)
 }
 
 // bindFlags registers the controller's flags, upstream's included, on fs.
@@ -87,11 +121,6 @@ func bindFlags(fs *flag.FlagSet) *options {
 }
 
 func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
-	switch o.webhookMode {
-	case webhookEnabled, webhookDisabled, webhookOnly:
-	default:
-		return fmt.Errorf("--webhook-mode %q is not one of enabled, disabled, onlywebhook", o.webhookMode)
-	}
 	level.Info(logger).Log("op", "startup", "msg", "MagLB controller starting", "namespace", o.Namespace, "webhook-mode", o.webhookMode)
 	o.Upstream.LogIgnored(logger)
 

@@ -408,3 +408,43 @@ def bench_failures(records):
     failed = [f"`{shlex.join(r['command'])}` (exit status {r['returncode']})" for r in records if r["returncode"] != 0]
     if failed:
         raise TaskError("benchmarks failed:\n  " + "\n  ".join(failed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing
+
+
+def _selects(patterns, package):
+    """Whether go package patterns (./x/, ./x/...) name package (./x/)."""
+    package = package.rstrip("/")
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if pattern == package or (pattern.endswith("/...") and (package + "/").startswith(pattern[:-3])):
+            return True
+    return False
+
+
+def fuzz(targets, duration, env, name_regex=None, packages=("./...",)):
+    """Runs each fuzz target (package, function) of packages whose name matches name_regex
+    for duration (a go test -fuzztime), one after the other, streaming go test's progress.
+
+    A failing input is written by go test under <package>/testdata/fuzz/<function>/: once
+    the bug is fixed it stays there, a seed that every `go test` of the package replays."""
+    selected = [(pkg, fn) for pkg, fn in targets
+                if _selects(packages, pkg) and (not name_regex or re.search(name_regex, fn))]
+    if not selected and name_regex:
+        raise TaskError(f"no fuzz target matches {name_regex!r}; the targets: "
+                        + ", ".join(fn for _, fn in targets))
+    if not selected:
+        step(f"fuzz: no target in {' '.join(packages)}")
+        return
+    failed = []
+    for i, (pkg, fn) in enumerate(selected, 1):
+        step(f"fuzz {i}/{len(selected)}: {fn} in {pkg} for {duration}")
+        argv = ["go", "test", "-run", "^$", "-fuzz", f"^{fn}$", "-fuzztime", duration, pkg]
+        if run(argv, env=env, check=False).returncode != 0:
+            note(f"{fn} failed: the input that fails it is in {pkg.rstrip('/')}/testdata/fuzz/{fn}/ (commit it with the fix)")
+            failed.append(fn)
+    if failed:
+        raise TaskError(f"fuzz targets failed: {', '.join(failed)}")
+    step(f"fuzz: {', '.join(fn for _, fn in selected)} ran {duration} each without a failure")

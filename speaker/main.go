@@ -14,6 +14,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -41,6 +43,7 @@ import (
 type options struct {
 	k8s.Options
 	nodeName string
+	role     string
 	// bgpType is METALLB_BGP_TYPE; "native", the default, is MagLB's embedded BGP.
 	bgpType           string
 	loadBalancerClass string
@@ -70,8 +73,63 @@ func main() {
 	o.bgpType = os.Getenv("METALLB_BGP_TYPE")
 
 	logging.Main(o.LogLevel, func(logger log.Logger) error {
+		if err := o.validate(); err != nil {
+			return err
+		}
 		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), *o, logger)
 	})
+}
+
+// validate refuses bad flag values before anything starts, the datapath's whichever
+// datapath is chosen, so that switching to it later does not reveal them.
+func (o *options) validate() error {
+	if err := o.Options.Validate(); err != nil {
+		return err
+	}
+	if o.role != "speaker" {
+		return fmt.Errorf("--role %q is not one of speaker, %s, %s", o.role, backendagent.Role, reflector.Role)
+	}
+	if err := k8s.CheckNodeName(o.nodeName); err != nil {
+		return err
+	}
+	if err := k8s.CheckLBClass(o.loadBalancerClass); err != nil {
+		return err
+	}
+	if o.datapath != "kubeproxy" && o.datapath != "ebpf" {
+		return fmt.Errorf("--datapath %q is not one of kubeproxy, ebpf", o.datapath)
+	}
+	if o.datapath == "ebpf" && o.iface == "" {
+		return errors.New("--datapath=ebpf needs --datapath-interface, the uplink to attach the XDP program to")
+	}
+	if mode := ebpf.XDPMode(o.xdpMode); mode != ebpf.XDPNative && mode != ebpf.XDPGeneric {
+		return fmt.Errorf("--xdp-mode %q is not one of native, generic", o.xdpMode)
+	}
+	if o.encap != "ipip" && o.encap != "gue" {
+		return fmt.Errorf("--datapath-encap %q is not one of ipip, gue", o.encap)
+	}
+	if o.iface != "" && !ebpf.ValidInterfaceName(o.iface) {
+		return fmt.Errorf("--datapath-interface %q is not an interface name", o.iface)
+	}
+	if err := k8s.CheckPort("gue-port", int(min(o.gueport, 1<<20)), false); err != nil {
+		return err
+	}
+	if o.maxServices < 1 {
+		return fmt.Errorf("--datapath-max-services %d: at least 1", o.maxServices)
+	}
+	if !filepath.IsAbs(o.pinPath) {
+		return fmt.Errorf("--datapath-pin-path %q is not an absolute path", o.pinPath)
+	}
+	if _, _, err := ebpf.ParseTunnelSources(o.tunnelSources); err != nil {
+		return fmt.Errorf("--tunnel-source-cidr %s: %w", strings.Join(o.tunnelSources, ","), err)
+	}
+	switch o.bgpType {
+	case "", "native":
+	case "frr", "frr-k8s":
+		return fmt.Errorf("METALLB_BGP_TYPE=%s is not supported: MagLB speaks BGP with its embedded implementation; unset METALLB_BGP_TYPE or set it to native", o.bgpType)
+	default:
+		return fmt.Errorf("METALLB_BGP_TYPE=%q is not one of native, frr, frr-k8s", o.bgpType)
+	}
+	return nil
 }
 
 // bindFlags registers the speaker's flags, upstream's included, on fs.
@@ -90,7 +148,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.keepDatapath, "keep-datapath-on-exit", true, "leave the XDP program attached and its maps pinned when the speaker exits, so forwarding continues across a restart")
 	fs.StringVar(&o.pinPath, "datapath-pin-path", ebpf.DefaultPinPath, "the bpffs directory where the eBPF datapath pins its maps and link (ebpf datapath)")
 	fs.IntVar(&o.maxServices, "datapath-max-services", ebpf.DefaultMaxServices, "how many (VIP, protocol, port) services the datapath can program (ebpf datapath); past it a service is withdrawn from this node with a DatapathFailed event; pinned maps of another size are recreated at start")
-	fs.String("role", "speaker", "speaker, backend-agent for backend nodes (see speaker --role=backend-agent --help), or reflector (see speaker --role=reflector --help)")
+	fs.StringVar(&o.role, "role", "speaker", "speaker, backend-agent for backend nodes (see speaker --role=backend-agent --help), or reflector (see speaker --role=reflector --help)")
 	fs.Func("tunnel-source-cidr", "per-flow outer source prefix of tunnelled packets, one per family, comma-separated or repeated (ebpf datapath); default: the node's address on --datapath-interface", func(v string) error {
 		o.tunnelSources = append(o.tunnelSources, v)
 		return nil
@@ -102,13 +160,8 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	if o.nodeName == "" {
 		return errors.New("the node name is missing: set --node-name or METALLB_NODE_NAME")
 	}
-	switch o.bgpType {
-	case "", "native":
+	if o.bgpType == "" {
 		o.bgpType = "native"
-	case "frr", "frr-k8s":
-		return fmt.Errorf("METALLB_BGP_TYPE=%s is not supported: MagLB speaks BGP with its embedded implementation; unset METALLB_BGP_TYPE or set it to native", o.bgpType)
-	default:
-		return fmt.Errorf("METALLB_BGP_TYPE=%q is not one of native, frr, frr-k8s", o.bgpType)
 	}
 	mode, dp, encap, err := newDatapath(o, logger)
 	if err != nil {
@@ -172,27 +225,17 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	return mgr.Start(ctx)
 }
 
-// newDatapath returns the datapath of --datapath.
+// newDatapath returns the datapath of --datapath, the options validated.
 func newDatapath(o options, logger log.Logger) (announce.DatapathMode, datapath.Datapath, datapath.Encap, error) {
 	encap := datapath.EncapIPIP
-	switch o.encap {
-	case "ipip":
-	case "gue":
+	if o.encap == "gue" {
 		encap = datapath.EncapGUE
-	default:
-		return 0, nil, 0, fmt.Errorf("--datapath-encap %q is not one of ipip, gue", o.encap)
 	}
 	switch o.datapath {
 	case "kubeproxy":
 		return announce.KubeProxy, kubeproxy.Datapath{}, encap, nil
 	case "ebpf":
-		if o.iface == "" {
-			return 0, nil, 0, errors.New("--datapath=ebpf needs --datapath-interface, the uplink to attach the XDP program to")
-		}
 		mode := ebpf.XDPMode(o.xdpMode)
-		if mode != ebpf.XDPNative && mode != ebpf.XDPGeneric {
-			return 0, nil, 0, fmt.Errorf("--xdp-mode %q is not one of native, generic", o.xdpMode)
-		}
 		source4, source6, err := ebpf.ParseTunnelSources(o.tunnelSources)
 		if err != nil {
 			return 0, nil, 0, fmt.Errorf("--tunnel-source-cidr: %w", err)

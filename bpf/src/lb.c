@@ -325,6 +325,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 			return PARSED_IPV4_OPTIONS;
 		pkt->flow.proto = iph->protocol;
 		pkt->l3_len = bpf_ntohs(iph->tot_len);
+		/* A packet longer than the frame is truncated: the stack drops it, never forward it. */
+		if (pkt->l3_len < sizeof(*iph) || pkt->l3_len > (__u32)(data_end - l3))
+			return PARSED_OTHER;
 		pkt->l4_off = pkt->l2.len + sizeof(*iph);
 		pkt->ttl = iph->ttl;
 		pkt->tos = iph->tos;
@@ -342,6 +345,8 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 	__builtin_memcpy(pkt->flow.src, &ip6->saddr, 16);
 	__builtin_memcpy(pkt->flow.dst, &ip6->daddr, 16);
 	pkt->l3_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	if (pkt->l3_len > (__u32)(data_end - l3))
+		return PARSED_OTHER;
 	pkt->ttl = ip6->hop_limit;
 	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 

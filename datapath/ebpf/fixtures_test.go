@@ -413,6 +413,13 @@ func lbFixtures(opts Options, lb0, lb1 int) []fixture {
 			fixtures = append(fixtures, pass(fmt.Sprintf("%s truncated to %d bytes", tr.name, cut), tr.frame[:cut]))
 		}
 	}
+	// A frame shorter than its IP packet claims (found by FuzzBalance): never forwarded with
+	// an outer length counting bytes that are not there.
+	fixtures = append(fixtures,
+		pass("v4 fragment shorter than its total length passes", fragment4(vipTCP80, protoUDP, 3, true, make([]byte, 16))[:14+20+8]),
+		pass("v4 TCP shorter than its total length passes", frame4(vipTCP80, ack80, nil)[:14+20+20]),
+		pass("v6 TCP shorter than its payload length passes", frame6(vip6, l4{proto: protoTCP, sport: 40080, dport: 443, flags: tcpACK, payload: []byte("abc")}, nil)[:14+40+20]),
+	)
 	return fixtures
 }
 

@@ -144,3 +144,9 @@ func ParseTunnelSources(values []string) (v4, v6 netip.Prefix, err error) {
 	}
 	return v4, v6, nil
 }
+
+// ValidInterfaceName tells whether Linux would accept name for a network interface, so that
+// a misspelt flag is refused before anything is attached.
+func ValidInterfaceName(name string) bool {
+	return name != "" && len(name) <= 15 && name != "." && name != ".." && !strings.ContainsAny(name, "/: \t\n")
+}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/maglb/maglb/datapath/ebpf"
+	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/logging"
 )
 
@@ -109,12 +111,25 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	if hook != ebpf.DecapAuto && hook != ebpf.DecapXDP && hook != ebpf.DecapTCX {
 		return fmt.Errorf("--decap-hook %q is not one of auto, xdp, tcx", o.decapHook)
 	}
+	if err := k8s.CheckPort("port", o.port, true); err != nil {
+		return err
+	}
+	if err := k8s.CheckPort("gue-port", int(min(o.gueport, 1<<20)), false); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(o.pinPath) {
+		return fmt.Errorf("--datapath-pin-path %q is not an absolute path", o.pinPath)
+	}
+	selector, err := labels.Parse(o.lbNodeSelector)
+	if err != nil {
+		return fmt.Errorf("--lb-node-selector %q: %w", o.lbNodeSelector, err)
+	}
 	var sources []netip.Prefix
 	for _, value := range o.tunnelSources {
 		for _, field := range strings.Split(value, ",") {
 			p, err := netip.ParsePrefix(strings.TrimSpace(field))
 			if err != nil {
-				return fmt.Errorf("--tunnel-sources: %w", err)
+				return fmt.Errorf("--tunnel-sources %q: %w", value, err)
 			}
 			sources = append(sources, p)
 		}
@@ -125,19 +140,18 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	}
 	if o.interfaces != "" {
 		for _, name := range strings.Split(o.interfaces, ",") {
-			cfg.Interfaces = append(cfg.Interfaces, strings.TrimSpace(name))
+			if name = strings.TrimSpace(name); !ebpf.ValidInterfaceName(name) {
+				return fmt.Errorf("--backend-interfaces %q: %q is not an interface name", o.interfaces, name)
+			}
+			cfg.Interfaces = append(cfg.Interfaces, name)
 		}
 	}
 	level.Info(logger).Log("op", "startup", "msg", "MagLB backend agent starting", "watchNodes", o.watchNodes, "lbNodeSelector", o.lbNodeSelector)
 
 	if o.watchNodes {
-		selector, err := labels.Parse(o.lbNodeSelector)
-		if err != nil {
-			return fmt.Errorf("--lb-node-selector: %w", err)
-		}
 		restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return err
+			return fmt.Errorf("--kubeconfig (KUBECONFIG) %s: %w", o.kubeconfig, err)
 		}
 		changes := make(chan struct{}, 1)
 		cfg.NodesChanged = changes

@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
+	"strings"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -53,6 +56,66 @@ func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
 	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (plain HTTP, or HTTPS with --metrics-cert-dir); 0 disables them")
 	fs.IntVar(&o.HealthProbePort, "health-probe-port", DefaultHealthProbePort, "HTTP port of /healthz and /readyz; 0 disables them")
+}
+
+// Validate checks the shared flags, so that a bad value stops the binary before it starts
+// anything.
+func (o *Options) Validate() error {
+	if problems := validation.IsDNS1123Label(o.Namespace); len(problems) > 0 {
+		return fmt.Errorf("--namespace (METALLB_NAMESPACE) %q is not a namespace name: %s", o.Namespace, strings.Join(problems, "; "))
+	}
+	if err := checkKubeconfigEnv(); err != nil {
+		return err
+	}
+	if err := CheckPort("port", o.MetricsPort, true); err != nil {
+		return err
+	}
+	if err := CheckPort("health-probe-port", o.HealthProbePort, true); err != nil {
+		return err
+	}
+	return o.Upstream.Validate()
+}
+
+// checkKubeconfigEnv refuses a KUBECONFIG naming a file that does not exist, when
+// --kubeconfig does not replace it: client-go would skip it silently and report only that no
+// configuration was provided.
+func checkKubeconfigEnv() error {
+	paths := os.Getenv("KUBECONFIG")
+	if f := flag.CommandLine.Lookup("kubeconfig"); paths == "" || f != nil && f.Value.String() != "" {
+		return nil
+	}
+	for _, path := range filepath.SplitList(paths) {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("KUBECONFIG %s: %w", paths, err)
+		}
+	}
+	return nil
+}
+
+// CheckPort refuses a --name port outside 1-65535; 0 too unless zeroDisables.
+func CheckPort(name string, port int, zeroDisables bool) error {
+	if port >= 1 && port <= 65535 || port == 0 && zeroDisables {
+		return nil
+	}
+	return fmt.Errorf("--%s %d is not a port number between 1 and 65535", name, port)
+}
+
+// CheckNodeName refuses a --node-name that no Node can have (empty passes: the caller says
+// whether it needs one).
+func CheckNodeName(name string) error {
+	if problems := validation.IsDNS1123Subdomain(name); name != "" && len(problems) > 0 {
+		return fmt.Errorf("--node-name (METALLB_NODE_NAME) %q is not a node name: %s", name, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// CheckLBClass refuses a --lb-class no Service can have: spec.loadBalancerClass is a
+// label-style key.
+func CheckLBClass(class string) error {
+	if problems := validation.IsQualifiedName(class); class != "" && len(problems) > 0 {
+		return fmt.Errorf("--lb-class %q is not a load balancer class: %s", class, strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // ManagerOptions returns manager options serving metrics, probes and pprof as configured,

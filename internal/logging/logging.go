@@ -55,7 +55,7 @@ func levelOption(name string) (level.Option, error) {
 	case "none":
 		return level.AllowNone(), nil
 	}
-	return nil, fmt.Errorf("log level %q is not one of [%s]", name, strings.Join(Levels, ", "))
+	return nil, fmt.Errorf("--log-level %q is not one of [%s]", name, strings.Join(Levels, ", "))
 }
 
 // sink is a logr.LogSink writing key/value pairs to a go-kit logger.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
@@ -61,18 +62,32 @@ func Main(args []string) {
 	fs.StringVar(&o.lbClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are aggregated")
 	_ = fs.Parse(args)
 	logging.Main(o.LogLevel, func(logger log.Logger) error {
+		if err := o.validate(); err != nil {
+			return err
+		}
 		restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return err
+			return fmt.Errorf("--kubeconfig (KUBECONFIG) %q: %w", o.kubeconfig, err)
 		}
 		return run(ctrl.SetupSignalHandler(), restConfig, o, logger)
 	})
 }
 
-func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
+// validate refuses bad flag values before anything starts.
+func (o *options) validate() error {
+	if err := o.Options.Validate(); err != nil {
+		return err
+	}
 	if o.nodeName == "" {
 		return errors.New("the node name is missing: set --node-name or METALLB_NODE_NAME")
 	}
+	if err := k8s.CheckNodeName(o.nodeName); err != nil {
+		return err
+	}
+	return k8s.CheckLBClass(o.lbClass)
+}
+
+func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Logger) error {
 	level.Info(logger).Log("op", "startup", "msg", "MagLB reflector starting", "node", o.nodeName, "namespace", o.Namespace)
 	mgr, err := k8s.NewManager(restConfig, o.ManagerOptions())
 	if err != nil {

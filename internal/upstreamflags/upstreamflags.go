@@ -13,7 +13,9 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,6 +135,25 @@ func (f *Flags) Bind(fs *flag.FlagSet, c Component) {
 			fs.String(s.flag, os.Getenv(s.env), usage)
 		}
 	}
+}
+
+// Validate checks the honoured settings that parsing alone cannot: the pprof address and
+// the metrics certificate's files.
+func (f *Flags) Validate() error {
+	if f.PprofBindAddress != "" {
+		_, port, err := net.SplitHostPort(f.PprofBindAddress)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("--pprof-bind-address %q is not a host:port address", f.PprofBindAddress)
+		}
+	}
+	if f.MetricsCertDir != "" {
+		for _, name := range []string{"tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(f.MetricsCertDir, name)); err != nil {
+				return fmt.Errorf("--metrics-cert-dir %s: %w", f.MetricsCertDir, err)
+			}
+		}
+	}
+	return nil
 }
 
 // LogIgnored logs, once per setting, the upstream flags given and environment variables set
