@@ -127,9 +127,13 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	l2 := layer2.New(logger, o.Upstream.GratuitousARPInterval)
 	defer l2.Close()
 
+	recorder, err := k8s.NewEventRecorder(mgr, "metallb-speaker", logger)
+	if err != nil {
+		return err
+	}
 	speaker := &speakercontroller.Reconciler{
 		Client:          mgr.GetClient(),
-		Recorder:        mgr.GetEventRecorderFor("metallb-speaker"),
+		Recorder:        recorder,
 		Namespace:       o.Namespace,
 		NodeName:        o.nodeName,
 		LBClass:         o.loadBalancerClass,
