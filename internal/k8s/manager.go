@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -20,6 +21,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/maglb/maglb/internal/upstreamflags"
@@ -44,14 +46,20 @@ type Options struct {
 	LogLevel        string
 	MetricsPort     int
 	HealthProbePort int
-	Upstream        upstreamflags.Flags
+	// MetricsSecure serves /metrics over HTTPS to authenticated and authorized clients, as
+	// upstream v0.16; false serves plain HTTP to anyone, as upstream v0.15.
+	MetricsSecure bool
+	// BindHost is the address metrics and probes listen on; empty is every address.
+	BindHost string
+	Upstream upstreamflags.Flags
 }
 
 // Bind registers the shared flags on fs; metricsPort is the component's default.
 func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 	fs.StringVar(&o.Namespace, "namespace", envOr("METALLB_NAMESPACE", "metallb-system"), "namespace of the metallb.io objects and Secrets")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
-	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (plain HTTP, or HTTPS with --metrics-cert-dir); 0 disables them")
+	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (HTTPS, or plain HTTP with --metrics-secure=false); 0 disables them")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve /metrics over HTTPS (the --metrics-cert-dir certificate, else a self-signed one) to clients whose token the API server authenticates and allows to get /metrics; false serves plain HTTP to anyone")
 	fs.IntVar(&o.HealthProbePort, "health-probe-port", DefaultHealthProbePort, "HTTP port of /healthz and /readyz; 0 disables them")
 }
 
@@ -61,7 +69,7 @@ func (o *Options) ManagerOptions() manager.Options {
 	return manager.Options{
 		Scheme:                 NewScheme(),
 		Metrics:                o.metricsOptions(),
-		HealthProbeBindAddress: portAddress(o.HealthProbePort),
+		HealthProbeBindAddress: bindAddress(o.BindHost, o.HealthProbePort),
 		PprofBindAddress:       o.Upstream.PprofBindAddress,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:                     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
@@ -92,14 +100,17 @@ func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error)
 	return mgr, nil
 }
 
-// metricsOptions serves /metrics over TLS when a certificate directory is given (upstream's
-// --metrics-cert-dir), else over plain HTTP as upstream v0.15; --enable-pprof adds pprof.
+// metricsOptions serves /metrics as upstream v0.16 does: HTTPS with the --metrics-cert-dir
+// certificate (a self-signed one without it), to clients the API server authenticates (a
+// TokenReview) and authorizes (a SubjectAccessReview for GET /metrics). --metrics-secure=false
+// serves plain HTTP to anyone, as upstream v0.15. --enable-pprof adds pprof.
 func (o *Options) metricsOptions() metricsserver.Options {
-	opts := metricsserver.Options{BindAddress: portAddress(o.MetricsPort)}
-	if o.Upstream.MetricsCertDir != "" {
+	opts := metricsserver.Options{BindAddress: bindAddress(o.BindHost, o.MetricsPort)}
+	if o.MetricsSecure {
 		opts.SecureServing = true
 		opts.CertDir = o.Upstream.MetricsCertDir
 		opts.TLSOpts = []func(*tls.Config){o.Upstream.TLSOpt}
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	if o.Upstream.EnablePprof {
 		opts.ExtraHandlers = map[string]http.Handler{
@@ -113,11 +124,12 @@ func (o *Options) metricsOptions() metricsserver.Options {
 	return opts
 }
 
-func portAddress(port int) string {
+// bindAddress is host:port, every address when host is empty; port 0 disables the server.
+func bindAddress(host string, port int) string {
 	if port == 0 {
 		return "0"
 	}
-	return fmt.Sprintf(":%d", port)
+	return net.JoinHostPort(host, fmt.Sprint(port))
 }
 
 func envOr(key, fallback string) string {
