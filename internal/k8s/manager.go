@@ -12,6 +12,7 @@ import (
 	"os"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -25,6 +26,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/maglb/maglb/internal/upstreamflags"
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 // Client-side rate limits towards the API server; the server's own priority and fairness
@@ -64,21 +66,31 @@ func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 }
 
 // ManagerOptions returns manager options serving metrics, probes and pprof as configured,
-// with Secrets and ConfigurationStates cached from the namespace only (what RBAC grants).
+// with the metallb.io objects and Secrets cached from the namespace only: RBAC grants them
+// there, and a cluster-wide watch, refused, would keep the cache from ever syncing.
 func (o *Options) ManagerOptions() manager.Options {
 	return manager.Options{
 		Scheme:                 NewScheme(),
 		Metrics:                o.metricsOptions(),
 		HealthProbeBindAddress: bindAddress(o.BindHost, o.HealthProbePort),
 		PprofBindAddress:       o.Upstream.PprofBindAddress,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:                     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			&metallbv1beta1.ConfigurationState{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-		}},
+		Cache: cache.Options{ByObject: inNamespace(o.Namespace,
+			&corev1.Secret{}, &metallbv1beta1.ConfigurationState{}, &maglbv1beta1.IPAddressPool{}, &metallbv1beta2.BGPPeer{},
+			&metallbv1beta1.BFDProfile{}, &metallbv1beta1.BGPAdvertisement{}, &metallbv1beta1.L2Advertisement{},
+			&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
+		)},
 		// A binary runs one manager, but its tests run the same wiring repeatedly in one
 		// process; controller names need not be unique process-wide.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	}
+}
+
+func inNamespace(namespace string, objs ...client.Object) map[client.Object]cache.ByObject {
+	byObject := map[client.Object]cache.ByObject{}
+	for _, o := range objs {
+		byObject[o] = cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	}
+	return byObject
 }
 
 // NewManager returns a manager with liveness and readiness checks. It raises client-go's default 20
