@@ -17,7 +17,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -158,31 +157,19 @@ func TestMetricsServer(t *testing.T) {
 func metricsTokens(t *testing.T, env *testenv.Env) (reader, stranger string) {
 	t.Helper()
 	ctx := context.Background()
-	rbac, err := testenv.ReadRBAC("config/rbac/metrics_reader.yaml")
+	reader, err := env.MetricsReaderToken(ctx, "prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rbac.ServiceAccounts = []*corev1.ServiceAccount{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "prometheus"}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "stranger"}},
-	}
-	rbac.ClusterRoleBindings = []*rbacv1.ClusterRoleBinding{{
-		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-metrics-reader"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: rbac.ClusterRoles[0].Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "default", Name: "prometheus"}},
-	}}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "stranger"}}
+	if err := env.Client.Create(ctx, sa); err != nil {
 		t.Fatal(err)
 	}
-	var tokens []string
-	for _, sa := range rbac.ServiceAccounts {
-		cfg, err := env.ServiceAccountConfig(ctx, sa.Namespace, sa.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens = append(tokens, cfg.BearerToken)
+	cfg, err := env.ServiceAccountConfig(ctx, sa.Namespace, sa.Name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return tokens[0], tokens[1]
+	return reader, cfg.BearerToken
 }
 
 // --pprof-bind-address serves net/http/pprof on its own listener.

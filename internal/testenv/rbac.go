@@ -132,3 +132,26 @@ func (e *Env) ServiceAccountConfig(ctx context.Context, namespace, name string) 
 	cfg.BearerToken = tr.Status.Token
 	return cfg, nil
 }
+
+// MetricsReaderToken returns a token of ServiceAccount default/name, bound to the manifest's
+// metrics reader role (config/rbac/metrics_reader.yaml) as Prometheus' would be.
+func (e *Env) MetricsReaderToken(ctx context.Context, name string) (string, error) {
+	rbac, err := ReadRBAC("config/rbac/metrics_reader.yaml")
+	if err != nil {
+		return "", err
+	}
+	rbac.ServiceAccounts = []*corev1.ServiceAccount{{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: name}}}
+	rbac.ClusterRoleBindings = []*rbacv1.ClusterRoleBinding{{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-metrics-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: rbac.ClusterRoles[0].Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: metav1.NamespaceDefault, Name: name}},
+	}}
+	if err := rbac.Apply(ctx, e.Client); err != nil {
+		return "", err
+	}
+	cfg, err := e.ServiceAccountConfig(ctx, metav1.NamespaceDefault, name)
+	if err != nil {
+		return "", err
+	}
+	return cfg.BearerToken, nil
+}
