@@ -53,6 +53,7 @@ func BenchmarkEndToEnd5000Services(b *testing.B) {
 			b.ReportMetric(r.firstIP.Seconds(), "s-to-first-IP")
 			b.ReportMetric(r.writesPerService(), "writes/service")
 			b.ReportMetric(r.controllerCPU.Seconds(), "controller-CPU-s")
+			b.ReportMetric(r.eventsPerService(), "events/service")
 			results[impl.name] = r
 		})
 	}
@@ -87,9 +88,20 @@ type endToEnd struct {
 	// server, etcd and the controller share them).
 	controllerCPU time.Duration
 	busyCores     float64
+	// events counts the IPAllocated events each Service has once the controller has written
+	// them all (repeats folded into one Event by its count are counted each).
+	events map[string]int
 }
 
 func (r endToEnd) servicesPerSecond() float64 { return float64(r.services) / r.all.Seconds() }
+
+func (r endToEnd) eventsPerService() float64 {
+	total := 0
+	for _, n := range r.events {
+		total += n
+	}
+	return float64(total) / float64(r.services)
+}
 
 func (r endToEnd) writesPerService() float64 {
 	total := 0
@@ -145,6 +157,9 @@ func measureEndToEnd(b *testing.B, impl controllerImpl, n int) endToEnd {
 		r.controllerCPU -= selfBefore
 	}
 	r.writes = subtract(apiWrites(b, clientset), before)
+	// Events are written after the IP: count them once their number stops growing, before
+	// the controller stops.
+	r.events = testenv.SettledEvents(b, env.Client, benchNamespace, "IPAllocated")
 	ctrl.stop()
 
 	// The watch said so; a List must agree.
@@ -166,7 +181,7 @@ func measureEndToEnd(b *testing.B, impl controllerImpl, n int) endToEnd {
 
 // createServices creates n LoadBalancer Services in parallel with a client allowed many
 // requests per second, so that setup stays short.
-func createServices(b *testing.B, env *testenv.Env, n int) {
+func createServices(b testing.TB, env *testenv.Env, n int) {
 	b.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 5000, 10000
@@ -210,7 +225,7 @@ type allocations struct {
 // watchAllocations follows the bench namespace's Services until n have an IP. The watch is
 // set up before the controller starts, so nothing is missed; it is re-listed if the API
 // server closes it.
-func watchAllocations(b *testing.B, ctx context.Context, cs kubernetes.Interface, n int) *allocations {
+func watchAllocations(b testing.TB, ctx context.Context, cs kubernetes.Interface, n int) *allocations {
 	b.Helper()
 	a := &allocations{first: make(chan struct{}), all: make(chan struct{})}
 	services := cs.CoreV1().Services(benchNamespace)
@@ -416,14 +431,14 @@ func machineBusy(b *testing.B) time.Duration {
 func endToEndTable(n int, results map[string]endToEnd) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nend to end, %d pre-created LoadBalancer Services, one /16 pool:\n", n)
-	fmt.Fprintf(&b, "  %-10s %11s %13s %12s %15s %13s %11s  %s\n", "controller", "services/s", "first IP (s)", "all IPs (s)", "controller CPU", "busy cores", "writes/svc", "writes/svc by resource")
+	fmt.Fprintf(&b, "  %-10s %11s %11s %13s %12s %15s %13s %11s  %s\n", "controller", "services/s", "events/svc", "first IP (s)", "all IPs (s)", "controller CPU", "busy cores", "writes/svc", "writes/svc by resource")
 	names := []string{"upstream", "maglb"}
 	for _, name := range names {
 		r, ok := results[name]
 		if !ok {
 			continue
 		}
-		fmt.Fprintf(&b, "  %-10s %11.1f %13.2f %12.2f %14.1fs %13.2f %11.2f  %s\n", name, r.servicesPerSecond(), r.firstIP.Seconds(), r.all.Seconds(),
+		fmt.Fprintf(&b, "  %-10s %11.1f %11.2f %13.2f %12.2f %14.1fs %13.2f %11.2f  %s\n", name, r.servicesPerSecond(), r.eventsPerService(), r.firstIP.Seconds(), r.all.Seconds(),
 			r.controllerCPU.Seconds(), r.busyCores, r.writesPerService(), perService(r.writes, r.services))
 	}
 	up, okUp := results["upstream"]

@@ -160,9 +160,13 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 		}
 	}
 	if o.webhookMode != webhookOnly {
+		recorder, err := k8s.NewEventRecorder(mgr, "metallb-controller", logger)
+		if err != nil {
+			return err
+		}
 		services := &servicecontroller.Reconciler{
 			Client:    mgr.GetClient(),
-			Recorder:  mgr.GetEventRecorderFor("metallb-controller"),
+			Recorder:  recorder,
 			LBClass:   o.loadBalancerClass,
 			Namespace: o.Namespace,
 			Logger:    logger,
@@ -177,7 +181,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 			StateName:   "controller",
 			StateLabels: configstate.NewStateLabels("controller", ""),
 			Apply:       services.SetConfig,
-			Recorder:    mgr.GetEventRecorderFor("metallb-controller"),
+			Recorder:    recorder,
 			Logger:      logger,
 		}
 		if err := configs.SetupWithManager(mgr); err != nil {

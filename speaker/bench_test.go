@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/k8s"
+	"github.com/maglb/maglb/internal/testenv"
 )
 
 // BenchmarkAnnounce measures, for N Services (MAGLB_BENCH_SERVICES, default 1,000) getting
@@ -90,8 +92,21 @@ func benchAnnounce(b *testing.B, n int) {
 	b.ReportMetric(p50.Seconds()*1000, "p50-ms")
 	b.ReportMetric(p99.Seconds()*1000, "p99-ms")
 	b.ReportMetric(rate, "services/s")
-	fmt.Printf("\n%d services: IP written → route at the router: p50 %v, p99 %v; %.0f services announced per second\n",
-		n, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rate)
+
+	// Every announced Service gets its nodeAssigned event, however many at once.
+	events := 0
+	for name, count := range testenv.SettledEvents(b, lab.env.Client, "default", "nodeAssigned") {
+		if strings.HasPrefix(name, "bench-") {
+			events += count
+		}
+	}
+	perService := float64(events) / float64(n)
+	b.ReportMetric(perService, "events/service")
+	fmt.Printf("\n%d services: IP written → route at the router: p50 %v, p99 %v; %.0f services announced per second; %.2f nodeAssigned events per service\n",
+		n, p50.Round(time.Millisecond), p99.Round(time.Millisecond), rate, perService)
+	if events != n {
+		b.Errorf("%d nodeAssigned events for %d announced Services, want one each", events, n)
+	}
 }
 
 // newBenchLab is one LB node peering with the ToR, the configuration that announces the

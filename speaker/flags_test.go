@@ -19,15 +19,12 @@ const (
 
 var both = []string{v015, v016}
 
-// metricsTLS is what makes the speaker's TLS flags apply: its only TLS server is the metrics one.
-var metricsTLS = []string{"--metrics-cert-dir=/etc/metrics"}
-
 // upstreamSettings are every flag and environment variable of upstream's speaker, and what
 // MagLB's does with them.
 var upstreamSettings = []upstreamsrc.Setting{
 	{Flag: "bgp-debounce-timeout", Env: "METALLB_BGP_DEBOUNCE_TIMEOUT", Versions: []string{v016}, Handling: upstreamsrc.Ignored, Value: "3000"},
 	{Flag: "namespace", Env: "METALLB_NAMESPACE", Versions: both, Handling: upstreamsrc.Honoured, Value: "metallb-system"},
-	{Flag: "host", Env: "METALLB_HOST", Versions: both, Handling: upstreamsrc.Ignored, Value: "10.0.0.11"},
+	{Flag: "host", Env: "METALLB_HOST", Versions: both, Handling: upstreamsrc.Honoured, Value: "10.0.0.11"},
 	{Flag: "ml-bindaddr", Env: "METALLB_ML_BIND_ADDR", Versions: both, Handling: upstreamsrc.Ignored, Value: "10.244.0.7"},
 	{Flag: "ml-bindport", Env: "METALLB_ML_BIND_PORT", Versions: both, Handling: upstreamsrc.Ignored, Value: "7946"},
 	{Flag: "ml-labels", Env: "METALLB_ML_LABELS", Versions: both, Handling: upstreamsrc.Ignored, Value: "app=metallb,component=speaker"},
@@ -44,9 +41,9 @@ var upstreamSettings = []upstreamsrc.Setting{
 	{Flag: "ignore-exclude-lb", Versions: both, Handling: upstreamsrc.Honoured},
 	{Flag: "frrk8s-namespace", Env: "FRRK8S_NAMESPACE", Versions: both, Handling: upstreamsrc.Ignored, Value: "frr-k8s-system"},
 	{Flag: "frrk8s-secret-passthrough", Versions: []string{v016}, Handling: upstreamsrc.Ignored},
-	{Flag: "tls-min-version", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "VersionTLS12", With: metricsTLS},
-	{Flag: "tls-cipher-suites", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", With: metricsTLS},
-	{Flag: "tls-curve-preferences", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "4588,29", With: metricsTLS},
+	{Flag: "tls-min-version", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "VersionTLS12"},
+	{Flag: "tls-cipher-suites", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"},
+	{Flag: "tls-curve-preferences", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "4588,29"},
 	{Flag: "metrics-cert-dir", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "/etc/metrics"},
 	{Flag: "gratuitous-arp-interval", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "30"},
 	{Env: "METALLB_BGP_TYPE", Versions: both, Handling: upstreamsrc.Honoured, Value: "native"},
@@ -70,25 +67,6 @@ func TestUpstreamSettings(t *testing.T) {
 
 func TestUpstreamManifestArgs(t *testing.T) {
 	upstreamsrc.CheckUpstreamArgs(t, speakerFlags, upstreamSettings)
-}
-
-// Without a metrics certificate the speaker serves no TLS: its TLS flags are then reported
-// as ignored.
-func TestTLSFlagsWithoutMetricsCertificate(t *testing.T) {
-	for _, s := range upstreamSettings {
-		if len(s.With) == 0 {
-			continue
-		}
-		fs, logIgnored := speakerFlags.Flags()
-		if err := fs.Parse([]string{"--" + s.Flag + "=" + s.Value}); err != nil {
-			t.Fatal(err)
-		}
-		var logged strings.Builder
-		logIgnored(log.NewLogfmtLogger(&logged))
-		if !strings.Contains(logged.String(), "flag=--"+s.Flag+" ") || !strings.Contains(logged.String(), "ignored") {
-			t.Errorf("--%s without --metrics-cert-dir: want it logged as ignored; logged:\n%s", s.Flag, logged.String())
-		}
-	}
 }
 
 // Upstream's flags do not make the speaker lax: an unknown flag, or one only upstream's

@@ -149,6 +149,8 @@ func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) (stop f
 	t.Helper()
 	return l.startProgram(t, node, binary(t), nil, append([]string{
 		"--node-name", node, "--kubeconfig", l.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug",
+		// The tests scrape metrics over plain HTTP.
+		"--metrics-secure=false",
 	}, args...)...)
 }
 

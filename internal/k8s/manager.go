@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
+	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
@@ -23,9 +25,11 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/maglb/maglb/internal/upstreamflags"
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 )
 
 // Client-side rate limits towards the API server; the server's own priority and fairness
@@ -47,14 +51,20 @@ type Options struct {
 	LogLevel        string
 	MetricsPort     int
 	HealthProbePort int
-	Upstream        upstreamflags.Flags
+	// MetricsSecure serves /metrics over HTTPS to authenticated and authorized clients, as
+	// upstream v0.16; false serves plain HTTP to anyone, as upstream v0.15.
+	MetricsSecure bool
+	// BindHost is the address metrics and probes listen on; empty is every address.
+	BindHost string
+	Upstream upstreamflags.Flags
 }
 
 // Bind registers the shared flags on fs; metricsPort is the component's default.
 func (o *Options) Bind(fs *flag.FlagSet, metricsPort int) {
 	fs.StringVar(&o.Namespace, "namespace", envOr("METALLB_NAMESPACE", "metallb-system"), "namespace of the metallb.io objects and Secrets")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
-	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (plain HTTP, or HTTPS with --metrics-cert-dir); 0 disables them")
+	fs.IntVar(&o.MetricsPort, "port", metricsPort, "port for Prometheus metrics (HTTPS, or plain HTTP with --metrics-secure=false); 0 disables them")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve /metrics over HTTPS (the --metrics-cert-dir certificate, else a self-signed one) to clients whose token the API server authenticates and allows to get /metrics; false serves plain HTTP to anyone")
 	fs.IntVar(&o.HealthProbePort, "health-probe-port", DefaultHealthProbePort, "HTTP port of /healthz and /readyz; 0 disables them")
 }
 
@@ -119,21 +129,31 @@ func CheckLBClass(class string) error {
 }
 
 // ManagerOptions returns manager options serving metrics, probes and pprof as configured,
-// with Secrets and ConfigurationStates cached from the namespace only (what RBAC grants).
+// with the metallb.io objects and Secrets cached from the namespace only: RBAC grants them
+// there, and a cluster-wide watch, refused, would keep the cache from ever syncing.
 func (o *Options) ManagerOptions() manager.Options {
 	return manager.Options{
 		Scheme:                 NewScheme(),
 		Metrics:                o.metricsOptions(),
-		HealthProbeBindAddress: portAddress(o.HealthProbePort),
+		HealthProbeBindAddress: bindAddress(o.BindHost, o.HealthProbePort),
 		PprofBindAddress:       o.Upstream.PprofBindAddress,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:                     {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-			&metallbv1beta1.ConfigurationState{}: {Namespaces: map[string]cache.Config{o.Namespace: {}}},
-		}},
+		Cache: cache.Options{ByObject: inNamespace(o.Namespace,
+			&corev1.Secret{}, &metallbv1beta1.ConfigurationState{}, &maglbv1beta1.IPAddressPool{}, &metallbv1beta2.BGPPeer{},
+			&metallbv1beta1.BFDProfile{}, &metallbv1beta1.BGPAdvertisement{}, &metallbv1beta1.L2Advertisement{},
+			&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
+		)},
 		// A binary runs one manager, but its tests run the same wiring repeatedly in one
 		// process; controller names need not be unique process-wide.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	}
+}
+
+func inNamespace(namespace string, objs ...client.Object) map[client.Object]cache.ByObject {
+	byObject := map[client.Object]cache.ByObject{}
+	for _, o := range objs {
+		byObject[o] = cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	}
+	return byObject
 }
 
 // NewManager returns a manager with liveness and readiness checks. It raises client-go's default 20
@@ -155,14 +175,17 @@ func NewManager(cfg *rest.Config, opts manager.Options) (manager.Manager, error)
 	return mgr, nil
 }
 
-// metricsOptions serves /metrics over TLS when a certificate directory is given (upstream's
-// --metrics-cert-dir), else over plain HTTP as upstream v0.15; --enable-pprof adds pprof.
+// metricsOptions serves /metrics as upstream v0.16 does: HTTPS with the --metrics-cert-dir
+// certificate (a self-signed one without it), to clients the API server authenticates (a
+// TokenReview) and authorizes (a SubjectAccessReview for GET /metrics). --metrics-secure=false
+// serves plain HTTP to anyone, as upstream v0.15. --enable-pprof adds pprof.
 func (o *Options) metricsOptions() metricsserver.Options {
-	opts := metricsserver.Options{BindAddress: portAddress(o.MetricsPort)}
-	if o.Upstream.MetricsCertDir != "" {
+	opts := metricsserver.Options{BindAddress: bindAddress(o.BindHost, o.MetricsPort)}
+	if o.MetricsSecure {
 		opts.SecureServing = true
 		opts.CertDir = o.Upstream.MetricsCertDir
 		opts.TLSOpts = []func(*tls.Config){o.Upstream.TLSOpt}
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	if o.Upstream.EnablePprof {
 		opts.ExtraHandlers = map[string]http.Handler{
@@ -176,11 +199,12 @@ func (o *Options) metricsOptions() metricsserver.Options {
 	return opts
 }
 
-func portAddress(port int) string {
+// bindAddress is host:port, every address when host is empty; port 0 disables the server.
+func bindAddress(host string, port int) string {
 	if port == 0 {
 		return "0"
 	}
-	return fmt.Sprintf(":%d", port)
+	return net.JoinHostPort(host, fmt.Sprint(port))
 }
 
 func envOr(key, fallback string) string {

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/maglb/maglb/internal/k8s"
@@ -41,9 +44,11 @@ func options(t *testing.T, args ...string) k8s.Options {
 	return o
 }
 
-// /metrics is plain HTTP unless upstream's --metrics-cert-dir names a certificate, then TLS
-// with it and the TLS flags; --enable-pprof adds pprof beside it.
+// /metrics is HTTPS by default (a self-signed certificate, or --metrics-cert-dir's), for
+// tokens the API server allows GET /metrics (config/rbac/metrics_reader.yaml); plain HTTP with
+// --metrics-secure=false; --enable-pprof adds pprof beside it.
 func TestMetricsServer(t *testing.T) {
+	env := testenv.Get(t)
 	certDir := t.TempDir()
 	bundle, err := webhookcert.Generate(webhookcert.Subject{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}, time.Now())
 	if err != nil {
@@ -54,33 +59,44 @@ func TestMetricsServer(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(bundle.CA)
+	reader, stranger := metricsTokens(t, env)
+	selfSigned := &tls.Config{InsecureSkipVerify: true}
 
 	for _, tc := range []struct {
 		name    string
 		args    []string
 		scheme  string
 		client  *tls.Config
+		token   string
 		path    string
 		wantErr string
 	}{
-		{name: "plain", scheme: "http", path: "/metrics"},
-		{name: "plain has no pprof", scheme: "http", path: "/debug/pprof/cmdline", wantErr: "404"},
-		{name: "enable-pprof", args: []string{"--enable-pprof"}, scheme: "http", path: "/debug/pprof/cmdline"},
-		{name: "plain refuses TLS", scheme: "https", client: &tls.Config{RootCAs: roots}, path: "/metrics", wantErr: "server gave HTTP response"},
-		{name: "certificate", args: []string{"--metrics-cert-dir=" + certDir}, scheme: "https", client: &tls.Config{RootCAs: roots}, path: "/metrics"},
+		{name: "plain", args: []string{"--metrics-secure=false"}, scheme: "http", path: "/metrics"},
+		{name: "plain has no pprof", args: []string{"--metrics-secure=false"}, scheme: "http", path: "/debug/pprof/cmdline", wantErr: "404"},
+		{name: "enable-pprof", args: []string{"--metrics-secure=false", "--enable-pprof"}, scheme: "http", path: "/debug/pprof/cmdline"},
+		{name: "plain refuses TLS", args: []string{"--metrics-secure=false"}, scheme: "https", client: &tls.Config{RootCAs: roots}, path: "/metrics", wantErr: "server gave HTTP response"},
+		{name: "secure by default", scheme: "https", client: selfSigned, token: reader, path: "/metrics"},
+		{name: "secure refuses plain HTTP", scheme: "http", token: reader, path: "/metrics", wantErr: "400"},
+		{name: "secure refuses no token", scheme: "https", client: selfSigned, path: "/metrics", wantErr: "401"},
+		{name: "secure refuses a token without the role", scheme: "https", client: selfSigned, token: stranger, path: "/metrics", wantErr: "403"},
+		{name: "certificate", args: []string{"--metrics-cert-dir=" + certDir}, scheme: "https", client: &tls.Config{RootCAs: roots}, token: reader, path: "/metrics"},
 		{
 			name: "certificate refuses TLS 1.2 by default", args: []string{"--metrics-cert-dir=" + certDir}, scheme: "https",
-			client: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}, path: "/metrics", wantErr: "protocol version",
+			client: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}, token: reader, path: "/metrics", wantErr: "protocol version",
 		},
 		{
 			name: "certificate with tls-min-version", args: []string{"--metrics-cert-dir=" + certDir, "--tls-min-version=VersionTLS12"}, scheme: "https",
-			client: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}, path: "/metrics",
+			client: &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}, token: reader, path: "/metrics",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			port := testenv.FreePort(t)
 			o := options(t, append(tc.args, fmt.Sprintf("--port=%d", port))...)
-			server, err := metricsserver.NewServer(o.ManagerOptions().Metrics, nil, nil)
+			httpClient, err := rest.HTTPClientFor(env.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			server, err := metricsserver.NewServer(o.ManagerOptions().Metrics, env.Config, httpClient)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +120,14 @@ func TestMetricsServer(t *testing.T) {
 				}
 				return err
 			})
-			resp, err := client.Get(url)
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := client.Do(req)
 			if err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
@@ -127,6 +150,26 @@ func TestMetricsServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metricsTokens returns the token of a ServiceAccount bound to the manifest's metrics reader
+// role, and one of an account without it.
+func metricsTokens(t *testing.T, env *testenv.Env) (reader, stranger string) {
+	t.Helper()
+	ctx := context.Background()
+	reader, err := env.MetricsReaderToken(ctx, "prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "stranger"}}
+	if err := env.Client.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.ServiceAccountConfig(ctx, sa.Namespace, sa.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reader, cfg.BearerToken
 }
 
 // --pprof-bind-address serves net/http/pprof on its own listener.

@@ -41,7 +41,7 @@ type Flags struct {
 	TLSMinVersion    uint16
 	CipherSuites     []uint16
 	CurvePreferences []tls.CurveID
-	// MetricsCertDir holds tls.crt and tls.key; when set, /metrics is served over TLS.
+	// MetricsCertDir holds the tls.crt and tls.key of metrics over TLS; empty: self-signed.
 	MetricsCertDir string
 	// PprofBindAddress serves net/http/pprof on its own listener (upstream v0.16).
 	PprofBindAddress string
@@ -78,7 +78,6 @@ var ignoredSettings = []setting{
 	{flag: "deployment", env: "METALLB_DEPLOYMENT", in: []Component{Controller}, why: whyMemberlist + "; upstream names the memberlist Secret's owner with it"},
 	{flag: "pod-name", env: "METALLB_POD_NAME", in: []Component{Controller, Speaker}, why: "MagLB identifies a controller replica by its leader-election identity and a speaker by its node name"},
 	{env: "METALLB_BGP_TYPE", in: []Component{Controller}, why: "the controller admits what any BGP implementation supports; each speaker reports what its own cannot do"},
-	{flag: "host", env: "METALLB_HOST", in: []Component{Speaker}, why: "metrics listen on every address, as upstream v0.16 (which no longer uses it)"},
 	{flag: "ml-bindaddr", env: "METALLB_ML_BIND_ADDR", in: []Component{Speaker}, why: whyMemberlist},
 	{flag: "ml-bindport", env: "METALLB_ML_BIND_PORT", in: []Component{Speaker}, why: whyMemberlist},
 	{flag: "ml-labels", env: "METALLB_ML_LABELS", in: []Component{Speaker}, why: whyMemberlist},
@@ -108,7 +107,7 @@ func (f *Flags) Bind(fs *flag.FlagSet, c Component) {
 		f.CurvePreferences, err = parseCurvePreferences(s)
 		return err
 	})
-	fs.StringVar(&f.MetricsCertDir, "metrics-cert-dir", "", "directory holding tls.crt and tls.key: when set, /metrics is served over TLS with them (otherwise plain HTTP)")
+	fs.StringVar(&f.MetricsCertDir, "metrics-cert-dir", "", "directory holding the tls.crt and tls.key /metrics is served with (default: a self-signed certificate)")
 	fs.StringVar(&f.PprofBindAddress, "pprof-bind-address", "", "address serving net/http/pprof (e.g. 127.0.0.1:6060); empty disables it")
 	fs.BoolVar(&f.EnablePprof, "enable-pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics port")
 	switch c {
@@ -176,14 +175,6 @@ func (f *Flags) LogIgnored(logger log.Logger) {
 			keyvals = append(keyvals, "env", s.env)
 		}
 		level.Info(logger).Log(append(keyvals, "reason", s.why)...)
-	}
-	if f.component == Speaker && f.MetricsCertDir == "" {
-		// The speaker's only TLS server is the metrics one, plain HTTP without certificates.
-		for _, name := range []string{"tls-min-version", "tls-cipher-suites", "tls-curve-preferences"} {
-			if given[name] {
-				level.Info(logger).Log("op", "startup", "msg", "upstream MetalLB setting accepted and ignored", "flag", "--"+name, "reason", "metrics are plain HTTP: TLS settings apply once --metrics-cert-dir is set")
-			}
-		}
 	}
 }
 
