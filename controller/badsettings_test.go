@@ -26,6 +26,7 @@ var controllerSettings = []badsettings.Row{
 	{Flag: "webhook-secret", Bad: "bad/secret"},
 	{Flag: "disable-cert-rotation", Bad: "maybe"},
 	{Flag: "lb-class", Bad: "not a class"},
+	{Flag: "metrics-secure", Bad: "maybe"},
 	{Flag: "disable-leader-election", Bad: "maybe"},
 	{Flag: "webhook-http2", Bad: "maybe"},
 	{Flag: "enable-pprof", Bad: "maybe"},

@@ -197,8 +197,9 @@ metadata:
         if self.running_metallb() == "upstream":
             args, env = self.chart("controller", {})
             return [self.upstream.binary("controller"), *args, *outside, "--webhook-mode=disabled"], env
+        # The lab and the e2e suites scrape plain HTTP (MagLB's default is HTTPS with token review).
         outside += ["--webhook-host", "127.0.0.1", "--webhook-port", WEBHOOK_PORT, "--health-probe-port", HEALTH_PORT,
-                    "--cert-dir", self.state / "webhook-certs"]
+                    "--cert-dir", self.state / "webhook-certs", "--metrics-secure=false"]
         if self.upgrade_lab:
             args, env = self.chart("controller", {})
             return [binary("controller"), *args, *outside], env
@@ -370,11 +371,15 @@ metadata:
             args, env = self.chart("speaker", {"spec.nodeName": lb, "status.hostIP": t.address(lb),
                                                "status.podIP": t.address(lb),
                                                "metadata.name": labupstream.speaker_pod_name(lb)})
-            program = self.upstream.binary("speaker") if self.running_metallb() == "upstream" else binary("speaker")
-            return [*netns, program, *args, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE], env
+            if self.running_metallb() == "upstream":
+                return [*netns, self.upstream.binary("speaker"), *args, "--kubeconfig", self.kubeconfig,
+                        "--namespace", NAMESPACE], env
+            return [*netns, binary("speaker"), *args, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
+                    "--metrics-secure=false"], env
         argv = [*netns, binary("speaker"),
                 "--node-name", lb, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
-                "--port", SPEAKER_METRICS_PORT, "--log-level", "debug", "--datapath", self.options["datapath"]]
+                "--port", SPEAKER_METRICS_PORT, "--metrics-secure=false", "--log-level", "debug",
+                "--datapath", self.options["datapath"]]
         if self.options["datapath"] == "ebpf":
             # Generic XDP: the ToR's end of each veth runs no XDP program, which native XDP_TX needs.
             argv += ["--xdp-mode", "generic", "--datapath-interface", "eth0", "--datapath-pin-path", self.bpffs / lb,

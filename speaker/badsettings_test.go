@@ -42,7 +42,8 @@ var speakerSettings = []badsettings.Row{
 	{Flag: "metrics-cert-dir", Bad: "/nonexistent/certs"},
 	{Env: "METALLB_BGP_TYPE", Bad: "bird"},
 	{Flag: "bgp-debounce-timeout", Env: "METALLB_BGP_DEBOUNCE_TIMEOUT", Accepted: "ignored: nothing to debounce"},
-	{Flag: "host", Env: "METALLB_HOST", Accepted: "ignored: metrics listen on every address"},
+	{Flag: "host", Env: "METALLB_HOST", Bad: "not-an-address"},
+	{Flag: "metrics-secure", Bad: "maybe"},
 	{Flag: "ml-bindaddr", Env: "METALLB_ML_BIND_ADDR", Accepted: memberlist},
 	{Flag: "ml-bindport", Env: "METALLB_ML_BIND_PORT", Accepted: memberlist},
 	{Flag: "ml-labels", Env: "METALLB_ML_LABELS", Accepted: memberlist},
@@ -81,6 +82,7 @@ var reflectorSettings = []badsettings.Row{
 	{Flag: "port", Bad: "70000"},
 	{Flag: "health-probe-port", Bad: "-1"},
 	{Flag: "lb-class", Bad: "not a class"},
+	{Flag: "metrics-secure", Bad: "maybe"},
 	{Flag: "role", Accepted: "it selects the role: any other value runs the speaker, which refuses what is not its own"},
 }
 

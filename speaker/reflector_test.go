@@ -47,7 +47,7 @@ func TestReflectorRole(t *testing.T) {
 	loadBalancer(t, "web-b", "198.51.100.2", "gold", "rlb2")
 
 	lab.startProgram(t, "rr", binary(t), nil, "--role=reflector", "--node-name", "rr",
-		"--kubeconfig", lab.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug")
+		"--kubeconfig", lab.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug", "--metrics-secure=false")
 	lab.startSpeaker(t, "rlb1")
 	stopLB2 := lab.startSpeaker(t, "rlb2")
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +83,9 @@ func (o *Options) Validate() error {
 	}
 	if err := CheckPort("health-probe-port", o.HealthProbePort, true); err != nil {
 		return err
+	}
+	if _, err := netip.ParseAddr(o.BindHost); o.BindHost != "" && err != nil {
+		return fmt.Errorf("--host (METALLB_HOST) %q is not an IP address to listen on", o.BindHost)
 	}
 	return o.Upstream.Validate()
 }
