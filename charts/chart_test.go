@@ -95,7 +95,7 @@ func role(o unstructured.Unstructured) string {
 	}
 	switch o.GetKind() {
 	case "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding":
-		for _, c := range []string{"controller", "speaker", "backend-agent"} {
+		for _, c := range []string{"controller", "speaker", "backend-agent", "reflector", "metrics-reader"} {
 			if strings.HasSuffix(o.GetName(), c) {
 				component = c
 			}
