@@ -525,7 +525,9 @@ def survival(reports, plot):
            f"{', '.join(dates)}; machine: {machine()['cpus']} CPUs, kernel {machine()['kernel']}. 200 long-lived TCP "
            "connections through one VIP, then the fault; a connection survives when it still answers afterwards.", ""]
     groups = [label for _, label in FAULTS]
-    series = [(dp, [[found[(f, dp)]["percent"]] if found[(f, dp)] else [] for f, _ in FAULTS]) for dp in ("ebpf", "kubeproxy")]
+    # A datapath no report measured has no bars (not bars at zero); the table says so.
+    series = [(dp, [[found[(f, dp)]["percent"]] if found[(f, dp)] else [] for f, _ in FAULTS]) for dp in ("ebpf", "kubeproxy")
+              if any(found[(f, dp)] for f, _ in FAULTS)]
     md += [image(plot.bars("survival.png", "Long-lived TCP connections surviving a fault", "% of 200 surviving",
                            groups, series), "connection survival"), ""]
     rows, goal_lines = [], []
