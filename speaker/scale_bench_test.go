@@ -119,7 +119,7 @@ func benchFullMesh(b *testing.B, nodes, shards, services int) scaleResult {
 
 	// A node of shard 0 dies: its uplink goes down, as a failed NIC; BFD tells the ToR.
 	victim := names[0]
-	vip := scaleIP(0, shards).String()
+	vip := netip.PrefixFrom(scaleIP(0, shards), 32)
 	if !slices.Contains(kernelNexthops(b, lab, vip), addresses[victim]) {
 		b.Fatalf("the ToR's route to %s has no next hop %s before the failure", vip, addresses[victim])
 	}
@@ -270,29 +270,11 @@ func peerEstablished(lab *bgpLab, address string) bool {
 	return neighbor[address].State == "Established"
 }
 
-// kernelNexthops returns the gateways of the ToR's kernel route to ip.
-func kernelNexthops(b *testing.B, lab *bgpLab, ip string) []string {
-	out, err := lab.tor.Run("ip", "-j", "route", "show", ip)
+// kernelNexthops returns the gateways of the ToR's kernel route to vip.
+func kernelNexthops(b *testing.B, lab *bgpLab, vip netip.Prefix) []string {
+	gateways, err := lab.tor.Nexthops(vip)
 	if err != nil {
 		b.Fatal(err)
-	}
-	var routes []struct {
-		Gateway  string `json:"gateway"`
-		Nexthops []struct {
-			Gateway string `json:"gateway"`
-		} `json:"nexthops"`
-	}
-	if err := json.Unmarshal([]byte(out), &routes); err != nil {
-		b.Fatalf("decoding the ToR's route to %s: %v", ip, err)
-	}
-	var gateways []string
-	for _, r := range routes {
-		if r.Gateway != "" {
-			gateways = append(gateways, r.Gateway)
-		}
-		for _, n := range r.Nexthops {
-			gateways = append(gateways, n.Gateway)
-		}
 	}
 	return gateways
 }

@@ -10,10 +10,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -103,6 +105,39 @@ func (ns *Namespace) AddAddr(dev string, addr netip.Prefix) error {
 // AddRoute routes dst via the gateway via.
 func (ns *Namespace) AddRoute(dst netip.Prefix, via netip.Addr) error {
 	return ns.ip("route", "add", dst.String(), "via", via.String())
+}
+
+// Nexthops returns, sorted, the gateways of the namespace's kernel route to dst (an
+// address or a prefix): one per next hop of a multipath route, none without a route.
+func (ns *Namespace) Nexthops(dst netip.Prefix) ([]string, error) {
+	family := "-4"
+	if dst.Addr().Is6() {
+		family = "-6"
+	}
+	out, err := ns.Run("ip", family, "-j", "route", "show", dst.String())
+	if err != nil {
+		return nil, err
+	}
+	var routes []struct {
+		Gateway  string `json:"gateway"`
+		Nexthops []struct {
+			Gateway string `json:"gateway"`
+		} `json:"nexthops"`
+	}
+	if err := json.Unmarshal([]byte(out), &routes); err != nil {
+		return nil, fmt.Errorf("decoding the route to %s in %s: %w: %s", dst, ns.Name, err, out)
+	}
+	gateways := []string{}
+	for _, r := range routes {
+		if r.Gateway != "" {
+			gateways = append(gateways, r.Gateway)
+		}
+		for _, n := range r.Nexthops {
+			gateways = append(gateways, n.Gateway)
+		}
+	}
+	slices.Sort(gateways)
+	return slices.Compact(gateways), nil
 }
 
 func (ns *Namespace) ip(args ...string) error {

@@ -364,26 +364,6 @@ func (l *lab) waitPaths(t *testing.T, prefix netip.Prefix, w []via) {
 	})
 }
 
-// kernelNextHops returns the next hops of the ToR's forwarding table for prefix.
-func (l *lab) kernelNextHops(prefix netip.Prefix) ([]string, error) {
-	family := "-4"
-	if prefix.Addr().Is6() {
-		family = "-6"
-	}
-	out, err := l.torNS.Run("ip", family, "route", "show", prefix.String())
-	if err != nil {
-		return nil, err
-	}
-	var hops []string
-	for _, f := range strings.Fields(out) {
-		if a, err := netip.ParseAddr(f); err == nil {
-			hops = append(hops, a.String())
-		}
-	}
-	slices.Sort(hops)
-	return slices.Compact(hops), nil
-}
-
 func TestTwoReflectorsAggregatePerShard(t *testing.T) {
 	l := newLab(t)
 	l.announce(t)
@@ -412,7 +392,7 @@ func TestTwoReflectorsAggregatePerShard(t *testing.T) {
 	// The ToR forwards the aggregate over every node (ECMP).
 	testenv.Eventually(t, "the ToR's kernel routes over lb1..lb3", func() error {
 		for i, prefix := range []netip.Prefix{aggregate4, aggregate6} {
-			hops, err := l.kernelNextHops(prefix)
+			hops, err := l.torNS.Nexthops(prefix)
 			var w []string
 			for _, n := range lbNodes {
 				w = append(w, nodeAddrs[n][i])
