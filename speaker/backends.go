@@ -10,6 +10,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/maglb/maglb/datapath"
+	"github.com/maglb/maglb/datapath/ebpf"
 	"github.com/maglb/maglb/internal/bgp"
 )
 
@@ -33,4 +34,14 @@ func (b bgpSpeaker) close() {
 
 func registerDatapathMetrics(stats datapath.StatsReader) error {
 	return crmetrics.Registry.Register(datapath.NewCollector(stats))
+}
+
+// guardPins keeps the eBPF datapath's pins in place until ctx ends (ebpf.PinGuard).
+func guardPins(ctx context.Context, dp *ebpf.Datapath, logger log.Logger) error {
+	guard := ebpf.NewPinGuard(dp.RestorePins, logger)
+	if err := crmetrics.Registry.Register(guard); err != nil {
+		return err
+	}
+	go guard.Run(ctx)
+	return nil
 }

@@ -229,6 +229,11 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 			return err
 		}
 	}
+	if pinned, ok := dp.(*ebpf.Datapath); ok {
+		if err := guardPins(ctx, pinned, logger); err != nil {
+			return err
+		}
+	}
 	return mgr.Start(ctx)
 }
 

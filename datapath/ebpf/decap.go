@@ -97,10 +97,12 @@ func attachedXDPName(ifname string) (string, error) {
 type Decap struct {
 	opts  DecapOptions
 	objs  bpf.DecapObjects
-	links []link.Link
+	links []link.Link          // of opts.Interfaces, in order
 	hooks map[string]DecapHook // by interface
+	pins  *pinSet
 
 	mu        sync.Mutex
+	closed    bool
 	addresses map[bpf.DecapLocalAddr]bool
 	sources   map[bpf.DecapSourcePrefix]bool
 }
@@ -179,7 +181,42 @@ func NewDecap(opts DecapOptions) (*Decap, error) {
 			return nil, err
 		}
 	}
+	if d.pins, err = newPinSet(d.pinned()); err != nil {
+		_ = d.release(true)
+		return nil, err
+	}
 	return d, nil
+}
+
+// pinnedMaps are the maps pinned by name in the pin path.
+func (d *Decap) pinnedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		bpf.DecapMapLocalAddrs: d.objs.LocalAddrs, bpf.DecapMapAllowedSources: d.objs.AllowedSources,
+		bpf.DecapMapDecapCounters: d.objs.DecapCounters,
+	}
+}
+
+// pinned is every pinned object by its pin file.
+func (d *Decap) pinned() map[string]pinnable {
+	objects := map[string]pinnable{}
+	for name, m := range d.pinnedMaps() {
+		objects[filepath.Join(d.opts.PinPath, name)] = m
+	}
+	for i, l := range d.links {
+		objects[linkPinFile(d.opts.PinPath, decapLinkPrefix, d.opts.Interfaces[i])] = l
+	}
+	return objects
+}
+
+// RestorePins pins again the maps and links whose pin files were removed under the running
+// process, and returns their paths; see PinGuard.
+func (d *Decap) RestorePins() ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, nil
+	}
+	return d.pins.restore()
 }
 
 // attach attaches the program of the interface's hook. One pinned link per interface, of
@@ -311,6 +348,12 @@ func (d *Decap) Stats() (DecapCounters, error) {
 
 // Close detaches the program and removes the pinned state unless KeepOnClose is set.
 func (d *Decap) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
 	return d.release(d.opts.KeepOnClose)
 }
 
@@ -319,6 +362,6 @@ func (d *Decap) release(keep bool) error {
 	for _, l := range d.links {
 		errs = append(errs, closeLink(l, keep))
 	}
-	pinned := []*ebpf.Map{d.objs.LocalAddrs, d.objs.AllowedSources, d.objs.DecapCounters}
+	pinned := slices.Collect(maps.Values(d.pinnedMaps()))
 	return errors.Join(append(errs, release(nil, pinned, []interface{ Close() error }{&d.objs}, keep, d.opts.PinPath))...)
 }

@@ -8,9 +8,11 @@ package ebpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -30,6 +32,7 @@ type Datapath struct {
 	emptyRing *ebpf.Map
 	link      link.Link
 	nextHops  *nextHopResolver
+	pins      *pinSet
 
 	mu     sync.Mutex
 	closed bool
@@ -112,7 +115,43 @@ func New(opts Options) (*Datapath, error) {
 			return nil, err
 		}
 	}
+	if d.pins, err = newPinSet(d.pinned()); err != nil {
+		_ = d.release(true)
+		return nil, err
+	}
 	return d, nil
+}
+
+// pinnedMaps are the maps pinned by name in the pin path.
+func (d *Datapath) pinnedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		bpf.LBMapVips: d.objs.Vips, bpf.LBMapVipAddresses: d.objs.VipAddresses, bpf.LBMapRings: d.objs.Rings,
+		bpf.LBMapBackends: d.objs.Backends, bpf.LBMapFlows: d.objs.Flows, bpf.LBMapVipStats: d.objs.VipStats,
+		bpf.LBMapGlobalStats: d.objs.GlobalStats,
+	}
+}
+
+// pinned is every pinned object by its pin file.
+func (d *Datapath) pinned() map[string]pinnable {
+	objects := map[string]pinnable{}
+	for name, m := range d.pinnedMaps() {
+		objects[filepath.Join(d.opts.PinPath, name)] = m
+	}
+	if d.link != nil {
+		objects[linkPinFile(d.opts.PinPath, "xdp", d.opts.Interface)] = d.link
+	}
+	return objects
+}
+
+// RestorePins pins again the maps and link whose pin files were removed under the running
+// process, and returns their paths; see PinGuard.
+func (d *Datapath) RestorePins() ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, nil
+	}
+	return d.pins.restore()
 }
 
 // unpinMaps removes the pins of the spec's maps from dir.
@@ -224,7 +263,7 @@ func (d *Datapath) Close() error {
 }
 
 func (d *Datapath) release(keep bool) error {
-	pinned := []*ebpf.Map{d.objs.Vips, d.objs.VipAddresses, d.objs.Rings, d.objs.Backends, d.objs.Flows, d.objs.VipStats, d.objs.GlobalStats}
+	pinned := slices.Collect(maps.Values(d.pinnedMaps()))
 	closers := []interface{ Close() error }{&d.objs, d.emptyRing}
 	if d.nextHops != nil {
 		closers = append(closers, d.nextHops)

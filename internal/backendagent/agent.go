@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -55,6 +56,7 @@ type Config struct {
 type Agent struct {
 	cfg     Config
 	decap   *ebpf.Decap
+	pins    *ebpf.PinGuard
 	handle  *netlink.Handle
 	updates chan netlink.AddrUpdate
 	stop    chan struct{}
@@ -120,6 +122,7 @@ func New(cfg Config) (*Agent, error) {
 		a.closeNetlink()
 		return nil, fmt.Errorf("attaching the decapsulation program to %v: %w", cfg.Interfaces, err)
 	}
+	a.pins = ebpf.NewPinGuard(a.decap.RestorePins, cfg.Logger)
 	a.record(addrs, sources, nil)
 	level.Info(cfg.Logger).Log("op", "startup", "msg", "decapsulating", "interfaces", fmt.Sprint(cfg.Interfaces),
 		"hooks", fmt.Sprint(a.decap.Hooks()), "xdpMode", cfg.XDPMode, "guePort", cfg.GUEPort, "addresses", fmt.Sprint(addrs), "allowedSources", fmt.Sprint(sources))
@@ -157,6 +160,9 @@ func decapHook(hook ebpf.DecapHook, addrs []netip.Addr, lbNodes []*corev1.Node) 
 // Stats reads the decapsulation counters.
 func (a *Agent) Stats() (ebpf.DecapCounters, error) { return a.decap.Stats() }
 
+// PinMetrics are the metrics of the guard of the decapsulation program's pins.
+func (a *Agent) PinMetrics() prometheus.Collector { return a.pins }
+
 // Healthy reports the error of the last sync, if any.
 func (a *Agent) Healthy() error {
 	a.mu.Lock()
@@ -168,6 +174,7 @@ func (a *Agent) Healthy() error {
 // unless KeepOnExit is set).
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.closeNetlink()
+	go a.pins.Run(ctx)
 	ticker := time.NewTicker(a.cfg.Resync)
 	defer ticker.Stop()
 	for {

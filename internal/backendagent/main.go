@@ -177,7 +177,7 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 // serve answers /metrics and /healthz on port.
 func serve(ctx context.Context, port int, agent *Agent, logger log.Logger) (stop func(), err error) {
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), NewCollector(agent.Stats))
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), NewCollector(agent.Stats), agent.PinMetrics())
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
