@@ -301,11 +301,15 @@ LAB_HELP = {
                "controller and speakers, CRDs, and the arguments of its Helm chart (native BGP, no memberlist), "
                "datapath kubeproxy, no workload clusters, a configuration upstream's native mode accepts; "
                "`hack/lab.py swap maglb|upstream` then replaces one with the other as an upgrade does",
+    "bgp_mode": "full-mesh (the default: every LB node peers with the ToR) or reflector: the LB nodes peer with two "
+                "route reflectors (speaker --role=reflector in maglb-refl1, maglb-refl2), which announce each shard's "
+                "aggregate to the ToR with one path per LB node (ADD-PATH, ECMP)",
 }
 
 
 @task(help=LAB_HELP)
-def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=None, metallb="maglb"):
+def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=None, metallb="maglb",
+            bgp_mode="full-mesh"):
     """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services, workload clusters."""
     _deps()
     bin_dir = _k8s_bins()
@@ -315,7 +319,7 @@ def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload
     datapath = datapath or ("kubeproxy" if upstream else "ebpf")
     workload_clusters = (0 if upstream else 1) if workload_clusters is None else workload_clusters
     _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap, workload_clusters, metallb,
-                          upstream).up())()
+                          upstream, bgp_mode=bgp_mode).up())()
 
 
 @task(help={
