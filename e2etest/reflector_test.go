@@ -94,7 +94,7 @@ var _ = Describe("Route reflectors", Label("reflector"), Ordered, func() {
 		})
 		// The reflectors' sessions with the LB nodes run without BFD: the hold time ends them.
 		expectAggregates(aggregates, reflectorNames(), []string{node})
-		AddReportEntry("node path gone", fmt.Sprintf("%s left %s's paths %v after its uplink went down", node, agg, time.Since(down)))
+		AddReportEntry("node path gone", fmt.Sprintf("%s left %s's paths %v after its uplink went down (their sessions with the reflectors run without BFD: the hold time ends them)", node, agg, time.Since(down)))
 		for _, svc := range demo {
 			for _, vip := range ingressIPs(svc) {
 				everyNodeForwards(vip)
@@ -109,8 +109,10 @@ var _ = Describe("Route reflectors", Label("reflector"), Ordered, func() {
 		gold, agg := firstVIP(demo, aggregates)
 		result := reflectorResult{Reflector: dead, VIP: gold}
 		survived := survival(gold, 200, func(string) {
-			killed := time.Now()
+			started := time.Now()
 			runCommand(env.ReflectorStop, dead)
+			killed := time.Now()
+			result.StopCommandMillis = killed.Sub(started).Milliseconds()
 			DeferCleanup(func() { runCommand(env.ReflectorStart, dead) })
 			Eventually(reflectedPaths(agg)).WithPolling(10*time.Millisecond).
 				Should(Equal(wantPaths(agg, aggregates[agg], []string{alive}, nil)), "the ToR's paths of %s after %s died", agg, dead)
@@ -137,11 +139,13 @@ type reflectorResult struct {
 	Established int     `json:"established"`
 	Survived    int     `json:"survived"`
 	Percent     float64 `json:"percent"`
-	// PathsGoneMillis: from the kill until the ToR held only the other reflector's paths of
-	// the VIP's aggregate; PathsBackMillis: from the restart until it held both again (every
+	// PathsGoneMillis: from the return of the stop command (the kill is at most
+	// StopCommandMillis before) until the ToR held only the other reflector's paths of the
+	// VIP's aggregate; PathsBackMillis: from the restart until it held both again (every
 	// aggregate).
-	PathsGoneMillis int64 `json:"paths_gone_ms"`
-	PathsBackMillis int64 `json:"paths_back_ms"`
+	PathsGoneMillis   int64 `json:"paths_gone_ms"`
+	StopCommandMillis int64 `json:"stop_command_ms"`
+	PathsBackMillis   int64 `json:"paths_back_ms"`
 }
 
 // aggregate is what the ToR holds for a shard's prefix: a path per LB node of the shard

@@ -136,5 +136,6 @@ def print_figures(reports):
         step(f"route reflectors: {reflector['reflector_killed']} killed (SIGKILL) under 200 long-lived TCP connections "
              f"through {reflector['vip']} (ebpf datapath)")
         print(f"    survived {reflector['survived']} of {reflector['established']} ({reflector['percent']:.1f}%); the ToR "
-              f"held the other reflector's paths alone {reflector['paths_gone_ms']} ms after the kill, both reflectors' "
+              f"held the other reflector's paths alone {reflector['paths_gone_ms']} ms after the kill command returned "
+              f"(it took {reflector['stop_command_ms']} ms), both reflectors' "
               f"again {reflector['paths_back_ms']} ms after the restart", flush=True)
