@@ -237,7 +237,7 @@ def build(c):
     "run": "only tests matching this regular expression (go test -run)",
     "pkg": "package pattern(s), space-separated (default ./...)",
     "verbose": "go test -v",
-    "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab); on by default, off with --no-smoke or --run",
+    "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab, in full mesh and with route reflectors); on by default, off with --no-smoke or --run",
 })
 def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     """Run go vet, every test against a real kube-apiserver, the Python tests of hack/, then the e2e smoke specs on the lab

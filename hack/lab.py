@@ -735,7 +735,7 @@ Try:
   # Cluster: the backend node's kube-proxy masquerades it, and its pods see the node's address.
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
-  {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node, both families
+  {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node (reflector), both families
   vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR} or {labnet.UPSTREAM_SAMPLE_PEER}
   ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP){reflector_hints}
 
