@@ -326,10 +326,10 @@ def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload
     "focus": "only the specs matching this regular expression (ginkgo --focus)",
     "skip": "not the specs matching this regular expression (ginkgo --skip)",
     "label_filter": "a Ginkgo label filter replacing each pass's own, e.g. 'datapath && !survival'",
-    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,upgrade,ebpf; ebpf, the default lab, "
+    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,upgrade,reflector,ebpf; ebpf, the default lab, "
               "stays up)",
 })
-def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,upgrade,ebpf"):
+def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,upgrade,reflector,ebpf"):
     """Run the e2e suites (e2etest/, Ginkgo) on the lab, once per lab variant; print the figures."""
     _deps()
     bin_dir = _k8s_bins()
