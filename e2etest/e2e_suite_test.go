@@ -13,8 +13,9 @@
 // the dev-env writes (.dev-env/lab.json). For another cluster, write one with the same fields:
 // the routers and the command that runs vtysh in each (upstream's "exec in the FRR
 // container"), the LB nodes and their metrics URLs, the backend nodes and the pods behind them
-// that run the echo servers (labagent pod), and the commands that take an LB node out of
-// service and back, gracefully and hard.
+// that run the echo servers (labagent pod), the commands that take an LB node out of
+// service and back, gracefully and hard, and in route-reflector mode the reflectors and the
+// commands that kill and restart one.
 // --kubeconfig, --router-exec and --client-netns override what the description says.
 package e2etest
 
