@@ -237,7 +237,7 @@ def build(c):
     "run": "only tests matching this regular expression (go test -run)",
     "pkg": "package pattern(s), space-separated (default ./...)",
     "verbose": "go test -v",
-    "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab); on by default, off with --no-smoke or --run",
+    "smoke": "after the Go tests, run the e2e smoke specs (BGP + ebpf datapath through the lab, in full mesh and with route reflectors); on by default, off with --no-smoke or --run",
 })
 def test(c, run=None, pkg="./...", verbose=False, smoke=True):
     """Run go vet, every test against a real kube-apiserver, the Python tests of hack/, then the e2e smoke specs on the lab
@@ -301,11 +301,15 @@ LAB_HELP = {
                "controller and speakers, CRDs, and the arguments of its Helm chart (native BGP, no memberlist), "
                "datapath kubeproxy, no workload clusters, a configuration upstream's native mode accepts; "
                "`hack/lab.py swap maglb|upstream` then replaces one with the other as an upgrade does",
+    "bgp_mode": "full-mesh (the default: every LB node peers with the ToR) or reflector: the LB nodes peer with two "
+                "route reflectors (speaker --role=reflector in maglb-refl1, maglb-refl2), which announce each shard's "
+                "aggregate to the ToR with one path per LB node (ADD-PATH, ECMP)",
 }
 
 
 @task(help=LAB_HELP)
-def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=None, metallb="maglb"):
+def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload_clusters=None, metallb="maglb",
+            bgp_mode="full-mesh"):
     """Bring up the lab: API server, controller, a ToR (FRR), LB nodes, backends, two demo Services, workload clusters."""
     _deps()
     bin_dir = _k8s_bins()
@@ -315,17 +319,17 @@ def dev_env(c, datapath=None, protocol="bgp", lb_nodes=3, encap="ipip", workload
     datapath = datapath or ("kubeproxy" if upstream else "ebpf")
     workload_clusters = (0 if upstream else 1) if workload_clusters is None else workload_clusters
     _tool(lambda: lab.Lab(bin_dir, K8S_VERSION, datapath, protocol, lb_nodes, encap, workload_clusters, metallb,
-                          upstream).up())()
+                          upstream, bgp_mode=bgp_mode).up())()
 
 
 @task(help={
     "focus": "only the specs matching this regular expression (ginkgo --focus)",
     "skip": "not the specs matching this regular expression (ginkgo --skip)",
     "label_filter": "a Ginkgo label filter replacing each pass's own, e.g. 'datapath && !survival'",
-    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,upgrade,ebpf; ebpf, the default lab, "
+    "passes": "comma-separated passes, in order (default layer2,kubeproxy,gue,upgrade,reflector,ebpf; ebpf, the default lab, "
               "stays up)",
 })
-def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,upgrade,ebpf"):
+def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeproxy,gue,upgrade,reflector,ebpf"):
     """Run the e2e suites (e2etest/, Ginkgo) on the lab, once per lab variant; print the figures."""
     _deps()
     bin_dir = _k8s_bins()

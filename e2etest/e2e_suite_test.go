@@ -13,8 +13,9 @@
 // the dev-env writes (.dev-env/lab.json). For another cluster, write one with the same fields:
 // the routers and the command that runs vtysh in each (upstream's "exec in the FRR
 // container"), the LB nodes and their metrics URLs, the backend nodes and the pods behind them
-// that run the echo servers (labagent pod), and the commands that take an LB node out of
-// service and back, gracefully and hard.
+// that run the echo servers (labagent pod), the commands that take an LB node out of
+// service and back, gracefully and hard, and in route-reflector mode the reflectors and the
+// commands that kill and restart one.
 // --kubeconfig, --router-exec and --client-netns override what the description says.
 package e2etest
 
@@ -90,6 +91,20 @@ type environment struct {
 	} `json:"upstream_metallb"`
 	SwapToMagLB    []string `json:"swap_to_maglb"`
 	SwapToUpstream []string `json:"swap_to_upstream"`
+	// BGPMode is how the LB nodes reach the ToR: "full-mesh" (or empty), each peers with it,
+	// or "reflector": through Reflectors, which ReflectorStop kills (a crash) and
+	// ReflectorStart starts again, the reflector's name appended.
+	BGPMode        string                   `json:"bgp_mode"`
+	Reflectors     map[string]reflectorNode `json:"reflectors"`
+	ReflectorStop  []string                 `json:"reflector_stop"`
+	ReflectorStart []string                 `json:"reflector_start"`
+}
+
+// reflectorNode is a route reflector (speaker --role=reflector) between the LB nodes and the ToR.
+type reflectorNode struct {
+	Address  string `json:"address"`
+	Address6 string `json:"address6"`
+	Metrics  string `json:"metrics"`
 }
 
 type router struct {
@@ -178,10 +193,21 @@ var _ = BeforeSuite(func() {
 })
 
 // requireProtocol skips a spec written for another announcement protocol than the
-// environment's.
+// environment's; "bgp" is BGP with every LB node peering with the ToR (full mesh).
 func requireProtocol(protocol string) {
 	if env.Protocol != protocol {
 		Skip("needs the " + protocol + " protocol; the environment runs " + env.Protocol)
+	}
+	if protocol == "bgp" && env.BGPMode == "reflector" {
+		Skip("needs the LB nodes peering with the ToR; the environment's peer with route reflectors")
+	}
+}
+
+// requireReflectors skips a spec written for the route-reflector mode when the LB nodes
+// peer with the ToR themselves.
+func requireReflectors() {
+	if env.Protocol != "bgp" || env.BGPMode != "reflector" {
+		Skip("needs the LB nodes peering with route reflectors; the environment runs " + env.Protocol + " in full mesh")
 	}
 }
 

@@ -11,23 +11,28 @@ import lab
 from tooling import REPO, step
 
 # Each pass brings the lab up with its options and runs the specs its label filter selects;
-# the default lab (ebpf, bgp) runs last, so that it is what stays up. Every pass but layer2 and
-# upgrade has two workload clusters behind the LB cluster; upgrade's lab starts with upstream
-# MetalLB, which the upgrade spec replaces with MagLB and back.
+# the default lab (ebpf, bgp) runs last, so that it is what stays up. Every pass but layer2,
+# upgrade and reflector has two workload clusters behind the LB cluster; upgrade's lab starts with
+# upstream MetalLB, which the upgrade spec replaces with MagLB and back; reflector's LB nodes peer
+# with two route reflectors, not with the ToR.
 DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
     "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || bfd || metrics || mtu || projection"),
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
     "upgrade": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 0, "metallb": "upstream"}, "upgrade"),
-    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2 && !upgrade"),
+    "reflector": ({"datapath": "ebpf", "protocol": "bgp", "bgp_mode": "reflector", "workload_clusters": 0}, "reflector"),
+    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2 && !upgrade && !reflector"),
 }
+# CI's smoke: the specs labelled smoke of these passes, the default lab last.
+SMOKE_PASSES = {"reflector": "reflector && smoke", "ebpf": "smoke"}
 
 
 def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3, upstream=None):
-    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD, shard
-    and upgrade specs reported. A label_filter replaces each pass's own. upstream returns the
-    labupstream.Upstream a pass starting with upstream MetalLB runs (built when first needed)."""
+    """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD, shard,
+    upgrade and reflector specs reported. A label_filter replaces each pass's own (a dict: per
+    pass). upstream returns the labupstream.Upstream a pass starting with upstream MetalLB runs
+    (built when first needed)."""
     if os.geteuid() != 0:
         raise lab.LabError("the e2e suites drive the lab's namespaces, routers and BPF programs: run as root")
     reports = lab.STATE.parent / ".e2e-reports"
@@ -35,15 +40,19 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
     failed = []
     for name in passes:
         options, filter_ = E2E_PASSES[name] if name in E2E_PASSES else (DEFAULT_PASS_OPTIONS, name)
+        if label_filter:
+            filter_ = label_filter[name] if isinstance(label_filter, dict) else label_filter
         encap, metallb = options.get("encap", "ipip"), options.get("metallb", "maglb")
+        bgp_mode = options.get("bgp_mode", "full-mesh")
         step(f"e2e pass {name}: lab with {metallb}, datapath {options['datapath']} ({encap}), protocol "
-             f"{options['protocol']}, {options['workload_clusters']} workload cluster(s); specs {label_filter or filter_}")
+             f"{options['protocol']} ({bgp_mode}), {options['workload_clusters']} workload cluster(s); specs {filter_}")
         the_lab = lab.Lab(bin_dir, k8s_version, options["datapath"], options["protocol"], lb_nodes, encap,
-                          options["workload_clusters"], metallb, upstream() if metallb == "upstream" else None)
+                          options["workload_clusters"], metallb, upstream() if metallb == "upstream" else None,
+                          bgp_mode=bgp_mode)
         the_lab.up()
         args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
                 f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",
-                f"--ginkgo.label-filter={label_filter or filter_}", "--ginkgo.no-color"]
+                f"--ginkgo.label-filter={filter_}", "--ginkgo.no-color"]
         if focus:
             args.append(f"--ginkgo.focus={focus}")
         if skip:
@@ -59,17 +68,17 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
 
 def run_smoke(bin_dir, k8s_version):
     """The e2e specs labelled smoke (BGP, curl through the ebpf datapath, DSR, consistency,
-    connection survival) on the default lab. A lab this brought up is removed afterwards; one
-    that was up stays up (with the default options)."""
+    connection survival) on the default lab, after those of the reflector lab (SMOKE_PASSES). A
+    lab this brought up is removed afterwards; one that was up stays up (with the default options)."""
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true" or os.environ.get("MAGLB_REQUIRE_PRIVILEGED") == "1":
             raise lab.LabError("the e2e smoke specs need root, and CI=true or MAGLB_REQUIRE_PRIVILEGED=1 requires them")
         step("e2e smoke: skipped (needs root)")
         return
     was_up = lab.Processes(lab.STATE).running() != {}
-    step("e2e smoke: the lab (ebpf, bgp) and the specs labelled smoke")
+    step("e2e smoke: the specs labelled smoke on the labs " + ", ".join(SMOKE_PASSES))
     try:
-        run_e2e(bin_dir, k8s_version, ["ebpf"], label_filter="smoke")
+        run_e2e(bin_dir, k8s_version, list(SMOKE_PASSES), label_filter=SMOKE_PASSES)
     finally:
         if not was_up:
             lab.cleanup()
@@ -122,3 +131,11 @@ def print_figures(reports):
               f"control flood of {shards['control_flood_packets_per_second']:.0f} packets/s dropped at the ToR: "
               f"{shards['during_control_flood_requests_per_second']:.0f}/s "
               f"(under the shard flood: {shards['held_of_control_percent']:.0f}% of that)", flush=True)
+    reflector = load("reflector-ebpf")
+    if reflector:
+        step(f"route reflectors: {reflector['reflector_killed']} killed (SIGKILL) under 200 long-lived TCP connections "
+             f"through {reflector['vip']} (ebpf datapath)")
+        print(f"    survived {reflector['survived']} of {reflector['established']} ({reflector['percent']:.1f}%); the ToR "
+              f"held the other reflector's paths alone {reflector['paths_gone_ms']} ms after the kill command returned "
+              f"(it took {reflector['stop_command_ms']} ms), both reflectors' "
+              f"again {reflector['paths_back_ms']} ms after the restart", flush=True)

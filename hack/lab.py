@@ -13,8 +13,9 @@ the bpffs.
 
 Run as a script, it starts or stops one node's speaker of a running lab, which is how the e2e
 suites take an LB node out of service: `hack/lab.py speaker stop|start lb3`; cuts an LB node's
-uplink and restores it, a hard failure: `hack/lab.py uplink down|up lb3`; and starts or stops a
-workload cluster's kube-apiserver: `hack/lab.py workload-apiserver stop|start wc1`.
+uplink and restores it, a hard failure: `hack/lab.py uplink down|up lb3`; starts or stops a
+workload cluster's kube-apiserver: `hack/lab.py workload-apiserver stop|start wc1`; and kills
+(SIGKILL) or restarts a route reflector of --bgp-mode=reflector: `hack/lab.py reflector stop|start refl1`.
 """
 
 import hashlib
@@ -28,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import labnet
+import labreflector
 import labupstream
 import labworkload
 from labcluster import (Cluster, LabError, Processes, binary, check_ports_free, generate_pki, port_open, tail,
@@ -51,7 +53,7 @@ WEBHOOK_PORT = 29443
 
 class Lab:
     def __init__(self, bin_dir, k8s_version, datapath="ebpf", protocol="bgp", lb_nodes=3, encap="ipip",
-                 workload_clusters=1, metallb="maglb", upstream=None, state=STATE):
+                 workload_clusters=1, metallb="maglb", upstream=None, state=STATE, bgp_mode="full-mesh"):
         if datapath not in ("ebpf", "kubeproxy"):
             raise LabError(f"--datapath {datapath}: want ebpf or kubeproxy")
         if encap not in ("ipip", "gue"):
@@ -62,6 +64,10 @@ class Lab:
             raise LabError(f"--lb-nodes {lb_nodes}: want 1 to {MAX_LB_NODES}")
         if not 0 <= int(workload_clusters) <= labnet.MAX_WORKLOAD_CLUSTERS:
             raise LabError(f"--workload-clusters {workload_clusters}: want 0 to {labnet.MAX_WORKLOAD_CLUSTERS}")
+        if bgp_mode not in labnet.BGP_MODES:
+            raise LabError(f"--bgp-mode {bgp_mode}: want {' or '.join(labnet.BGP_MODES)}")
+        if bgp_mode == "reflector" and (protocol != "bgp" or metallb != "maglb"):
+            raise LabError("--bgp-mode reflector runs MagLB's reflectors, over BGP")
         if metallb not in METALLBS:
             raise LabError(f"--metallb {metallb}: want {' or '.join(METALLBS)}")
         if metallb == "upstream":
@@ -73,10 +79,10 @@ class Lab:
         self.bin_dir = Path(bin_dir)
         self.k8s_version = k8s_version
         self.options = {"datapath": datapath, "protocol": protocol, "lb_nodes": int(lb_nodes), "encap": encap,
-                        "workload_clusters": int(workload_clusters), "metallb": metallb}
+                        "workload_clusters": int(workload_clusters), "metallb": metallb, "bgp_mode": bgp_mode}
         self.upstream = upstream
         self.upstream_dir = state / "upstream-chart"
-        self.topology = labnet.Topology(int(lb_nodes), int(workload_clusters))
+        self.topology = labnet.Topology(int(lb_nodes), int(workload_clusters), bgp_mode)
         self.state = state
         self.namespace = NAMESPACE
         self.procs = Processes(state)
@@ -89,6 +95,7 @@ class Lab:
         self.rr_dir = router_dir(state) / "frr-rr"
         self.bpffs = state / "bpf"
         self.workloads = labworkload.WorkloadClusters(self)
+        self.reflectors = labreflector.Reflectors(self)
 
     # kubectl ---------------------------------------------------------------------------------
 
@@ -123,7 +130,8 @@ class Lab:
         check_ports_free(self.cluster.ports + self.workloads.ports
                          + [(METRICS_PORT, "controller metrics"), (HEALTH_PORT, "controller health probes"),
                             (WEBHOOK_PORT, "controller webhooks")]
-                         + [(speaker_metrics_port(lb), f"{lb} speaker metrics relay") for lb in self.topology.lbs])
+                         + [(speaker_metrics_port(lb), f"{lb} speaker metrics relay") for lb in self.topology.lbs]
+                         + self.reflectors.ports)
         self.cluster.launch()
         self.workloads.launch_control_planes()
         self.cluster.wait_ready()
@@ -248,8 +256,9 @@ metadata:
         return path
 
     def start_router(self):
+        via = f" from reflectors {', '.join(self.reflectors.names)} (ADD-PATH)" if self.reflectors.names else ""
         step(f"tor: FRR zebra + bfdd + bgpd in {self.topology.netns('tor')}, AS {labnet.TOR_ASN}, "
-             f"ECMP over {len(self.topology.lbs)} LB node(s), BFD profile {labnet.BFD_PROFILE} "
+             f"ECMP over {len(self.topology.lbs)} LB node(s){via}, BFD profile {labnet.BFD_PROFILE} "
              f"({labnet.BFD_INTERVAL_MS} ms x {labnet.BFD_DETECT_MULTIPLIER})")
         self.start_frr("tor", self.frr_dir, labnet.frr_config(self.topology), labnet.bfdd_config())
         step(f"rr: FRR zebra + bfdd + bgpd (installing nothing) in {self.topology.netns('rr')} on {labnet.RR_ADDR} "
@@ -289,7 +298,7 @@ metadata:
         argv = [binary("labagent"), "relay"]
         for node in self.topology.nodes:
             argv += ["--into", f"{self.topology.netns(node)}=127.0.0.1:{APISERVER_PORT},127.0.0.1:{APISERVER_PORT}"]
-        argv += self.workloads.relay_args()
+        argv += self.workloads.relay_args() + self.reflectors.relay_args(APISERVER_PORT)
         for lb in lbs:
             argv += ["--out", f"{self.topology.netns(lb)}=127.0.0.1:{speaker_metrics_port(lb)},127.0.0.1:{SPEAKER_METRICS_PORT}"]
         self.procs.start("relay", argv)
@@ -298,11 +307,12 @@ metadata:
     def register_nodes(self):
         t = self.topology
         step("nodes: " + ", ".join(f"{lb} ({'+'.join(t.shards(lb))})" for lb in t.lbs)
-             + f", {', '.join(labnet.BACKENDS)} (backends); kept Ready with their rack addresses by `labagent nodes`")
+             + f", {', '.join(labnet.BACKENDS + tuple(t.reflectors))} (backends, reflectors); kept Ready with their "
+             "rack addresses by `labagent nodes`")
         self.kubectl("apply", "-f", "-", input=labnet.node_manifests(t), capture=True)
         if self.procs.pid("nodes") is None:
             argv = [binary("labagent"), "nodes", "--kubeconfig", self.kubeconfig]
-            for node in t.nodes:
+            for node in t.nodes + t.reflectors:
                 argv += ["--node", f"{node}={t.address(node)},{t.address6(node)}"]
             self.procs.start("nodes", argv)
         wait_until("every node Ready", lambda: self.kubectl("wait", "--for=condition=Ready", "node", "--all",
@@ -425,8 +435,13 @@ metadata:
             return
         pools = labnet.POOLS[self.options["protocol"]]
         described = ", ".join(f"{name} ({' '.join(cidrs)}, shard {name})" for name, cidrs in pools.items())
+        refls = self.topology.reflectors
+        bgp = (f"BGPPeers {', '.join(r + s for r in refls for s in ('', '-v6'))} (the LB nodes' iBGP with the "
+               f"reflectors) and tor, tor6 (the reflectors' with the ToR), BGPAdvertisements demo (host routes to the "
+               f"reflectors) and demo-aggregated (/{labnet.AGGREGATION_LENGTH}, /{labnet.AGGREGATION_LENGTH6} to the ToR)"
+               if refls else "BGPPeers tor and tor6, BGPAdvertisement demo")
         step(f"configuration: pools {described}, "
-             + ("BGPPeers tor and tor6, BGPAdvertisement demo" if self.options["protocol"] == "bgp" else "L2Advertisement demo")
+             + (bgp if self.options["protocol"] == "bgp" else "L2Advertisement demo")
              + "; Services demo/gold-web and demo/silver-web")
         self.kubectl("apply", "-f", "-", input=labnet.lab_manifests(self.topology, self.options["protocol"], NAMESPACE),
                      capture=True)
@@ -491,6 +506,7 @@ metadata:
             "node_uplink_down": [*LAB_SCRIPT, "uplink", "down"],
             "node_uplink_up": [*LAB_SCRIPT, "uplink", "up"],
             "kubeconfig_secret_namespace": NAMESPACE,
+            **self.reflectors.description(LAB_SCRIPT),
             "workload_clusters": self.workloads.description(LAB_SCRIPT),
             "metallb": self.options["metallb"],
         }
@@ -522,7 +538,8 @@ metadata:
         render = [self.render_upstream_chart] if self.upgrade_lab else []
         return [*render, self.start_apiserver, self.install_crds, self.start_controller, self.workloads.start_control_planes,
                 self.build_network, self.start_router, self.start_relay, self.register_nodes, self.start_backend_agents,
-                self.start_pods, self.start_kube_proxies, self.start_lb_nodes, self.apply_lab_config,
+                self.start_pods, self.start_kube_proxies, self.reflectors.start_all, self.start_lb_nodes,
+                self.apply_lab_config,
                 self.workloads.populate, self.wait_for_vips, self.workloads.wait_for_vips, self.write_description]
 
     def expected_processes(self):
@@ -530,7 +547,7 @@ metadata:
         names = ["etcd", "kube-apiserver", "controller", "relay", "nodes", *t.all_pods]
         names += [router_process(router, daemon) for router in ("tor", "rr") for daemon in ("zebra", "bfdd", "bgpd")]
         names += [f"{node}-agent" for node in t.rack_nodes]
-        names += [f"speaker-{lb}" for lb in t.lbs]
+        names += [f"speaker-{lb}" for lb in t.lbs] + self.reflectors.processes
         names += [f"kube-proxy-{node}" for node in t.rack_nodes]
         return names + self.workloads.expected_processes()
 
@@ -589,7 +606,8 @@ metadata:
                                 ("labagent", ["relay", "nodes", *self.workloads.labagent_processes,
                                               *self.topology.all_pods]),
                                 ("speaker", [f"speaker-{lb}" for lb in self.topology.lbs]
-                                 + [f"{node}-agent" for node in self.topology.rack_nodes])):
+                                 + [f"{node}-agent" for node in self.topology.rack_nodes]
+                                 + self.reflectors.processes)):
                 if not self.binary_changed(name):
                     note(f"bin/{name} unchanged: {', '.join(procs)} left running")
                     continue
@@ -619,6 +637,9 @@ metadata:
         for node in self.topology.rack_nodes:
             self.procs.stop(f"{node}-agent")
         self.start_backend_agents()
+        for name in self.reflectors.processes:
+            self.procs.stop(name)
+        self.reflectors.start_all()
 
     # the upgrade ---------------------------------------------------------------------------
 
@@ -686,6 +707,7 @@ metadata:
         v6_hint = (f"\n  ip netns exec {client} curl -gs http://{v6[0]}/          # the same over IPv6 (the VIP's "
                    f"second family)") if v6 else ""
         router_cmd = f"vtysh --vty_socket {self.frr_dir}"
+        reflector_hints = "".join(f"\n{line}" for line in self.reflectors.info(router_cmd))
         wcs = self.workloads.clusters
         workloads = "".join(f"\nWorkload cluster {wc}: kube-apiserver on {c.server}, nodes "
                             f"{', '.join(t.workload_nodes(wc))} (backend agent, kube-proxy) on the same rack, "
@@ -701,7 +723,7 @@ metadata:
             metrics += (f"\n  /usr/bin/python3 hack/lab.py swap {other}   # {other}'s CRDs over these, its controller, "
                         f"then its speakers one node at a time (upstream's chart's arguments for both)")
         print(f"""
-MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, {controller}, and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.lbs)}
+MagLB dev-env {state}: kube-apiserver v{self.k8s_version} on {self.server}, {controller}, and the lab network: {client} -> {t.netns('tor')} (FRR) -> {', '.join(t.reflectors) + ' (route reflectors) -> ' if t.reflectors else ''}{', '.join(t.lbs)}
 (speakers, datapath {self.options['datapath']}, {self.options['protocol']}) -> {', '.join(labnet.BACKENDS)} (backends,
 kube-proxy) -> pods {', '.join(t.pods)}.{workloads}
 Processes: {pids}.
@@ -713,9 +735,9 @@ Try:
   # Cluster: the backend node's kube-proxy masquerades it, and its pods see the node's address.
   echo hi | ip netns exec {client} nc -u -w1 {first_vip} {labnet.UDP_PORT}     # UDP echo{v6_hint}
   {router_cmd} -c 'show bgp summary' -c 'show bgp ipv4 unicast' -c 'show bgp ipv6 unicast'
-  {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node, both families
+  {router_cmd} -c 'show bfd peers brief'   # the ToR's BFD session with each LB node (reflector), both families
   vtysh --vty_socket {self.rr_dir} -c 'show bgp summary'   # rr: iBGP, once a BGPPeer names {labnet.RR_ADDR} or {labnet.UPSTREAM_SAMPLE_PEER}
-  ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP)
+  ip netns exec {t.netns('tor')} ip route; ip -n {t.netns('tor')} -6 route   # the VIPs and their next hops (ECMP){reflector_hints}
 
   export KUBECONFIG={self.kubeconfig}
   alias kubectl={self.kubectl_path}
@@ -808,14 +830,17 @@ def main(argv):
     speaker of one LB node of the running lab; hack/lab.py uplink down|up lbN takes the node's
     uplink down (a hard failure: nothing leaves gracefully) or brings it back; hack/lab.py
     workload-apiserver stop|start wcK does the same with a workload cluster's kube-apiserver
-    (its etcd and data stay); hack/lab.py swap maglb|upstream replaces the MetalLB of a lab
+    (its etcd and data stay); hack/lab.py reflector stop|start reflN kills a route reflector
+    (SIGKILL, a crash) or restarts it; hack/lab.py swap maglb|upstream replaces the MetalLB of a lab
     brought up with --metallb upstream (Lab.swap)."""
     commands = {"speaker": ("lb_nodes", ("stop", "start")), "uplink": ("lb_nodes", ("down", "up")),
-                "workload-apiserver": ("workload_clusters", ("stop", "start"))}
+                "workload-apiserver": ("workload_clusters", ("stop", "start")),
+                "reflector": ("reflectors", ("stop", "start"))}
     swap = len(argv) == 2 and argv[0] == "swap" and argv[1] in METALLBS
     if not swap and (len(argv) != 3 or argv[0] not in commands or argv[1] not in commands[argv[0]][1]):
         print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py uplink down|up lbN\n"
-              "       hack/lab.py workload-apiserver stop|start wcK\n       hack/lab.py swap maglb|upstream",
+              "       hack/lab.py workload-apiserver stop|start wcK\n"
+              "       hack/lab.py reflector stop|start reflN   (stop: kill -9)\n       hack/lab.py swap maglb|upstream",
               file=sys.stderr)
         return 2
     try:
@@ -842,6 +867,12 @@ def main(argv):
         return 2
     if command == "uplink":
         (labnet.uplink_down if action == "down" else labnet.uplink_up)(lab.topology, target)
+        return 0
+    if command == "reflector":
+        if action == "stop":
+            lab.reflectors.kill(target)
+        elif lab.procs.pid(labreflector.process(target)) is None:
+            lab.reflectors.start(target)
         return 0
     if command == "workload-apiserver":
         cluster = lab.workloads.clusters[target]

@@ -3,6 +3,8 @@
     client (10.10.0.2) --- tor (FRR: bgpd + zebra + bfdd, ECMP) --- br0 172.31.0.0/24
                                                               |- rr        .2    (FRR bgpd + bfdd, iBGP;
                                                               |                   also 172.30.0.3)
+                                                              |- refl1, refl2 .3, .4 (--bgp-mode=reflector:
+                                                              |                   speaker --role=reflector)
                                                               |- lb1..lbN  .11.. (speakers, datapath, kube-proxy)
                                                               |- be1, be2  .21.. (backend agent, kube-proxy)
                                                               |    '- pods 10.244.<host>.<n> (echo servers)
@@ -17,7 +19,12 @@ not a hold time); rr is a second router, in the nodes' own AS and installing not
 iBGP carries (local preference) and for peer and node selectors. rr also answers at 172.30.0.3,
 the router upstream MetalLB's configuration samples peer with (iBGP, AS 64512), which the LB nodes
 reach on the rack's link, so that those samples work unchanged; with layer2 the VIPs are on the rack subnet (172.31.0.192/26) and the elected LB node
-answers ARP for them. Backends hold both VIP ranges on lo (so a VIP any Service gets is
+answers ARP for them.
+
+With --bgp-mode=reflector the LB nodes peer over iBGP with two route reflectors (refl1, refl2,
+`speaker --role=reflector`, hack/labreflector.py) instead of the ToR, and only the reflectors peer
+with the ToR, announcing each shard's aggregate with one path per LB node serving it (ADD-PATH,
+next hop = the node); the ToR installs them as ECMP routes. Backends hold both VIP ranges on lo (so a VIP any Service gets is
 local to them, the DSR arrangement) without answering ARP for them, and send answers
 straight back to the client via the ToR.
 
@@ -43,7 +50,7 @@ import subprocess
 from dataclasses import dataclass
 
 NETNS_PREFIX = "maglb-"
-LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|lb\d+|be\d+|wc\d+-n\d+)(-pod\d+)?$")
+LAB_NETNS = re.compile(r"^maglb-(client|tor|rr|refl\d+|lb\d+|be\d+|wc\d+-n\d+)(-pod\d+)?$")
 WORKLOAD_NODE = re.compile(r"^wc(\d+)-n(\d+)$")
 
 TOR_ASN = 64500
@@ -94,6 +101,13 @@ UDP_PORT = 5000
 BFD_PROFILE = "tor-bfd"
 BFD_INTERVAL_MS = 300
 BFD_DETECT_MULTIPLIER = 3
+# How the LB nodes reach the ToR: each peers with it (full-mesh), or through two route reflectors.
+BGP_MODES = ("full-mesh", "reflector")
+REFLECTORS = ("refl1", "refl2")
+# The reflector-mode advertisement to the ToR: each pool's range in one aggregate (a /26 of the
+# IPv4 pools; /121 is the widest length upstream accepts for the IPv6 ranges, whose CIDRs go
+# down to /121).
+AGGREGATION_LENGTH, AGGREGATION_LENGTH6 = 26, 121
 
 
 class NetError(Exception):
@@ -104,6 +118,17 @@ class NetError(Exception):
 class Topology:
     lb_nodes: int
     workload_clusters: int = 0
+    bgp_mode: str = "full-mesh"
+
+    @property
+    def reflectors(self):
+        """The route reflectors between the LB nodes and the ToR (none in full mesh)."""
+        return list(REFLECTORS) if self.bgp_mode == "reflector" else []
+
+    @property
+    def tor_peers(self):
+        """The nodes that peer with the ToR: the reflectors, else every LB node."""
+        return self.reflectors or self.lbs
 
     @property
     def lbs(self):
@@ -133,7 +158,7 @@ class Topology:
 
     @property
     def all_netns(self):
-        return [self.netns(r) for r in ["client", "tor", "rr", *self.rack_nodes, *self.all_pods]]
+        return [self.netns(r) for r in ["client", "tor", "rr", *self.reflectors, *self.rack_nodes, *self.all_pods]]
 
     @property
     def pods(self):
@@ -173,7 +198,7 @@ class Topology:
 
     @staticmethod
     def address(node):
-        """A node's address on the rack: rr .2, lbN .10+N, beN .20+N, wcK-nJ .20+10K+J."""
+        """A node's address on the rack: rr .2, reflN .2+N, lbN .10+N, beN .20+N, wcK-nJ .20+10K+J."""
         return f"{RACK_PREFIX}.{Topology._host(node)}"
 
     @staticmethod
@@ -185,6 +210,8 @@ class Topology:
     def _host(node):
         if node == "rr":
             return 2
+        if node.startswith("refl"):
+            return 2 + int(node[4:])
         if m := WORKLOAD_NODE.match(node):
             return 20 + 10 * int(m[1]) + int(m[2])
         kind, index = node[:2], int(node[2:])
@@ -199,10 +226,12 @@ class Topology:
 
 
 def frr_config(topology):
-    """bgpd.conf of the ToR: eBGP with every LB node (one peer group a family), multipath over
-    them, each session watched by BFD with the lab's profile (bfdd_config)."""
-    neighbors = "".join(f" neighbor {topology.address(lb)} peer-group NODES\n"
-                        f" neighbor {topology.address6(lb)} peer-group NODES6\n" for lb in topology.lbs)
+    """bgpd.conf of the ToR: eBGP with every LB node, or in reflector mode with the reflectors
+    (one peer group a family), multipath over the LB nodes, each session watched by BFD with the
+    lab's profile (bfdd_config). FRR accepts ADD-PATH from every neighbor (it advertises the
+    receive capability unasked), which a reflector's one path per LB node needs."""
+    neighbors = "".join(f" neighbor {topology.address(peer)} peer-group NODES\n"
+                        f" neighbor {topology.address6(peer)} peer-group NODES6\n" for peer in topology.tor_peers)
     return f"""frr defaults traditional
 hostname tor
 log timestamp precision 3
@@ -276,7 +305,8 @@ router bgp {NODE_ASN}
 
 def lab_manifests(topology, protocol, namespace):
     """The lab's configuration: a pool per shard, the peers (with BFD) and advertisements, and
-    two demo Services (gold-web, silver-web in namespace demo) with their EndpointSlices."""
+    two demo Services (gold-web, silver-web in namespace demo) with their EndpointSlices. In
+    reflector mode (reflector_manifests) the ToR's BGPPeers select the reflectors' nodes."""
     pools = POOLS[protocol]
     docs = [pool_manifest(shard, namespace, cidrs, avoid_buggy_ips=True, shard=shard) for shard, cidrs in pools.items()]
     if protocol == "bgp":
@@ -289,9 +319,12 @@ spec:
   receiveInterval: {BFD_INTERVAL_MS}
   transmitInterval: {BFD_INTERVAL_MS}
   detectMultiplier: {BFD_DETECT_MULTIPLIER}""")
-        docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace))
-        docs.append(tor_peer_manifest("tor6", TOR_RACK_ADDR6, namespace))
-        docs.append(advertisement_manifest("BGPAdvertisement", "demo", namespace, pools, ["64512:100"]))
+        if topology.reflectors:
+            docs += reflector_manifests(topology, namespace, pools)
+        else:
+            docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace))
+            docs.append(tor_peer_manifest("tor6", TOR_RACK_ADDR6, namespace))
+            docs.append(advertisement_manifest("BGPAdvertisement", "demo", namespace, pools, ["64512:100"]))
     else:
         docs.append(advertisement_manifest("L2Advertisement", "demo", namespace, pools))
     docs.append("""apiVersion: v1
@@ -365,10 +398,33 @@ spec:
   avoidBuggyIPs: {str(avoid_buggy_ips).lower()}{shard_line}"""
 
 
-def tor_peer_manifest(name, address, namespace, upstream_native=False):
-    """The LB nodes' BGPPeer with the ToR at address: with the lab's keepalive and connect
-    times and BFD profile, unless upstream_native (upstream's native mode refuses them)."""
-    extra = "" if upstream_native else f"\n  keepaliveTime: 3s\n  connectTime: 2s\n  bfdProfile: {BFD_PROFILE}"
+def reflector_manifests(topology, namespace, pools):
+    """Reflector mode in upstream's kinds, as configsamples/reflector.yaml has it: the LB nodes'
+    BGPPeers with each reflector (iBGP, one a family, selecting the nodes that are no reflector;
+    no BFD: the reflectors do not run it with their clients), the ToR's selecting the reflectors'
+    nodes (with BFD), the VIPs' host routes to the reflectors and the aggregates to the ToR."""
+    not_reflector = "maglb.io/reflector: DoesNotExist"
+    docs, to_reflectors = [], []
+    for refl in topology.reflectors:
+        for name, address in ((refl, topology.address(refl)), (f"{refl}-v6", topology.address6(refl))):
+            docs.append(tor_peer_manifest(name, address, namespace, peer_asn=NODE_ASN, bfd=False, selector=not_reflector))
+            to_reflectors.append(name)
+    docs.append(tor_peer_manifest("tor", TOR_RACK_ADDR, namespace, selector="maglb.io/reflector: Exists"))
+    docs.append(tor_peer_manifest("tor6", TOR_RACK_ADDR6, namespace, selector="maglb.io/reflector: Exists"))
+    docs.append(advertisement_manifest("BGPAdvertisement", "demo", namespace, pools, ["64512:100"], to_reflectors))
+    docs.append(advertisement_manifest("BGPAdvertisement", "demo-aggregated", namespace, pools, ["64512:100"],
+                                       ["tor", "tor6"], (AGGREGATION_LENGTH, AGGREGATION_LENGTH6)))
+    return docs
+
+
+def tor_peer_manifest(name, address, namespace, upstream_native=False, peer_asn=TOR_ASN, bfd=True, selector=None):
+    """The LB nodes' BGPPeer with the ToR at address (or another peer's, in peer_asn): with the
+    lab's keepalive and connect times and (bfd) BFD profile, unless upstream_native (upstream's
+    native mode refuses them); selector, "KEY: OPERATOR", restricts it to the nodes it selects."""
+    extra = "" if upstream_native else "\n  keepaliveTime: 3s\n  connectTime: 2s" + (f"\n  bfdProfile: {BFD_PROFILE}" if bfd else "")
+    if selector:
+        key, operator = selector.split(": ")
+        extra += f"\n  nodeSelectors:\n  - matchExpressions:\n    - {{key: {key}, operator: {operator}}}"
     return f"""apiVersion: metallb.io/v1beta2
 kind: BGPPeer
 metadata:
@@ -376,14 +432,18 @@ metadata:
   namespace: {namespace}
 spec:
   myASN: {NODE_ASN}
-  peerASN: {TOR_ASN}
+  peerASN: {peer_asn}
   peerAddress: "{address}"
   holdTime: 9s{extra}"""
 
 
-def advertisement_manifest(kind, name, namespace, pools, communities=()):
+def advertisement_manifest(kind, name, namespace, pools, communities=(), peers=(), aggregation_lengths=None):
     quoted = ", ".join(f'"{c}"' for c in communities)
     community_line = f"\n  communities: [{quoted}]" if communities else ""
+    if peers:
+        community_line += f"\n  peers: [{', '.join(peers)}]"
+    if aggregation_lengths:
+        community_line += "\n  aggregationLength: {}\n  aggregationLengthV6: {}".format(*aggregation_lengths)
     return f"""apiVersion: metallb.io/v1beta1
 kind: {kind}
 metadata:
@@ -439,10 +499,12 @@ endpoints:{endpoints}""")
 
 def node_manifests(topology):
     """The Node objects: LB nodes labelled with their shards, backends excluded from load
-    balancing (they run no speaker)."""
+    balancing (they run no speaker), reflectors labelled maglb.io/reflector (and excluded)."""
     docs = []
-    for node in topology.nodes:
-        labels = {"kubernetes.io/hostname": node, "maglb.io/lab-role": node[:2]}
+    for node in topology.nodes + topology.reflectors:
+        labels = {"kubernetes.io/hostname": node, "maglb.io/lab-role": node.rstrip("0123456789")}
+        if node in topology.reflectors:
+            labels["maglb.io/reflector"] = ""
         if node.startswith("lb"):
             labels.update({f"maglb.io/shard-{s}": "" for s in topology.shards(node)})
         else:
@@ -515,7 +577,7 @@ def build(topology):
     ns_sysctl(tor, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
               "net.ipv4.conf.default.rp_filter=0", "net.ipv4.fib_multipath_hash_policy=1",
               "net.ipv6.fib_multipath_hash_policy=1")
-    for node in ["rr", *topology.rack_nodes]:
+    for node in ["rr", *topology.reflectors, *topology.rack_nodes]:
         ns = topology.netns(node)
         port = f"p-{node}"
         sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", tor)
@@ -526,6 +588,7 @@ def build(topology):
         add_uplink_routes(topology, node)
         if node == "rr":
             sh("ip", "-n", ns, "addr", "add", f"{UPSTREAM_SAMPLE_PEER}/32", "dev", "eth0")
+        if node == "rr" or node in topology.reflectors:
             continue
         # Every node forwards, to its pods and back.
         ns_sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0",
