@@ -6,6 +6,7 @@ Runs with whichever python3 starts it: without the invoke package it re-executes
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -336,6 +337,33 @@ def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeprox
     _build()
     _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, [p.strip() for p in passes.split(",") if p.strip()], focus, skip, label_filter,
                        upstream=_upstream)
+
+
+@task(help={
+    "duration": "how long the Services are churned after they are created (Go duration, at least 10m for the figures)",
+    "services": "how many Services the soak keeps",
+})
+def soak(c, duration="10m", services=10000):
+    """Churn soak on the default lab: SERVICES LoadBalancer Services created, their endpoints moved
+    and Services replaced, 500 of each per round, for DURATION while requests run through the demo
+    VIPs; then checks IPs, programmed maps, leaks (all deleted: maps as before), failed requests
+    and memory (RSS over time), and prints the figures."""
+    _deps()
+    bin_dir = _k8s_bins()
+    _build()
+    _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, ["ebpf"], label_filter="soak",
+                       extra_args=[f"--soak-duration={duration}", f"--soak-services={services}"],
+                       timeout=f"{_minutes(duration) + 30}m")
+
+
+def _minutes(duration):
+    """Whole minutes of a Go duration such as 10m, 90s or 1h (rounded up)."""
+    seconds = 0
+    for number, unit in re.findall(r"(\d+)([hms])", duration):
+        seconds += int(number) * {"h": 3600, "m": 60, "s": 1}[unit]
+    if not seconds or re.sub(r"\d+[hms]", "", duration):
+        raise Exit(f"error: --duration {duration!r} is not a duration such as 10m, 90s or 1h30m", code=2)
+    return -(-seconds // 60)
 
 
 @task

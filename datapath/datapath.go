@@ -175,4 +175,8 @@ type Stats struct {
 	// ServiceIDs is how many of the ServiceIDCapacity ids, one per programmed service, are in
 	// use: a service past the capacity is not programmed.
 	ServiceIDs, ServiceIDCapacity int
+	// MapEntries counts what the kernel's maps hold, by map: entries of the VIP and VIP
+	// address maps, backends and ring slots in use. They equal what the programmed services
+	// need unless state leaked.
+	MapEntries map[string]int
 }

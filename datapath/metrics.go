@@ -26,6 +26,7 @@ var counterHelp = map[string]string{
 var gaugeHelp = map[string]string{
 	"service_ids_used":     "Service ids in use: one per programmed VIP, protocol and port.",
 	"service_ids_capacity": "Service ids the datapath has (the speaker's --datapath-max-services): services past it are not programmed and not announced.",
+	"map_entries":          "Entries the datapath's kernel maps hold, by map (vips, vip_addresses, backends, rings: ring slots in use).",
 }
 
 // NewCollector returns a collector of stats.
@@ -41,7 +42,11 @@ func NewCollector(stats StatsReader) *Collector {
 			append([]string{"vip", "protocol", "port"}, labels...), nil)
 	}
 	for name, help := range gaugeHelp {
-		c.descs[name] = prometheus.NewDesc("maglb_datapath_"+name, help, nil, nil)
+		labels := []string{}
+		if name == "map_entries" {
+			labels = []string{"map"}
+		}
+		c.descs[name] = prometheus.NewDesc("maglb_datapath_"+name, help, labels, nil)
 	}
 	return c
 }
@@ -60,6 +65,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.descs["service_ids_used"], prometheus.GaugeValue, float64(stats.ServiceIDs))
 	ch <- prometheus.MustNewConstMetric(c.descs["service_ids_capacity"], prometheus.GaugeValue, float64(stats.ServiceIDCapacity))
+	for name, n := range stats.MapEntries {
+		ch <- prometheus.MustNewConstMetric(c.descs["map_entries"], prometheus.GaugeValue, float64(n), name)
+	}
 	c.collect(ch, "", stats.Global)
 	for key, counters := range stats.Services {
 		c.collect(ch, "service_", counters, key.VIP.String(), key.Protocol.String(), itoa(key.Port))

@@ -21,6 +21,7 @@ func TestCollector(t *testing.T) {
 		Services: map[ServiceKey]Counters{key: {Packets: 7}},
 
 		ServiceIDs: 1, ServiceIDCapacity: 16384,
+		MapEntries: map[string]int{"vips": 2, "rings": 1},
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(NewCollector(stats))
@@ -47,6 +48,8 @@ func TestCollector(t *testing.T) {
 		"maglb_datapath_service_packets_total{port=80,protocol=TCP,vip=192.0.2.1}": 7,
 		"maglb_datapath_service_ids_used{}":                                        1,
 		"maglb_datapath_service_ids_capacity{}":                                    16384,
+		"maglb_datapath_map_entries{map=vips}":                                     2,
+		"maglb_datapath_map_entries{map=rings}":                                    1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], want, got)

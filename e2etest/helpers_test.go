@@ -88,6 +88,13 @@ func createPool(ctx context.Context, name string, addresses []string, mutate fun
 // createService creates a LoadBalancer Service with one TCP port (and the options' changes).
 func createService(ctx context.Context, namespace, name string, annotations map[string]string, port int32, options ...func(*corev1.Service)) *corev1.Service {
 	GinkgoHelper()
+	svc := loadBalancerService(namespace, name, annotations, port, options...)
+	create(ctx, svc)
+	return svc
+}
+
+// loadBalancerService is the Service createService creates.
+func loadBalancerService(namespace, name string, annotations map[string]string, port int32, options ...func(*corev1.Service)) *corev1.Service {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Annotations: annotations},
 		Spec: corev1.ServiceSpec{
@@ -99,7 +106,6 @@ func createService(ctx context.Context, namespace, name string, annotations map[
 	for _, o := range options {
 		o(svc)
 	}
-	create(ctx, svc)
 	return svc
 }
 
@@ -135,10 +141,26 @@ func createBackedService(ctx context.Context, namespace, name string, annotation
 // the service; a node the environment lists no pods of gets an endpoint at its own address.
 func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 	GinkgoHelper()
+	for _, slice := range endpointSlices(svc, nodes) {
+		var existing discoveryv1.EndpointSlice
+		err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
+		if apierrors.IsNotFound(err) {
+			create(ctx, slice)
+			continue
+		}
+		Expect(err).NotTo(HaveOccurred())
+		existing.Endpoints, existing.Ports = slice.Endpoints, slice.Ports
+		Expect(cs.Update(ctx, &existing)).To(Succeed())
+	}
+}
+
+// endpointSlices are the EndpointSlices that put the pods of nodes behind svc, one per family.
+func endpointSlices(svc *corev1.Service, nodes []string) []*discoveryv1.EndpointSlice {
 	families := svc.Spec.IPFamilies
 	if len(families) == 0 {
 		families = []corev1.IPFamily{corev1.IPv4Protocol}
 	}
+	var perFamily []*discoveryv1.EndpointSlice
 	for _, family := range families {
 		slice := &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-e2e-" + strings.ToLower(string(family)), Namespace: svc.Namespace, Labels: map[string]string{
@@ -157,16 +179,9 @@ func setEndpoints(ctx context.Context, svc *corev1.Service, nodes []string) {
 				})
 			}
 		}
-		var existing discoveryv1.EndpointSlice
-		err := cs.Get(ctx, client.ObjectKeyFromObject(slice), &existing)
-		if apierrors.IsNotFound(err) {
-			create(ctx, slice)
-			continue
-		}
-		Expect(err).NotTo(HaveOccurred())
-		existing.Endpoints, existing.Ports = slice.Endpoints, slice.Ports
-		Expect(cs.Update(ctx, &existing)).To(Succeed())
+		perFamily = append(perFamily, slice)
 	}
+	return perFamily
 }
 
 // endpointAddresses are the addresses of family of the pods on node, or the node's own when

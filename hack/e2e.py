@@ -22,17 +22,19 @@ E2E_PASSES = {
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
     "upgrade": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 0, "metallb": "upstream"}, "upgrade"),
     "reflector": ({"datapath": "ebpf", "protocol": "bgp", "bgp_mode": "reflector", "workload_clusters": 0}, "reflector"),
-    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2 && !upgrade && !reflector"),
+    "ebpf": (DEFAULT_PASS_OPTIONS, "!layer2 && !upgrade && !reflector && !soak"),
 }
 # CI's smoke: the specs labelled smoke of these passes, the default lab last.
 SMOKE_PASSES = {"reflector": "reflector && smoke", "ebpf": "smoke"}
 
 
-def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3, upstream=None):
+def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=None, lb_nodes=3, upstream=None,
+            extra_args=(), timeout="30m"):
     """Runs the named passes (keys of E2E_PASSES) and prints the figures the datapath, BFD, shard,
-    upgrade and reflector specs reported. A label_filter replaces each pass's own (a dict: per
-    pass). upstream returns the labupstream.Upstream a pass starting with upstream MetalLB runs
-    (built when first needed)."""
+    upgrade, reflector and soak specs reported. A label_filter replaces each pass's own (a dict:
+    per pass). upstream returns the labupstream.Upstream a pass starting with upstream MetalLB runs
+    (built when first needed). extra_args go to the suite (its own flags, e.g. --soak-duration);
+    timeout bounds each pass's run."""
     if os.geteuid() != 0:
         raise lab.LabError("the e2e suites drive the lab's namespaces, routers and BPF programs: run as root")
     reports = lab.STATE.parent / ".e2e-reports"
@@ -50,13 +52,14 @@ def run_e2e(bin_dir, k8s_version, passes, focus=None, skip=None, label_filter=No
                           options["workload_clusters"], metallb, upstream() if metallb == "upstream" else None,
                           bgp_mode=bgp_mode)
         the_lab.up()
-        args = ["go", "test", "-tags", "e2e", "-count=1", "-timeout=30m", "-v", "./e2etest/", "-args",
+        args = ["go", "test", "-tags", "e2e", "-count=1", f"-timeout={timeout}", "-v", "./e2etest/", "-args",
                 f"--lab={the_lab.state / 'lab.json'}", f"--report-dir={reports}",
-                f"--ginkgo.label-filter={filter_}", "--ginkgo.no-color"]
+                f"--ginkgo.label-filter={filter_}", "--ginkgo.no-color", f"--ginkgo.timeout={timeout}"]
         if focus:
             args.append(f"--ginkgo.focus={focus}")
         if skip:
             args.append(f"--ginkgo.skip={skip}")
+        args += extra_args
         sys.stdout.flush()
         if subprocess.run(args, cwd=REPO).returncode != 0:
             failed.append(name)
@@ -121,6 +124,15 @@ def print_figures(reports):
                 continue
             print(f"    {direction:<18} {r['vip_without_route_ms']:>14} ms {r['node_path_missing_ms']:>11} ms "
                   f"{r['survived']:>9} {r['established']:>4} {r['swap_ms'] / 1000:>6.1f}s", flush=True)
+    soak = load("soak-ebpf")
+    if soak:
+        step(f"churn soak: {soak['services']} Services kept, {soak['rounds']} rounds of 500 moved to other pods and 500 "
+             f"replaced in {soak['churn_seconds'] / 60:.1f} min ({soak['created']} created in all); requests through "
+             f"the untouched demo VIPs: {soak['requests']}, failed {soak['failed_requests']}")
+        print(f"    {'RSS (MiB)':<18} {'warm':>6} {'end':>6}  over time (every 15 s)", flush=True)
+        for m in soak["memory"]:
+            over_time = " ".join(str(s["bytes"] >> 20) for s in m["samples"])
+            print(f"    {m['component']:<18} {m['warm_bytes'] >> 20:>6} {m['end_bytes'] >> 20:>6}  {over_time}", flush=True)
     shards = load("shards-ebpf")
     if shards:
         step(f"shard isolation: shard {shards['measured_shard']}'s HTTP requests/s while shard "

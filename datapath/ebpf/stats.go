@@ -3,6 +3,7 @@
 package ebpf
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -53,7 +54,50 @@ func (d *Datapath) Stats() (datapath.Stats, error) {
 			return datapath.Stats{}, err
 		}
 	}
+	if stats.MapEntries, err = d.mapEntries(); err != nil {
+		return datapath.Stats{}, err
+	}
 	return stats, nil
+}
+
+// mapEntries counts what the kernel's maps hold, not what this process believes they hold:
+// the two differ when state leaked.
+func (d *Datapath) mapEntries() (map[string]int, error) {
+	emptyRing, err := d.emptyRing.Info()
+	if err != nil {
+		return nil, err
+	}
+	emptyRingID, _ := emptyRing.ID()
+	var errs [4]error
+	entries := map[string]int{}
+	entries[bpf.LBMapVips], errs[0] = countEntries[bpf.LBVipKey](d.objs.Vips, func(bpf.LBVipMeta) bool { return true })
+	entries[bpf.LBMapVipAddresses], errs[1] = countEntries[bpf.LBVipAddress](d.objs.VipAddresses, func(uint8) bool { return true })
+	entries[bpf.LBMapBackends], errs[2] = countEntries[uint32](d.objs.Backends, func(b bpf.LBBackend) bool { return b.Generation != 0 })
+	// A ring slot no service uses points at the empty placeholder ring (or at none).
+	entries[bpf.LBMapRings], errs[3] = countEntries[uint32](d.objs.Rings, func(ring uint32) bool { return ring != uint32(emptyRingID) })
+	return entries, errors.Join(errs[:]...)
+}
+
+// countEntries counts the entries of m whose value used accepts, in batches.
+func countEntries[K any, V any](m *ebpf.Map, used func(V) bool) (int, error) {
+	const batch = 4096
+	keys, values := make([]K, batch), make([]V, batch)
+	var cursor ebpf.MapBatchCursor
+	n := 0
+	for {
+		got, err := m.BatchLookup(&cursor, keys, values, nil)
+		for _, v := range values[:got] {
+			if used(v) {
+				n++
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("counting the entries of %s: %w", m, err)
+		}
+	}
 }
 
 func readStats(m *ebpf.Map, index uint32) (datapath.Counters, error) {
