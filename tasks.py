@@ -342,17 +342,18 @@ def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeprox
 @task(help={
     "duration": "how long the Services are churned after they are created (Go duration, at least 10m for the figures)",
     "services": "how many Services the soak keeps",
+    "batch": "how many Services get other endpoints, and how many are replaced, in each round",
 })
-def soak(c, duration="10m", services=10000):
+def soak(c, duration="10m", services=10000, batch=500):
     """Churn soak on the default lab: SERVICES LoadBalancer Services created, their endpoints moved
-    and Services replaced, 500 of each per round, for DURATION while requests run through the demo
+    and Services replaced, BATCH of each per round, for DURATION while requests run through the demo
     VIPs; then checks IPs, programmed maps, leaks (all deleted: maps as before), failed requests
     and memory (RSS over time), and prints the figures."""
     _deps()
     bin_dir = _k8s_bins()
     _build()
     _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, ["ebpf"], label_filter="soak",
-                       extra_args=[f"--soak-duration={duration}", f"--soak-services={services}"],
+                       extra_args=[f"--soak-duration={duration}", f"--soak-services={services}", f"--soak-batch={batch}"],
                        timeout=f"{_minutes(duration) + 30}m")
 
 

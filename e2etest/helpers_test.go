@@ -52,7 +52,8 @@ func ensureNamespace(ctx context.Context, name string) {
 func create(ctx context.Context, obj client.Object) {
 	GinkgoHelper()
 	Expect(cs.Create(ctx, obj)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(cs.Delete(ctx, obj))).To(Succeed()) })
+	// The cleanup's own context: the spec's is cancelled once the spec has failed.
+	DeferCleanup(func(ctx SpecContext) { Expect(client.IgnoreNotFound(cs.Delete(ctx, obj))).To(Succeed()) })
 }
 
 func pool(addresses []string, shard string) maglbv1beta1.IPAddressPoolSpec {

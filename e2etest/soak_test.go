@@ -33,25 +33,28 @@ import (
 var (
 	soakDuration = flag.Duration("soak-duration", 10*time.Minute, "how long the churn soak (label soak) churns after creating its Services")
 	soakServices = flag.Int("soak-services", 10000, "how many Services the churn soak keeps")
+	soakBatch    = flag.Int("soak-batch", 500, "how many Services get other endpoints, and how many are replaced by new ones, in each round of the churn soak")
 )
 
 const (
 	soakNamespace = "soak"
 	soakPool      = "soak"
 	// soakRange holds 16,384 addresses: every soak Service gets its own.
-	soakRange = "100.64.0.0/18"
-	// soakBatch is how many Services get other endpoints, and how many are replaced by new
-	// ones, in each round.
-	soakBatch   = 500
+	soakRange   = "100.64.0.0/18"
 	soakWorkers = 16
 	// soakMemoryGrowth is how much the RSS of a component may grow from the end of the
 	// warm-up (every Service created once) to the end of the churn.
 	soakMemoryGrowth = 1.25
 )
 
+// soakProxyLabel keeps the lab's kube-proxies (one per node, nine on one machine) from
+// rewriting their iptables for every soak Service: the soak measures MagLB, and no traffic is
+// sent to those Services. Kubernetes' own label; MagLB, like upstream, ignores it.
+const soakProxyLabel = "service.kubernetes.io/service-proxy-name"
+
 // The churn soak keeps soakServices Services in a pool of their own, unsharded (so every LB
 // node programs every one), and churns them for soakDuration: each round moves the endpoints
-// of soakBatch Services to other pods and replaces soakBatch others by new ones, while HTTP
+// of --soak-batch Services to other pods and replaces as many others by new ones, while HTTP
 // requests run through the demo VIPs, which nothing touches. At the end every Service has its
 // own IP of the pool, every LB node programs exactly the wanted services, and after every
 // soak Service is deleted, each node's kernel maps hold what they held before: nothing leaked.
@@ -69,7 +72,7 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		traffic := startRequests(demo)
 		memory := startMemorySampler(15 * time.Second)
 		s := &soak{client: c, services: map[string]*corev1.Service{}}
-		DeferCleanup(func(ctx context.Context) { s.deleteAll(ctx) })
+		DeferCleanup(func(ctx SpecContext) { s.deleteAll(ctx) })
 
 		started := time.Now()
 		soakProgress("creating %d Services in pool %s (%s), %d at a time", *soakServices, soakPool, soakRange, soakWorkers)
@@ -82,7 +85,7 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		for round := 1; time.Since(churnStarted) < *soakDuration; round++ {
 			s.churn(ctx, round)
 			soakProgress("round %d: %d Services moved to other pods, %d replaced (%d created so far); requests %d ok, %d failed",
-				round, soakBatch, soakBatch, s.created, traffic.ok.Load(), traffic.failed.Load())
+				round, *soakBatch, *soakBatch, s.created, traffic.ok.Load(), traffic.failed.Load())
 		}
 		churned := time.Since(churnStarted)
 
@@ -157,7 +160,10 @@ func (s *soak) create(ctx context.Context, n int) {
 	for i := range svcs {
 		s.created++
 		svcs[i] = loadBalancerService(soakNamespace, fmt.Sprintf("soak-%06d", s.created),
-			map[string]string{"metallb.io/address-pool": soakPool}, env.HTTPPort, func(svc *corev1.Service) { svc.Spec.Selector = nil })
+			map[string]string{"metallb.io/address-pool": soakPool}, env.HTTPPort, func(svc *corev1.Service) {
+				svc.Spec.Selector = nil
+				svc.Labels = map[string]string{soakProxyLabel: "maglb-soak"}
+			})
 	}
 	s.parallel(svcs, func(svc *corev1.Service, i int) error {
 		if err := s.client.Create(ctx, svc); err != nil {
@@ -181,14 +187,14 @@ func (s *soak) endpointNodes(round int) []string {
 	return []string{nodes[round%len(nodes)]}
 }
 
-// churn moves the endpoints of soakBatch Services to other pods and replaces soakBatch others.
+// churn moves the endpoints of --soak-batch Services to other pods and replaces as many others.
 func (s *soak) churn(ctx context.Context, round int) {
 	GinkgoHelper()
 	s.rounds = round
 	names := slices.Sorted(maps.Keys(s.services))
-	moved := make([]*corev1.Service, 0, soakBatch)
-	for i := 0; i < soakBatch && i < len(names); i++ {
-		moved = append(moved, s.services[names[(round*soakBatch+i)%len(names)]])
+	moved := make([]*corev1.Service, 0, *soakBatch)
+	for i := 0; i < *soakBatch && i < len(names); i++ {
+		moved = append(moved, s.services[names[(round*(*soakBatch)+i)%len(names)]])
 	}
 	s.parallel(moved, func(svc *corev1.Service, _ int) error {
 		for _, slice := range endpointSlices(svc, s.endpointNodes(round+1)) {
@@ -204,8 +210,8 @@ func (s *soak) churn(ctx context.Context, round int) {
 		return nil
 	})
 	// The oldest Services go, as many new ones come.
-	replaced := make([]*corev1.Service, 0, soakBatch)
-	for _, name := range names[:min(soakBatch, len(names))] {
+	replaced := make([]*corev1.Service, 0, *soakBatch)
+	for _, name := range names[:min(*soakBatch, len(names))] {
 		replaced = append(replaced, s.services[name])
 	}
 	s.delete(ctx, replaced)
@@ -451,7 +457,7 @@ func observeDatapaths() (datapathState, error) {
 		}
 		sort.Strings(node.services)
 		for _, mapName := range []string{"vips", "vip_addresses", "backends", "rings"} {
-			if node.mapEntries[mapName], err = promtext.Value(text, "maglb_datapath_map_entries", `map="`+mapName+`"`); err != nil {
+			if node.mapEntries[mapName], err = promtext.Value(text, "maglb_datapath_map_entries", "map="+mapName); err != nil {
 				return nil, err
 			}
 		}
