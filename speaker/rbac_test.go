@@ -118,8 +118,10 @@ func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev
 		"ConfigurationState speaker-" + rbacNode: func() error { return stateValid(c, "speaker-"+rbacNode) },
 		"ServiceBGPStatus":                       func() error { return bgpStatus(c, svc.Name, rbacNode, 1) },
 		"nodeAssigned":                           func() error { return eventCount(c, svc, "nodeAssigned", 1) },
-		"the speaker's Lease":                    func() error { return c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: "maglb-speaker-" + rbacNode}, &coordinationv1.Lease{}) },
-		"the crashed speaker forgotten":          func() error { return gone(c, ghostLease, ghostStatus) },
+		"the speaker's Lease": func() error {
+			return c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: "maglb-speaker-" + rbacNode}, &coordinationv1.Lease{})
+		},
+		"the crashed speaker forgotten": func() error { return gone(c, ghostLease, ghostStatus) },
 		"metrics over HTTPS": func() error {
 			code, err := lab.nodes[rbacNode].Run("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer "+reader, "https://"+rbacAddr+":7472/metrics")
 			if err != nil || code != "200" {

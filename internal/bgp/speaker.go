@@ -294,8 +294,8 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 	// Every session sets its own local ASN; the global one only has to be valid.
 	first := sessions[slices.Min(slices.Collect(maps.Keys(sessions)))]
 	err := s.server.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn:        first.peer.Conf.LocalAsn,
-		RouterId:   routerID.String(),
+		Asn:             first.peer.Conf.LocalAsn,
+		RouterId:        routerID.String(),
 		ListenPort:      cmp.Or(s.opts.ListenPort, defaultPort),
 		ListenAddresses: s.opts.ListenAddresses,
 	}})
