@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/maglb/maglb/internal/netlab"
@@ -36,43 +38,51 @@ func TestCapabilities(t *testing.T) {
 		vip         = "198.51.100.20"
 	)
 	lab := newBGPLab(t, map[string]string{"caps-lb": lbAddr})
-	backend := lab.plug(t, "p-capsbe", backendAddr)
+	lb := lab.nodes["caps-lb"]
+	lab.plug(t, "p-capsbe", backendAddr)
 	createNode(t, "caps-be", backendAddr, nil)
 	announcePool(t, "caps", "198.51.100.16/28")
+	// Announced with ARP as well: the speaker answers for the VIP on its uplink.
+	create(t, &metallbv1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "caps", Namespace: metallbNamespace}})
 	loadBalancer(t, "caps-web", vip, "caps", "caps-be")
-	bpffs := testBPFFS(t)
 
 	speaker := func(t *testing.T, caps []string) component {
-		pins := filepath.Join(bpffs, "speaker-"+strings.Join(caps, "-"))
-		return lab.startWithCaps(t, "caps-lb", caps, "--node-name", "caps-lb", "--kubeconfig", lab.env.Kubeconfig,
+		return startWithCaps(t, lb, caps, "--node-name", "caps-lb", "--kubeconfig", lab.env.Kubeconfig,
 			"--namespace", metallbNamespace, "--metrics-secure=false", "--datapath=ebpf", "--xdp-mode=generic",
-			"--datapath-interface=eth0", "--datapath-pin-path="+pins, "--keep-datapath-on-exit=false")
+			"--datapath-interface=eth0", "--keep-datapath-on-exit=false")
 	}
 	speakerWorks := func() error {
-		used, err := speakerMetric(lab.nodes["caps-lb"], "maglb_datapath_service_ids_used")
+		used, err := speakerMetric(lb, "maglb_datapath_service_ids_used")
 		if err != nil || used < 1 {
 			return fmt.Errorf("no service programmed: maglb_datapath_service_ids_used %v, %v", used, err)
 		}
 		if r := lab.route(t, vip+"/32"); !sameSet(r.nextHops, []string{lbAddr}) {
 			return fmt.Errorf("the VIP at the ToR via %v", r.nextHops)
 		}
-		return nil
-	}
-	agent := func(t *testing.T, caps []string) component {
-		pins := filepath.Join(bpffs, "agent-"+strings.Join(caps, "-"))
-		return startWithCaps(t, backend, caps, "--role=backend-agent", "--host", backendAddr,
-			"--backend-interfaces=eth0", "--xdp-mode=generic", "--decap-hook=xdp", "--tunnel-sources="+lbAddr+"/32",
-			"--datapath-pin-path="+pins, "--keep-datapath-on-exit=false")
-	}
-	agentWorks := func() error {
-		out, err := backend.Run("curl", "-sS", "--max-time", "3", "http://"+backendAddr+":7476/healthz")
-		if err != nil || strings.TrimSpace(out) != "ok" {
-			return fmt.Errorf("/healthz: %q, %v", out, err)
-		}
-		if out, _ := backend.Run("ip", "link", "show", "dev", "eth0"); !strings.Contains(out, "xdpgeneric") {
+		if out, _ := lb.Run("ip", "link", "show", "dev", "eth0"); !strings.Contains(out, "xdpgeneric") {
 			return fmt.Errorf("no XDP program on eth0")
 		}
 		return nil
+	}
+	// The agent runs on the LB node, behind the speaker's program (--decap-hook=auto, as
+	// its manifest), which a speaker with the manifest's capabilities keeps attached.
+	agent := func(t *testing.T, caps []string) component {
+		return startWithCaps(t, lb, caps, "--role=backend-agent", "--host", lbAddr,
+			"--backend-interfaces=eth0", "--xdp-mode=generic", "--decap-hook=auto", "--tunnel-sources=172.30.0.0/24",
+			"--keep-datapath-on-exit=false")
+	}
+	agentWorks := func() error {
+		out, err := lb.Run("curl", "-sS", "--max-time", "3", "http://"+lbAddr+":7476/healthz")
+		if err != nil || strings.TrimSpace(out) != "ok" {
+			return fmt.Errorf("/healthz: %q, %v", out, err)
+		}
+		return nil
+	}
+	speakerCaps := manifestCaps(t, "config/speaker/speaker.yaml")
+	var underAgent component
+	startUnderAgent := func(t *testing.T) {
+		underAgent = speaker(t, speakerCaps)
+		testenv.Eventually(t, "the speaker's program attached", speakerWorks)
 	}
 
 	for _, c := range []struct {
@@ -80,10 +90,14 @@ func TestCapabilities(t *testing.T) {
 		manifest string
 		start    func(*testing.T, []string) component
 		works    func() error
+		before   func(*testing.T)
 	}{
-		{"speaker", "config/speaker/speaker.yaml", speaker, speakerWorks},
-		{"backend-agent", "config/backend-agent/backend-agent.yaml", agent, agentWorks},
+		{"speaker", "config/speaker/speaker.yaml", speaker, speakerWorks, nil},
+		{"backend-agent", "config/backend-agent/backend-agent.yaml", agent, agentWorks, startUnderAgent},
 	} {
+		if c.before != nil {
+			c.before(t)
+		}
 		caps := manifestCaps(t, c.manifest)
 		t.Run(c.name+" with "+strings.Join(caps, ","), func(t *testing.T) {
 			run := c.start(t, caps)
@@ -118,6 +132,7 @@ func TestCapabilities(t *testing.T) {
 			})
 		}
 	}
+	underAgent.stop()
 }
 
 // component is a program run under setpriv.
@@ -128,13 +143,10 @@ type component struct {
 
 func (c component) log() string { return rbactest.ReadLog(c.logPath) }
 
-// startWithCaps runs the speaker binary in node's namespace with exactly caps.
-func (l *bgpLab) startWithCaps(t *testing.T, node string, caps []string, args ...string) component {
-	return startWithCaps(t, l.nodes[node], caps, args...)
-}
-
 // startWithCaps runs the speaker binary in ns as root with exactly caps (upper case, as a
-// manifest names them) and no new privileges, as a container that drops ALL and adds caps.
+// manifest names them) and no new privileges, as a container that drops ALL and adds caps,
+// with a bpffs on /sys/fs/bpf as the DaemonSets mount the node's (a bpffs of its own: `ip
+// netns exec` gives it a mount namespace of its own).
 func startWithCaps(t *testing.T, ns *netlab.Namespace, caps []string, args ...string) component {
 	t.Helper()
 	set := "-all"
@@ -143,8 +155,8 @@ func startWithCaps(t *testing.T, ns *netlab.Namespace, caps []string, args ...st
 	}
 	logPath := filepath.Join(t.TempDir(), "log")
 	lab := &bgpLab{nodes: map[string]*netlab.Namespace{"n": ns}}
-	stop := lab.startLogged(t, "n", logPath, "setpriv", nil,
-		append([]string{"--bounding-set=" + set, "--inh-caps=-all", "--no-new-privs", "--", binary(t)}, args...)...)
+	stop := lab.startLogged(t, "n", logPath, "sh", nil, append([]string{"-c", `mount -t bpf bpf /sys/fs/bpf && exec setpriv "$@"`, "sh",
+		"--bounding-set=" + set, "--inh-caps=-all", "--no-new-privs", "--", binary(t)}, args...)...)
 	return component{stop: stop, logPath: logPath}
 }
 
