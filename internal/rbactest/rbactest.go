@@ -178,11 +178,11 @@ func Table(t *testing.T, c client.Client, rbac *testenv.RBAC, user string, job J
 	for _, row := range Rows(rbac) {
 		t.Run(row.String(), func(t *testing.T) {
 			ctx := context.Background()
-			if err := row.set(ctx, c, user, row.without, false); err != nil {
+			if err := row.Remove(ctx, c, user); err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
-				if err := row.set(ctx, c, user, row.with, true); err != nil {
+				if err := row.Restore(ctx, c, user); err != nil {
 					t.Fatal(err)
 				}
 			}()
@@ -196,6 +196,18 @@ func Table(t *testing.T, c client.Client, rbac *testenv.RBAC, user string, job J
 			}
 		})
 	}
+}
+
+// Remove takes the row's verb from its role and waits until the API server refuses it to
+// user.
+func (r Row) Remove(ctx context.Context, c client.Client, user string) error {
+	return r.set(ctx, c, user, r.without, false)
+}
+
+// Restore gives the row's role back its manifest's rules and waits until the API server
+// allows the row's verb to user.
+func (r Row) Restore(ctx context.Context, c client.Client, user string) error {
+	return r.set(ctx, c, user, r.with, true)
 }
 
 // set updates the row's role to role and waits until the API server's authorizer agrees
