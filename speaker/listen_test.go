@@ -40,7 +40,7 @@ func TestListenAddresses(t *testing.T) {
 	api := apiServerHostPort(t, lab.env) // the test's relay to the API server
 	for node, want := range map[string][]string{
 		"listen-lb": {"172.30.0.2:17472", "172.30.0.2:7472", "172.30.0.2:7476"},
-		"listen-rr": {"172.30.0.9:179", "172.30.0.9:7477", "172.30.0.9:17472"},
+		"listen-rr": {"172.30.0.9:17472", "172.30.0.9:179", "172.30.0.9:7477"},
 	} {
 		testenv.Eventually(t, "the listeners of "+node, func() error {
 			got, err := listeners(lab.nodes[node])

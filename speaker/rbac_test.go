@@ -79,8 +79,8 @@ func TestSpeakerRBAC(t *testing.T) {
 	create(t, &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "rbac", Namespace: metallbNamespace}})
 	svc := loadBalancer(t, "rbac-web", rbacVIP, "rbac", rbacNode)
 
-	job := func(t *testing.T, id string, refused func(string) bool) (string, error) {
-		return speakerJob(t, lab, kubeconfig, reader, svc, refused)
+	job := func(t *testing.T, row rbactest.Row) (string, error) {
+		return speakerJob(t, lab, kubeconfig, reader, svc, row)
 	}
 	rbactest.Full(t, job)
 	if os.Getenv("MAGLB_RBAC_TABLE") != "1" {
@@ -91,16 +91,16 @@ func TestSpeakerRBAC(t *testing.T) {
 }
 
 // speakerJob runs the speaker once through its job (see TestSpeakerRBAC).
-func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev1.Service, refused func(string) bool) (string, error) {
+func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev1.Service, row rbactest.Row) (string, error) {
 	c := lab.env.Client
 	ctx := context.Background()
 	resetSpeakerState(t, c, svc)
 	ghostLease, ghostStatus := crashedSpeaker(t, "rbac-ghost", svc.Name)
 
 	logPath := filepath.Join(t.TempDir(), "speaker.log")
-	stop := lab.startLogged(t, rbacNode, logPath, binary(t), nil,
+	stop := lab.startLogged(t, rbacNode, logPath, binary(t), row.Env(),
 		"--node-name", rbacNode, "--kubeconfig", kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug", "--host", rbacAddr)
-	steps := rbactest.Steps{LogPath: logPath, Refused: refused, Timeout: 30 * time.Second}
+	steps := rbactest.Steps{LogPath: logPath, Refused: row.Refused, Timeout: 30 * time.Second}
 	done := func(err error) (string, error) {
 		stop()
 		return rbactest.ReadLog(logPath), err
