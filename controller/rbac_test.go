@@ -41,21 +41,11 @@ var controllerRBAC = []string{"config/rbac/service_accounts.yaml", "config/rbac/
 func TestControllerRBAC(t *testing.T) {
 	env := startAPIServer(t)
 	ctx := context.Background()
-	rbac, err := testenv.ReadRBAC(controllerRBAC...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
-		t.Fatal(err)
-	}
+	rbac, cfg, _ := rbactest.Grant(t, env, metallbNamespace, "controller", controllerRBAC...)
 	if err := env.Client.Create(ctx, newPool("rbac", []string{"10.129.0.0/16"}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	reader, err := env.MetricsReaderToken(ctx, "prometheus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.ServiceAccountConfig(ctx, metallbNamespace, "controller")
 	if err != nil {
 		t.Fatal(err)
 	}

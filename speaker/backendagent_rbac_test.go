@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/maglb/maglb/internal/rbactest"
-	"github.com/maglb/maglb/internal/testenv"
 )
 
 // The backend agent, with a token of its ServiceAccount bound to exactly its manifest's RBAC,
@@ -22,20 +20,8 @@ import (
 func TestBackendAgentRBAC(t *testing.T) {
 	lab := newBGPLab(t, map[string]string{"ba-lb": "172.30.0.2"})
 	env := lab.env
-	ctx := context.Background()
 	ensureNamespace(t, metallbNamespace)
-	rbac, err := testenv.ReadRBAC("config/backend-agent/rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.ServiceAccountConfig(ctx, metallbNamespace, "backend-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := rbactest.Kubeconfig(t, cfg)
+	rbac, _, kubeconfig := rbactest.Grant(t, env, metallbNamespace, "backend-agent", "config/backend-agent/rbac.yaml")
 	labelNode(t, "ba-lb", map[string]string{"role": "lb"})
 	createNode(t, "ba-late", "172.30.0.3", nil)
 	bpffs := testBPFFS(t)

@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/rbactest"
-	"github.com/maglb/maglb/internal/testenv"
 )
 
 // speakerRBAC is what the speaker's manifest grants it.
@@ -47,28 +46,13 @@ func TestSpeakerRBAC(t *testing.T) {
 	env := lab.env
 	ctx := context.Background()
 	ensureNamespace(t, metallbNamespace)
-	rbac, err := testenv.ReadRBAC(speakerRBAC...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
-		t.Fatal(err)
-	}
+	rbac, _, kubeconfig := rbactest.Grant(t, env, metallbNamespace, "speaker", speakerRBAC...)
 	reader, err := env.MetricsReaderToken(ctx, "prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := env.ServiceAccountConfig(ctx, metallbNamespace, "speaker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := rbactest.Kubeconfig(t, cfg)
 
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "tor-password", Namespace: metallbNamespace},
-		Type:       corev1.SecretTypeBasicAuth,
-		Data:       map[string][]byte{corev1.BasicAuthPasswordKey: []byte(rbacPassword)},
-	}
+	secret := passwordSecret("tor-password", rbacPassword)
 	create(t, secret)
 	create(t, pool("rbac", "198.51.100.0/26", ""))
 	create(t, &metallbv1beta2.BGPPeer{
@@ -262,4 +246,14 @@ func gone(c client.Client, lease *coordinationv1.Lease, status client.Object, la
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// passwordSecret is a BGPPeer's passwordSecret holding password, as upstream's
+// (kubernetes.io/basic-auth, key "password").
+func passwordSecret(name, password string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metallbNamespace},
+		Type:       corev1.SecretTypeBasicAuth,
+		Data:       map[string][]byte{corev1.BasicAuthPasswordKey: []byte(password)},
+	}
 }

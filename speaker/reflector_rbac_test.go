@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/maglb/maglb/internal/rbactest"
-	"github.com/maglb/maglb/internal/testenv"
 )
 
 // The reflector, with a token of its ServiceAccount bound to exactly its manifest's RBAC,
@@ -30,28 +29,13 @@ func TestReflectorRBAC(t *testing.T) {
 	env := lab.env
 	ctx := context.Background()
 	ensureNamespace(t, metallbNamespace)
-	rbac, err := testenv.ReadRBAC("config/reflector/rbac.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
-		t.Fatal(err)
-	}
+	rbac, _, kubeconfig := rbactest.Grant(t, env, metallbNamespace, "reflector", "config/reflector/rbac.yaml")
 	reader, err := env.MetricsReaderToken(ctx, "prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := env.ServiceAccountConfig(ctx, metallbNamespace, "reflector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := rbactest.Kubeconfig(t, cfg)
 	labelNode(t, "rbac-rr", map[string]string{"maglb.io/reflector": ""})
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "rr-tor-password", Namespace: metallbNamespace},
-		Type:       corev1.SecretTypeBasicAuth,
-		Data:       map[string][]byte{corev1.BasicAuthPasswordKey: []byte(rbacPassword)},
-	}
+	secret := passwordSecret("rr-tor-password", rbacPassword)
 	for _, obj := range []client.Object{
 		secret,
 		pool("rr-gold", "198.51.100.64/26", ""),

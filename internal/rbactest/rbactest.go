@@ -333,3 +333,22 @@ func (s Steps) Wait(what string, check func() error) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Grant creates the RBAC of the manifests at paths (in the repository) in env, and returns it
+// with a client configuration, and a kubeconfig file, of a token of ServiceAccount
+// namespace/account: the rights the manifests grant that account, and no others.
+func Grant(t testing.TB, env *testenv.Env, namespace, account string, paths ...string) (rbac *testenv.RBAC, cfg *rest.Config, kubeconfig string) {
+	t.Helper()
+	ctx := context.Background()
+	rbac, err := testenv.ReadRBAC(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rbac.Apply(ctx, env.Client); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = env.ServiceAccountConfig(ctx, namespace, account); err != nil {
+		t.Fatal(err)
+	}
+	return rbac, cfg, Kubeconfig(t, cfg)
+}
