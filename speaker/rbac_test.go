@@ -36,8 +36,9 @@ const (
 
 // The speaker, with a token of its ServiceAccount bound to exactly the manifest's RBAC, does
 // its job: it reads its configuration (the BGP password from a Secret) and announces a
-// Service to the ToR, writes its ConfigurationState, ServiceBGPStatus, Lease and events (a
-// repeated one patched), serves metrics over HTTPS to a reader the API server authorizes,
+// Service to the ToR (BGP) and on its link (ARP), writes its ConfigurationState (its lost
+// labels patched back), ServiceBGPStatus, ServiceL2Status, Lease and events (a repeated one
+// patched), serves metrics over HTTPS to a reader the API server authorizes,
 // forgets a crashed speaker (its Lease and status objects) and, stopping, removes its own.
 // With MAGLB_RBAC_TABLE=1, the minus-one-verb table: without any one (resource, verb) of the
 // manifest, the speaker's log shows the API server refusing it.
@@ -61,6 +62,7 @@ func TestSpeakerRBAC(t *testing.T) {
 			PasswordSecret: corev1.SecretReference{Name: secret.Name, Namespace: metallbNamespace}},
 	})
 	create(t, &metallbv1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "rbac", Namespace: metallbNamespace}})
+	create(t, &metallbv1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "rbac", Namespace: metallbNamespace}})
 	svc := loadBalancer(t, "rbac-web", rbacVIP, "rbac", rbacNode)
 
 	job := func(t *testing.T, row rbactest.Row) (string, error) {
@@ -101,6 +103,7 @@ func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev
 	for what, check := range map[string]func() error{
 		"ConfigurationState speaker-" + rbacNode: func() error { return stateValid(c, "speaker-"+rbacNode) },
 		"ServiceBGPStatus":                       func() error { return bgpStatus(c, svc.Name, rbacNode, 1) },
+		"ServiceL2Status":                        func() error { return l2Status(c, svc.Name, rbacNode, 1) },
 		"nodeAssigned":                           func() error { return eventCount(c, svc, "nodeAssigned", 1) },
 		"the speaker's Lease": func() error {
 			return c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: "maglb-speaker-" + rbacNode}, &coordinationv1.Lease{})
@@ -119,14 +122,37 @@ func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev
 		}
 	}
 
-	// Withdrawn and announced again: the status object goes and comes back, and the
+	// Its ConfigurationState's labels lost: patched back.
+	var state metallbv1beta1.ConfigurationState
+	if err := c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: "speaker-" + rbacNode}, &state); err != nil {
+		t.Fatal(err)
+	}
+	state.Labels = nil
+	if err := c.Update(ctx, &state); err != nil {
+		t.Fatal(err)
+	}
+	if err := steps.Wait("the ConfigurationState's labels patched back", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&state), &state); err != nil {
+			return err
+		}
+		if len(state.Labels) == 0 {
+			return errors.New("no labels")
+		}
+		return nil
+	}); err != nil {
+		return done(err)
+	}
+
+	// Withdrawn and announced again: the status objects go and come back, and the
 	// repeated nodeAssigned event is patched (its count raised), as client-go's recorder does.
 	slice := &discoveryv1.EndpointSlice{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: svc.Namespace, Name: svc.Name}, slice); err != nil {
 		t.Fatal(err)
 	}
 	setReady(t, c, slice, false)
-	if err := steps.Wait("ServiceBGPStatus removed on withdrawal", func() error { return bgpStatus(c, svc.Name, rbacNode, 0) }); err != nil {
+	if err := steps.Wait("the status objects removed on withdrawal", func() error {
+		return errors.Join(bgpStatus(c, svc.Name, rbacNode, 0), l2Status(c, svc.Name, rbacNode, 0))
+	}); err != nil {
 		return done(err)
 	}
 	setReady(t, c, slice, true)
@@ -201,6 +227,19 @@ func bgpStatus(c client.Client, service, node string, want int) error {
 	}
 	if len(list.Items) != want || want == 1 && len(list.Items[0].Status.Peers) != 1 {
 		return fmt.Errorf("%d objects, want %d: %+v", len(list.Items), want, list.Items)
+	}
+	return nil
+}
+
+// l2Status checks that node has want (0 or 1) ServiceL2Status objects of service.
+func l2Status(c client.Client, service, node string, want int) error {
+	var list metallbv1beta1.ServiceL2StatusList
+	if err := c.List(context.Background(), &list, client.InNamespace(metallbNamespace),
+		client.MatchingLabels{"metallb.io/service-name": service, "metallb.io/node": node}); err != nil {
+		return err
+	}
+	if len(list.Items) != want || want == 1 && list.Items[0].Status.Node != node {
+		return fmt.Errorf("%d ServiceL2Status objects, want %d: %+v", len(list.Items), want, list.Items)
 	}
 	return nil
 }
