@@ -122,24 +122,7 @@ func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev
 		}
 	}
 
-	// Its ConfigurationState's labels lost: patched back.
-	var state metallbv1beta1.ConfigurationState
-	if err := c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: "speaker-" + rbacNode}, &state); err != nil {
-		t.Fatal(err)
-	}
-	state.Labels = nil
-	if err := c.Update(ctx, &state); err != nil {
-		t.Fatal(err)
-	}
-	if err := steps.Wait("the ConfigurationState's labels patched back", func() error {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(&state), &state); err != nil {
-			return err
-		}
-		if len(state.Labels) == 0 {
-			return errors.New("no labels")
-		}
-		return nil
-	}); err != nil {
+	if err := stateLabelsPatchedBack(t, c, steps, "speaker-"+rbacNode); err != nil {
 		return done(err)
 	}
 
@@ -169,6 +152,29 @@ func speakerJob(t *testing.T, lab *bgpLab, kubeconfig, reader string, svc *corev
 		return done(err)
 	}
 	return done(nil)
+}
+
+// stateLabelsPatchedBack removes the labels of the ConfigurationState name and waits for its
+// writer to patch them back.
+func stateLabelsPatchedBack(t *testing.T, c client.Client, steps rbactest.Steps, name string) error {
+	ctx := context.Background()
+	var state metallbv1beta1.ConfigurationState
+	if err := c.Get(ctx, client.ObjectKey{Namespace: metallbNamespace, Name: name}, &state); err != nil {
+		t.Fatal(err)
+	}
+	state.Labels = nil
+	if err := c.Update(ctx, &state); err != nil {
+		t.Fatal(err)
+	}
+	return steps.Wait("the labels of ConfigurationState "+name+" patched back", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&state), &state); err != nil {
+			return err
+		}
+		if len(state.Labels) == 0 {
+			return errors.New("no labels")
+		}
+		return nil
+	})
 }
 
 // resetSpeakerState removes what an earlier run left: the node's ConfigurationState,

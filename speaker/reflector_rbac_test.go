@@ -21,8 +21,8 @@ import (
 
 // The reflector, with a token of its ServiceAccount bound to exactly its manifest's RBAC,
 // does its job: it reads its configuration (its ToR peer's password from a Secret), peers
-// with the ToR, writes its ConfigurationState, and serves metrics over HTTPS to a reader the
-// API server authorizes. With MAGLB_RBAC_TABLE=1, the minus-one-verb table (internal/rbactest).
+// with the ToR, writes its ConfigurationState (its lost labels patched back), and serves
+// metrics over HTTPS to a reader the API server authorizes. With MAGLB_RBAC_TABLE=1, the minus-one-verb table (internal/rbactest).
 func TestReflectorRBAC(t *testing.T) {
 	nodes := map[string]string{"rbac-rr": "172.30.0.9"}
 	lab := newBGPLabWith(t, nodes, torSettings{neighbor: []string{"neighbor %[1]s password " + rbacPassword}})
@@ -83,7 +83,8 @@ func TestReflectorRBAC(t *testing.T) {
 				return rbactest.ReadLog(logPath), err
 			}
 		}
-		return rbactest.ReadLog(logPath), nil
+		err := stateLabelsPatchedBack(t, env.Client, steps, "reflector-rbac-rr")
+		return rbactest.ReadLog(logPath), err
 	}
 	rbactest.Full(t, job)
 	if os.Getenv("MAGLB_RBAC_TABLE") != "1" {
