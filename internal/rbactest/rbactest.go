@@ -187,6 +187,18 @@ func grep(s, word string) string {
 	return strings.Join(out, "\n")
 }
 
+// Check runs job with the manifest's RBAC (Full) and then, with MAGLB_RBAC_TABLE=1, the
+// minus-one-verb table (Table) as user.
+func Check(t *testing.T, c client.Client, rbac *testenv.RBAC, user string, job Job) {
+	t.Helper()
+	Full(t, job)
+	if os.Getenv("MAGLB_RBAC_TABLE") != "1" {
+		t.Log("the minus-one-verb table runs with MAGLB_RBAC_TABLE=1")
+		return
+	}
+	Table(t, c, rbac, user, job)
+}
+
 // Table runs job once per row of rbac (applied, as the ServiceAccount's only rights, by
 // the caller) and fails a row whose run shows no refusal of its verb.
 func Table(t *testing.T, c client.Client, rbac *testenv.RBAC, user string, job Job) {
