@@ -18,7 +18,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/maglb/maglb/internal/k8s"
 	"github.com/maglb/maglb/internal/logging"
+	"github.com/maglb/maglb/internal/rbactest"
 	"github.com/maglb/maglb/internal/testenv"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
@@ -41,21 +41,11 @@ var controllerRBAC = []string{"config/rbac/service_accounts.yaml", "config/rbac/
 func TestControllerRBAC(t *testing.T) {
 	env := startAPIServer(t)
 	ctx := context.Background()
-	rbac, err := testenv.ReadRBAC(controllerRBAC...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rbac.Apply(ctx, env.Client); err != nil {
-		t.Fatal(err)
-	}
+	rbac, cfg, _ := rbactest.Grant(t, env, metallbNamespace, "controller", controllerRBAC...)
 	if err := env.Client.Create(ctx, newPool("rbac", []string{"10.129.0.0/16"}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	reader, err := env.MetricsReaderToken(ctx, "prometheus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.ServiceAccountConfig(ctx, metallbNamespace, "controller")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,24 +57,25 @@ func TestControllerRBAC(t *testing.T) {
 		t.Log("the minus-one-verb table runs with MAGLB_RBAC_TABLE=1 (about 20 minutes)")
 		return
 	}
-	// One verb removed at a time. A verb the job still does without is reported, not failed:
-	// this job starts once and ends, so a missing watch (the initial list suffices) or a
-	// missing list (client-go lists through the watch) goes unnoticed, and the projection's
-	// verbs are not exercised; which of them can go is still open.
-	for _, row := range minusOneVerb(rbac) {
-		t.Run(row.name, func(t *testing.T) {
-			if err := row.apply(ctx, env.Client); err != nil {
+	// One verb of one resource removed at a time. A verb the job still does without is
+	// reported, not failed: this job starts once and ends, so the projection's verbs are not
+	// exercised; which of them can go is still open (the speaker's table, which asserts, is
+	// speaker/rbac_test.go).
+	user := rbactest.ServiceAccountUser(metallbNamespace, "controller")
+	for _, row := range rbactest.Rows(rbac) {
+		t.Run(row.String(), func(t *testing.T) {
+			if err := row.Remove(ctx, env.Client, user); err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
-				if err := row.restore(ctx, env.Client); err != nil {
+				if err := row.Restore(ctx, env.Client, user); err != nil {
 					t.Fatal(err)
 				}
 			}()
-			if err := controllerJob(t, env, cfg, reader, row.id, 20*time.Second); err == nil {
-				t.Logf("done without %s", row.name)
+			if err := controllerJob(t, env, cfg, reader, row.ID(), 20*time.Second); err == nil {
+				t.Logf("done without %s", row)
 			} else {
-				t.Logf("fails without %s: %v", row.name, err)
+				t.Logf("fails without %s: %v", row, err)
 			}
 		})
 	}
@@ -227,44 +218,4 @@ func scrape(port int, token string) error {
 		return fmt.Errorf("metrics: %s", resp.Status)
 	}
 	return nil
-}
-
-// verbRow is the manifest with one verb of one rule removed.
-type verbRow struct {
-	name, id       string
-	apply, restore func(context.Context, client.Client) error
-}
-
-// minusOneVerb returns a row per verb of every rule of r's roles.
-func minusOneVerb(r *testenv.RBAC) []verbRow {
-	var rows []verbRow
-	add := func(kind, role string, rules []rbacv1.PolicyRule, update func([]rbacv1.PolicyRule) client.Object) {
-		for i, rule := range rules {
-			for j, verb := range rule.Verbs {
-				reduced := slices.Clone(rules)
-				reduced[i].Verbs = slices.Delete(slices.Clone(rule.Verbs), j, j+1)
-				rows = append(rows, verbRow{
-					name:    fmt.Sprintf("%s %s: %s %v", kind, role, verb, append(slices.Clone(rule.Resources), rule.NonResourceURLs...)),
-					id:      fmt.Sprintf("%s-%d-%s", map[string]string{"ClusterRole": "cr", "Role": "r"}[kind], i, verb),
-					apply:   func(ctx context.Context, c client.Client) error { return c.Update(ctx, update(reduced)) },
-					restore: func(ctx context.Context, c client.Client) error { return c.Update(ctx, update(rules)) },
-				})
-			}
-		}
-	}
-	for _, cr := range r.ClusterRoles {
-		add("ClusterRole", cr.Name, cr.Rules, func(rules []rbacv1.PolicyRule) client.Object {
-			o := cr.DeepCopy()
-			o.Rules = rules
-			return o
-		})
-	}
-	for _, role := range r.Roles {
-		add("Role", role.Name, role.Rules, func(rules []rbacv1.PolicyRule) client.Object {
-			o := role.DeepCopy()
-			o.Rules = rules
-			return o
-		})
-	}
-	return rows
 }

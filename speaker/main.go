@@ -137,9 +137,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	var o options
 	o.Options.Bind(fs, 7472)
 	o.Upstream.Bind(fs, upstreamflags.Speaker)
-	// On the host network every address of the node would expose metrics and probes: upstream
-	// v0.15's --host (the node's IP in the manifest) narrows them to one.
-	fs.StringVar(&o.BindHost, "host", os.Getenv("METALLB_HOST"), "the address metrics and health probes listen on (the node's IP); empty is every address")
+	k8s.BindHost(fs, &o.BindHost)
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node this speaker runs on")
 	fs.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are announced")
 	fs.BoolVar(&o.ignoreExcludeLB, "ignore-exclude-lb", false, "ignore the node.kubernetes.io/exclude-from-external-load-balancers label")

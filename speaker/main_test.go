@@ -158,7 +158,13 @@ func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) (stop f
 // environment, as startSpeaker describes.
 func (l *bgpLab) startProgram(t testing.TB, node, program string, env []string, args ...string) (stop func()) {
 	t.Helper()
-	logFile, err := os.Create(filepath.Join(t.TempDir(), node+".log"))
+	return l.startLogged(t, node, filepath.Join(t.TempDir(), node+".log"), program, env, args...)
+}
+
+// startLogged is startProgram logging to the file at logPath.
+func (l *bgpLab) startLogged(t testing.TB, node, logPath, program string, env []string, args ...string) (stop func()) {
+	t.Helper()
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}

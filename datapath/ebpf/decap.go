@@ -70,8 +70,11 @@ func resolveHook(hook DecapHook, attachedXDP string) DecapHook {
 	return DecapXDP
 }
 
-// attachedXDPName names the XDP program attached to the interface, "" when none is.
-func attachedXDPName(ifname string) (string, error) {
+// attachedXDPName names the XDP program attached to the interface, "" when none is: the
+// decapsulation program's name when it is the one the link pinned at pinFile attached (an
+// earlier run's), another name otherwise. Opening a program by its ID would need
+// CAP_SYS_ADMIN; the pinned link tells without it.
+func attachedXDPName(ifname, pinFile string) (string, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return "", err
@@ -80,16 +83,13 @@ func attachedXDPName(ifname string) (string, error) {
 	if xdp == nil || !xdp.Attached || xdp.ProgId == 0 {
 		return "", nil
 	}
-	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(xdp.ProgId))
-	if err != nil {
-		return "", fmt.Errorf("reading the XDP program of %s: %w", ifname, err)
+	if pinned, err := link.LoadPinnedLink(pinFile, nil); err == nil {
+		defer pinned.Close()
+		if info, err := pinned.Info(); err == nil && info.Program == ebpf.ProgramID(xdp.ProgId) {
+			return decapXDPName, nil
+		}
 	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return "", err
-	}
-	return info.Name, nil
+	return fmt.Sprintf("program %d", xdp.ProgId), nil
 }
 
 // Decap strips IPIP and GUE headers from packets that the allowed sources tunnel to the node,
@@ -223,15 +223,15 @@ func (d *Decap) RestorePins() ([]string, error) {
 // either hook: a link of the other hook is replaced.
 func (d *Decap) attach(ifname string) (link.Link, error) {
 	hook := d.opts.Hook
+	pinFile := linkPinFile(d.opts.PinPath, decapLinkPrefix, ifname)
 	if hook == DecapAuto {
-		attached, err := attachedXDPName(ifname)
+		attached, err := attachedXDPName(ifname, pinFile)
 		if err != nil {
 			return nil, err
 		}
 		hook = resolveHook(hook, attached)
 	}
 	d.hooks[ifname] = hook
-	pinFile := linkPinFile(d.opts.PinPath, decapLinkPrefix, ifname)
 	if hook == DecapTCX {
 		return attachTCXIngress(d.objs.TcDecap, ifname, pinFile)
 	}

@@ -57,6 +57,7 @@ func RoleOf(args []string) string {
 type options struct {
 	kubeconfig     string
 	logLevel       string
+	host           string
 	port           int
 	interfaces     string
 	decapHook      string
@@ -76,6 +77,7 @@ func Main(args []string) {
 	fs.String("role", Role, "speaker (the default) or backend-agent")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the LB cluster, to read its Nodes; empty: the in-cluster service account")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: all, debug, info, warn, error or none")
+	k8s.BindHost(fs, &o.host)
 	fs.IntVar(&o.port, "port", DefaultPort, "HTTP port of /metrics and /healthz; 0 disables them")
 	fs.StringVar(&o.interfaces, "backend-interfaces", "", "comma-separated interfaces the decapsulation program attaches to; empty: the interfaces of the default routes (IPv4 and IPv6)")
 	fs.StringVar(&o.decapHook, "decap-hook", string(ebpf.DecapAuto), "where the decapsulation program attaches: xdp, tcx (TC ingress, behind the interface's XDP program), or auto: tcx on a load balancer node (its address is an LB node's InternalIP) and on an interface where another XDP program (the speaker's load balancer) is attached, xdp elsewhere")
@@ -112,6 +114,9 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		return fmt.Errorf("--decap-hook %q is not one of auto, xdp, tcx", o.decapHook)
 	}
 	if err := k8s.CheckPort("port", o.port, true); err != nil {
+		return err
+	}
+	if err := k8s.CheckHost(o.host); err != nil {
 		return err
 	}
 	if err := k8s.CheckPort("gue-port", int(min(o.gueport, 1<<20)), false); err != nil {
@@ -164,7 +169,7 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 		return err
 	}
 	if o.port != 0 {
-		stopServing, err := serve(ctx, o.port, agent, logger)
+		stopServing, err := serve(ctx, net.JoinHostPort(o.host, strconv.Itoa(o.port)), agent, logger)
 		if err != nil {
 			_ = agent.decap.Close()
 			return err
@@ -174,8 +179,8 @@ func run(ctx context.Context, o options, logger log.Logger) error {
 	return agent.Run(ctx)
 }
 
-// serve answers /metrics and /healthz on port.
-func serve(ctx context.Context, port int, agent *Agent, logger log.Logger) (stop func(), err error) {
+// serve answers /metrics and /healthz on address.
+func serve(ctx context.Context, address string, agent *Agent, logger log.Logger) (stop func(), err error) {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), NewCollector(agent.Stats), agent.PinMetrics())
 	mux := http.NewServeMux()
@@ -187,7 +192,7 @@ func serve(ctx context.Context, port int, agent *Agent, logger log.Logger) (stop
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+	l, err := net.Listen("tcp", address)
 	if err != nil {
 		return nil, err
 	}

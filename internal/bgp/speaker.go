@@ -35,6 +35,8 @@ type Options struct {
 	// ListenPort is the TCP port the speaker accepts sessions on: 0 is 179, -1 does not
 	// listen (the speaker only connects out, like upstream's native speaker).
 	ListenPort int32
+	// ListenAddresses are where it accepts sessions; empty is every address.
+	ListenAddresses []string
 	// Reflector makes it a route reflector's speaker: it sends every path of a prefix
 	// (ADD-PATH) to the peers that take them, and accepts sessions from the clients that
 	// SetClients names, whose routes it records (Received).
@@ -292,9 +294,10 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 	// Every session sets its own local ASN; the global one only has to be valid.
 	first := sessions[slices.Min(slices.Collect(maps.Keys(sessions)))]
 	err := s.server.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn:        first.peer.Conf.LocalAsn,
-		RouterId:   routerID.String(),
-		ListenPort: cmp.Or(s.opts.ListenPort, defaultPort),
+		Asn:             first.peer.Conf.LocalAsn,
+		RouterId:        routerID.String(),
+		ListenPort:      cmp.Or(s.opts.ListenPort, defaultPort),
+		ListenAddresses: s.opts.ListenAddresses,
 	}})
 	if err != nil {
 		return fmt.Errorf("starting BGP: %w", err)

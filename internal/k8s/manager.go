@@ -84,10 +84,25 @@ func (o *Options) Validate() error {
 	if err := CheckPort("health-probe-port", o.HealthProbePort, true); err != nil {
 		return err
 	}
-	if _, err := netip.ParseAddr(o.BindHost); o.BindHost != "" && err != nil {
-		return fmt.Errorf("--host (METALLB_HOST) %q is not an IP address to listen on", o.BindHost)
+	if err := CheckHost(o.BindHost); err != nil {
+		return err
 	}
 	return o.Upstream.Validate()
+}
+
+// BindHost registers upstream v0.15's --host (METALLB_HOST) on fs: on the host network every
+// address of the node would expose a component's listeners, its manifest narrows them to
+// the node's IP.
+func BindHost(fs *flag.FlagSet, host *string) {
+	fs.StringVar(host, "host", os.Getenv("METALLB_HOST"), "the address to listen on (the node's IP); empty is every address")
+}
+
+// CheckHost refuses a --host that is not an IP address.
+func CheckHost(host string) error {
+	if _, err := netip.ParseAddr(host); host != "" && err != nil {
+		return fmt.Errorf("--host (METALLB_HOST) %q is not an IP address to listen on", host)
+	}
+	return nil
 }
 
 // checkKubeconfigEnv refuses a KUBECONFIG naming a file that does not exist, when

@@ -18,11 +18,12 @@ import (
 // and stdout. Code whose own goroutines open sockets (GoBGP dials from its own) cannot be
 // kept inside a namespace by a thread switch: a child process lives there.
 type Child struct {
-	tb   testing.TB
-	proc *os.Process
-	in   *json.Encoder
-	out  *json.Decoder
-	done chan struct{}
+	tb      testing.TB
+	logPath string
+	proc    *os.Process
+	in      *json.Encoder
+	out     *json.Decoder
+	done    chan struct{}
 }
 
 // StartChild runs the test binary in ns with env=1 in its environment, where TestMain
@@ -53,7 +54,7 @@ func StartChild(tb testing.TB, ns *Namespace, env, name string) *Child {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	c := &Child{tb: tb, proc: cmd.Process, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout)), done: make(chan struct{})}
+	c := &Child{tb: tb, logPath: logPath, proc: cmd.Process, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout)), done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -78,6 +79,12 @@ func (c *Child) Call(req, resp any) {
 	if err := c.out.Decode(resp); err != nil {
 		c.tb.Fatalf("child process: %v", err)
 	}
+}
+
+// Log is what the child wrote to its standard error so far.
+func (c *Child) Log() string {
+	data, _ := os.ReadFile(c.logPath)
+	return string(data)
 }
 
 // Kill kills the child and waits for it.

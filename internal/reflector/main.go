@@ -57,6 +57,7 @@ func Main(args []string) {
 	fs := flag.NewFlagSet("speaker --role="+Role, flag.ExitOnError)
 	fs.String("role", Role, "speaker (the default), backend-agent or reflector")
 	o.Options.Bind(fs, DefaultPort)
+	k8s.BindHost(fs, &o.BindHost)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig; empty: the in-cluster service account")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("METALLB_NODE_NAME"), "name of the node the reflector runs on (on its host network): the BGPPeers selecting it are its upstream peers")
 	fs.StringVar(&o.lbClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are aggregated")
@@ -93,7 +94,11 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	if err != nil {
 		return err
 	}
-	speaker, err := bgp.New(logger, bgp.Options{Reflector: true})
+	bgpOptions := bgp.Options{Reflector: true}
+	if o.BindHost != "" {
+		bgpOptions.ListenAddresses = []string{o.BindHost}
+	}
+	speaker, err := bgp.New(logger, bgpOptions)
 	if err != nil {
 		return err
 	}
