@@ -507,6 +507,52 @@ def route_at_tor(fig, plot):
     return "\n".join(md), fill, []
 
 
+TOR_SCALE = r"ToR scale: (\d+) LB nodes in (\d+) shards, (\d+) VIPs"
+SCALE_MODES = [("full-mesh", "full mesh"), ("reflector", "2 reflectors")]
+SCALE_ROWS = [("ToR BGP sessions", "tor-sessions", "{:,.0f}", ""), ("ToR BGP paths (RIB)", "tor-paths", "{:,.0f}", ""),
+              ("ToR distinct paths (prefix, next hop)", "tor-distinct-paths", "{:,.0f}", ""),
+              ("ToR FIB routes (BGP)", "fib-routes", "{:,.0f}", ""), ("ToR kernel next hops", "kernel-nexthops", "{:,.0f}", ""),
+              ("ToR memory: bgpd heap", "bgpd-KiB", "{:,.0f}", "KiB"), ("ToR memory: zebra heap", "zebra-KiB", "{:,.0f}", "KiB"),
+              ("last IP written → ToR has everything", "converge-s", "{:.1f}", "s"),
+              ("LB node's uplink down → its paths gone (RIB)", "node-gone-rib-ms", "{:,.0f}", "ms"),
+              ("LB node's uplink down → its next hop gone (kernel)", "node-death-ms", "{:,.0f}", "ms")]
+
+
+def tor_scale(fig, plot):
+    rec = fig.run("./speaker/", "ToRScale")
+    res = rec["results"]
+    size = re.search(TOR_SCALE, rec.get("output", ""))
+    nodes, shards, vips = (int(x) for x in size.groups()) if size else (50, 4, 10000)
+    md = ["## ToR scale: full mesh against route reflectors", "", measured(rec),
+          f"{nodes} LB nodes (speaker processes in their own namespaces, no datapath) in {shards} shards, {vips:,} "
+          "IPv4 VIPs, each in its shard's pool, and an FRR ToR; first every "
+          "node peers with the ToR (full mesh), then the same nodes peer with two `speaker --role=reflector` "
+          "processes, which peer with the ToR and announce each shard's prefix with one path per node (ADD-PATH). "
+          "Every session runs BFD (300 ms × 3), the nodes' with the reflectors too.", ""]
+    figs = {mode: {unit: values(res, f"ToRScale/{mode}", unit) for _, unit, _, _ in SCALE_ROWS} for mode, _ in SCALE_MODES}
+    goal_lines = []
+    if not any(figs[mode]["tor-paths"] for mode, _ in SCALE_MODES):
+        return "\n".join(md), {}, goal_lines
+    md.append(table([""] + [label for _, label in SCALE_MODES],
+                    [[label] + [span(figs[mode][unit], fmt, u) for mode, _ in SCALE_MODES] for label, unit, fmt, u in SCALE_ROWS]))
+    refl, mesh = figs["reflector"], figs["full-mesh"]
+    per_shard = -(-nodes // shards)
+    most = shards * per_shard  # one family
+    if refl["tor-distinct-paths"]:
+        goal_lines.append(f"Reflectors: ToR paths ≤ shards × families × nodes per shard ({shards} × 1 × {per_shard} = {most}): "
+                          f"{span(refl['tor-distinct-paths'])} — {goal_verdict(refl['tor-distinct-paths'], lambda m: m <= most)}")
+    if refl["tor-paths"] and mesh["tor-paths"]:
+        factor = [median(mesh["tor-paths"]) / max(v, 1) for v in refl["tor-paths"]]
+        goal_lines.append(f"Reflectors: ≥ 100× fewer ToR paths than full mesh: {span(factor, '{:,.0f}', '×')} — "
+                          f"{goal_verdict(factor, lambda m: m >= 100)}")
+    for mode, label in SCALE_MODES:
+        death = figs[mode]["node-death-ms"]
+        if death:
+            goal_lines.append(f"{label}: an LB node's death out of the ToR's kernel ≤ 1 s: {span(death, unit='ms')} — "
+                              f"{goal_verdict(death, lambda m: m <= 1000)}")
+    return "\n".join(md), {}, goal_lines
+
+
 FAULTS = [("survival", "one LB node leaves ECMP (graceful)"), ("bfd", "one LB node's uplink goes down (hard, BFD)")]
 
 
@@ -603,7 +649,7 @@ def endpoint_to_datapath(fig, plot):
     return "\n".join(md), fill, goal_lines
 
 
-SECTIONS = [packet_rate, prog_run, maglev, control_plane, route_at_tor, datapath_maps, endpoint_to_datapath]
+SECTIONS = [packet_rate, prog_run, maglev, control_plane, route_at_tor, tor_scale, datapath_maps, endpoint_to_datapath]
 
 
 def span_dates(runs):

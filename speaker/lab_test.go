@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,7 +91,12 @@ func linkMAC(t testing.TB, ns *netlab.Namespace, dev string) string {
 // speakerMetric scrapes the speaker of ns (on 127.0.0.1:7472) and returns the value of the
 // sample of name whose labels include every one of labels ("key=value" each).
 func speakerMetric(ns *netlab.Namespace, name string, labels ...string) (float64, error) {
-	out, err := ns.Run("curl", "-sS", "--max-time", "5", "http://127.0.0.1:7472/metrics")
+	return metricOn(ns, 7472, name, labels...)
+}
+
+// metricOn is speakerMetric for the program serving its metrics on 127.0.0.1:port in ns.
+func metricOn(ns *netlab.Namespace, port int, name string, labels ...string) (float64, error) {
+	out, err := ns.Run("curl", "-sS", "--max-time", "5", fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		return 0, err
 	}

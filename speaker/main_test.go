@@ -82,10 +82,12 @@ func newBGPLab(t testing.TB, nodes map[string]string) *bgpLab {
 }
 
 // torSettings add to the ToR of newBGPLabWith: lines of its `router bgp` block, lines for each
-// neighbor (%[1]s is the neighbor's address), and the daemons FRR runs besides zebra and bgpd.
+// neighbor (%[1]s is the neighbor's address), and the daemons FRR runs besides zebra and bgpd;
+// peers, when set, names the nodes that are its neighbors (all of them otherwise).
 type torSettings struct {
 	router, neighbor []string
 	frr              []netlab.FRROption
+	peers            func(node string) bool
 }
 
 func newBGPLabWith(t testing.TB, nodes map[string]string, tor torSettings) *bgpLab {
@@ -119,11 +121,14 @@ func newBGPLabWith(t testing.TB, nodes map[string]string, tor torSettings) *bgpL
 			t.Fatal(err)
 		}
 		lab.nodes[name] = ns
+		createNode(t, name, addr, nil)
+		if tor.peers != nil && !tor.peers(name) {
+			continue
+		}
 		fmt.Fprintf(&neighbors, " neighbor %s remote-as %d\n", addr, nodeASN)
 		for _, line := range tor.neighbor {
 			fmt.Fprintf(&neighbors, " "+line+"\n", addr)
 		}
-		createNode(t, name, addr, nil)
 	}
 	var router strings.Builder
 	for _, line := range tor.router {

@@ -16,32 +16,42 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/maglb/maglb/internal/config"
 )
 
 // clientGroup is the GoBGP peer group of a reflector's clients.
 const clientGroup = "maglb-clients"
 
-// Clients are the LB nodes a reflector accepts iBGP sessions from: any address inside
-// Prefixes (a /32 or /128 names one node), in the reflector's own ASN. They connect; the
-// reflector never does.
+// Clients are the LB nodes a reflector accepts iBGP sessions from, by address, in the
+// reflector's own ASN. They connect; the reflector never does. Each client is a GoBGP
+// neighbor of its own (passive, configured from the clients' peer group), not a dynamic
+// neighbor: GoBGP removes a dynamic neighbor whenever its session drops, and with it its
+// BFD session, while holding the server's lock; a BFD session that fails resets its BGP
+// session through that same lock. When several clients' BFD failed at once (a loaded
+// reflector), a removal waited on a BFD session that waited on the lock the removal held,
+// and the reflector stopped answering, its clients' paths frozen at the ToR.
 type Clients struct {
-	ASN      uint32
-	Prefixes []netip.Prefix
+	ASN   uint32
+	Addrs []netip.Addr
 	// HoldTime and KeepaliveTime are offered to the clients; zero keeps GoBGP's defaults.
 	HoldTime, KeepaliveTime time.Duration
 	Password                string
+	// BFD runs on every client's session with this profile; nil: none.
+	BFD *config.BFDProfile
 }
 
 // SetClients makes the speaker accept sessions from clients; their routes are recorded
 // (Received), never reflected nor installed. Before the first peer starts GoBGP, they
-// are kept and applied then. A change restarts the clients' sessions.
+// are kept and applied then. A change of anything but the addresses restarts every
+// client's session.
 func (s *Speaker) SetClients(ctx context.Context, clients Clients) error {
-	for _, p := range clients.Prefixes {
-		if !p.IsValid() || p != p.Masked() {
-			return fmt.Errorf("invalid client prefix %q", p)
+	for _, a := range clients.Addrs {
+		if !a.IsValid() || a.Zone() != "" {
+			return fmt.Errorf("invalid client address %q", a)
 		}
 	}
-	if len(clients.Prefixes) > 0 && clients.ASN == 0 {
+	if len(clients.Addrs) > 0 && clients.ASN == 0 {
 		return errors.New("the clients' ASN is required")
 	}
 	s.mu.Lock()
@@ -57,34 +67,45 @@ func (s *Speaker) SetClients(ctx context.Context, clients Clients) error {
 	return s.syncClients(ctx, old)
 }
 
-// syncClients makes GoBGP's client peer group that of s.clients, which was old.
+// syncClients makes GoBGP's client peer group and its neighbors those of s.clients, which
+// was old.
 func (s *Speaker) syncClients(ctx context.Context, old Clients) error {
 	want, had := clientPeerGroup(s.clients), clientPeerGroup(old)
-	if len(old.Prefixes) > 0 && (len(s.clients.Prefixes) == 0 || !proto.Equal(want, had)) {
+	var errs []error
+	removeClient := func(a netip.Addr) {
+		if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("removing client %s: %w", a, err))
+		}
+	}
+	if len(old.Addrs) > 0 && (len(s.clients.Addrs) == 0 || !proto.Equal(want, had)) {
+		for _, a := range old.Addrs {
+			removeClient(a)
+		}
 		if err := s.server.DeletePeerGroup(ctx, &api.DeletePeerGroupRequest{Name: clientGroup}); err != nil {
-			return fmt.Errorf("removing the clients' peer group: %w", err)
+			return errors.Join(append(errs, fmt.Errorf("removing the clients' peer group: %w", err))...)
 		}
 		old = Clients{}
 	}
-	if len(s.clients.Prefixes) == 0 {
-		return nil
+	if len(s.clients.Addrs) == 0 {
+		return errors.Join(errs...)
 	}
-	if len(old.Prefixes) == 0 {
+	if len(old.Addrs) == 0 {
 		if err := s.server.AddPeerGroup(ctx, &api.AddPeerGroupRequest{PeerGroup: want}); err != nil {
-			return fmt.Errorf("adding the clients' peer group: %w", err)
+			return errors.Join(append(errs, fmt.Errorf("adding the clients' peer group: %w", err))...)
 		}
 	}
-	var errs []error
-	for _, p := range old.Prefixes {
-		if !slices.Contains(s.clients.Prefixes, p) {
-			err := s.server.DeleteDynamicNeighbor(ctx, &api.DeleteDynamicNeighborRequest{Prefix: p.String(), PeerGroup: clientGroup})
-			errs = append(errs, err)
+	for _, a := range old.Addrs {
+		if !slices.Contains(s.clients.Addrs, a) {
+			removeClient(a)
 		}
 	}
-	for _, p := range s.clients.Prefixes {
-		if !slices.Contains(old.Prefixes, p) {
-			err := s.server.AddDynamicNeighbor(ctx, &api.AddDynamicNeighborRequest{DynamicNeighbor: &api.DynamicNeighbor{Prefix: p.String(), PeerGroup: clientGroup}})
-			errs = append(errs, err)
+	for _, a := range s.clients.Addrs {
+		if slices.Contains(old.Addrs, a) {
+			continue
+		}
+		client := &api.Peer{Conf: &api.PeerConf{NeighborAddress: a.String(), PeerGroup: clientGroup}}
+		if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: client}); err != nil {
+			errs = append(errs, fmt.Errorf("adding client %s: %w", a, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -100,9 +121,13 @@ func clientPeerGroup(c Clients) *api.PeerGroup {
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          uint64(c.HoldTime / time.Second),
 			KeepaliveInterval: uint64(c.KeepaliveTime / time.Second),
+			// A client's session that went down is accepted again after a second, not
+			// GoBGP's 30: the client, not the reflector, waits before reconnecting.
+			IdleHoldTimeAfterReset: 1,
 		}},
 		Transport: &api.Transport{PassiveMode: true},
 		AfiSafis:  afiSafis,
+		Bfd:       bfdConfig(config.Peer{BFD: c.BFD}),
 	}
 }
 

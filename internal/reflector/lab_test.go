@@ -129,6 +129,7 @@ var (
 type lab struct {
 	tor        *netlab.FRR
 	torNS      *netlab.Namespace
+	namespaces map[string]*netlab.Namespace // of the nodes
 	speakers   map[string]*netlab.Child
 	reflectors map[string]*netlab.Child
 }
@@ -149,6 +150,7 @@ func newLab(t *testing.T) *lab {
 		}
 	}
 	namespaces := map[string]*netlab.Namespace{}
+	l.namespaces = namespaces
 	for i, node := range slices.Concat(lbNodes, reflNodes) {
 		ns, err := netlab.NewNamespace(t)
 		if err != nil {
@@ -237,7 +239,8 @@ func cluster() (config.ClusterResources, []announce.Node) {
 	pool := maglbv1beta1.IPAddressPool{ObjectMeta: meta("gold")}
 	pool.Spec.Addresses, pool.Spec.Shard = []string{aggregate4.String(), aggregate6.String()}, "gold"
 	res := config.ClusterResources{
-		Pools: []maglbv1beta1.IPAddressPool{pool},
+		Pools:       []maglbv1beta1.IPAddressPool{pool},
+		BFDProfiles: []metallbv1beta1.BFDProfile{{ObjectMeta: meta("fast"), Spec: metallbv1beta1.BFDProfileSpec{ReceiveInterval: ptr(uint32(100)), TransmitInterval: ptr(uint32(100))}}},
 		BGPAdvs: []metallbv1beta1.BGPAdvertisement{{ObjectMeta: meta("gold"),
 			Spec: metallbv1beta1.BGPAdvertisementSpec{IPAddressPools: []string{"gold"}, Communities: []string{"64512:100"}, LocalPref: 200}}},
 	}
@@ -251,7 +254,10 @@ func cluster() (config.ClusterResources, []announce.Node) {
 	for i, suffix := range []string{"", "-v6"} {
 		res.Peers = append(res.Peers, peer("tor"+suffix, torAddrs[i], "reflector"))
 		for _, node := range reflNodes {
-			res.Peers = append(res.Peers, peer(node+suffix, nodeAddrs[node][i], "lb"))
+			// BFD between the LB nodes and the reflectors: a dead node leaves in well under the hold time.
+			p := peer(node+suffix, nodeAddrs[node][i], "lb")
+			p.Spec.BFDProfile = "fast"
+			res.Peers = append(res.Peers, p)
 		}
 	}
 	var nodes []announce.Node
@@ -286,6 +292,8 @@ func services() []announce.Service {
 		{Key: "default/l", Pool: "gold", IPs: ips(vipL), LocalTraffic: true},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // announce makes each LB node's speaker announce what the speaker would: the ETP=Cluster
 // VIPs everywhere, the ETP=Local one only on lb1, its one node with an endpoint.
@@ -423,4 +431,56 @@ func TestTwoReflectorsAggregatePerShard(t *testing.T) {
 	l.waitPaths(t, aggregate4, want(aggregate4, []string{"rr-b"}, "lb1", "lb2"))
 	l.waitPaths(t, aggregate6, want(aggregate6, []string{"rr-b"}, "lb1", "lb2"))
 	l.waitPaths(t, hostL, want(hostL, []string{"rr-b"}, "lb1"))
+
+	// An LB node goes dark (every packet dropped, its sessions never closed): BFD takes it
+	// out, long before the 9 s hold time would.
+	dark := time.Now()
+	if _, err := l.namespaces["lb2"].Run("nft", "add table inet dark; "+
+		"add chain inet dark in { type filter hook input priority 0; policy drop; }; "+
+		"add chain inet dark out { type filter hook output priority 0; policy drop; }"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := l.paths(aggregate4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(got, want(aggregate4, []string{"rr-b"}, "lb1")) {
+			break
+		}
+		if time.Since(dark) > 5*time.Second {
+			t.Fatalf("the dark node's path still at the ToR after %v: %v", time.Since(dark), got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the dark node's path left the ToR %v after it went dark (BFD 100 ms × 3)", time.Since(dark))
+}
+
+// The LB nodes' BFD with the reflectors fails again and again under the reflectors' feet
+// (their BFD packets dropped past the detection time, then let through): each time both
+// ends of every session reset it, and the session comes back. The reflectors must keep
+// answering: every node's path returns after every round. Both ends resetting at once is
+// what wedged a reflector whose clients were GoBGP dynamic neighbors (see bgp.Clients).
+func TestClientBFDFlaps(t *testing.T) {
+	l := newLab(t)
+	l.announce(t)
+	all := want(aggregate4, reflNodes, lbNodes...)
+	l.waitPaths(t, aggregate4, all)
+	for round := range 8 {
+		for _, node := range lbNodes {
+			if _, err := l.namespaces[node].Run("nft", "add table inet bfdflap; "+
+				"add chain inet bfdflap in { type filter hook input priority 0; udp dport 3784 drop; }; "+
+				"add chain inet bfdflap out { type filter hook output priority 0; udp dport 3784 drop; }"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // past the 300 ms detection time
+		for _, node := range lbNodes {
+			if _, err := l.namespaces[node].Run("nft", "delete table inet bfdflap"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("round %d", round+1)
+		l.waitPaths(t, aggregate4, all)
+	}
 }

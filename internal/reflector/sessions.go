@@ -17,16 +17,14 @@ import (
 //     except those whose address is one of its node's (the LB nodes' sessions with it);
 //   - its clients: the nodes, other than its own, that the BGPPeers addressed to it
 //     select, each known by its InternalIPs; in the ASN of the first of those peers by
-//     name (an iBGP session has one), with its timers and password. Its BFD profile is not
-//     applied: GoBGP's BFD on dynamic neighbors wedged a reflector whose clients' BFD
-//     flapped, so the clients' sessions end by hold time or TCP.
+//     name (an iBGP session has one), with its timers, password and BFD profile.
 func Sessions(cfg *config.Config, nodes []announce.Node, self announce.Node) ([]config.Peer, bgp.Clients) {
 	toMe := func(p config.Peer) bool { return slices.Contains(self.Addrs, p.Addr.Unmap()) }
 	upstream := slices.DeleteFunc(announce.PeersOf(cfg, self.Labels), toMe)
 	var clients bgp.Clients
 	for _, name := range slices.Sorted(maps.Keys(cfg.Peers)) {
 		if p := cfg.Peers[name]; toMe(*p) {
-			clients = bgp.Clients{ASN: p.MyASN, HoldTime: p.HoldTime, KeepaliveTime: p.KeepaliveTime, Password: p.Password}
+			clients = bgp.Clients{ASN: p.MyASN, HoldTime: p.HoldTime, KeepaliveTime: p.KeepaliveTime, Password: p.Password, BFD: p.BFD}
 			break
 		}
 	}
@@ -34,10 +32,8 @@ func Sessions(cfg *config.Config, nodes []announce.Node, self announce.Node) ([]
 		if n.Name == self.Name || !slices.ContainsFunc(announce.PeersOf(cfg, n.Labels), toMe) {
 			continue
 		}
-		for _, a := range n.Addrs {
-			clients.Prefixes = append(clients.Prefixes, netip.PrefixFrom(a, a.BitLen()))
-		}
+		clients.Addrs = append(clients.Addrs, n.Addrs...)
 	}
-	slices.SortFunc(clients.Prefixes, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	slices.SortFunc(clients.Addrs, netip.Addr.Compare)
 	return upstream, clients
 }

@@ -50,15 +50,15 @@ func TestSessions(t *testing.T) {
 		},
 		wantUpstream: []string{"tor", "tor-v6"},
 		wantClients: bgp.Clients{ASN: 64512, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second,
-			Prefixes: []netip.Prefix{pfx("10.0.0.1/32"), pfx("10.0.0.2/32"), pfx("fd00::1/128")}},
+			Addrs: []netip.Addr{addr("10.0.0.1"), addr("10.0.0.2"), addr("fd00::1")}},
 	}, {
 		name: "a peer to this reflector selecting every node: every node but its own",
 		peers: []metallbv1beta2.BGPPeer{
 			peer("tor", "10.0.0.254", 64500, reflectors), peer("rr-a", "10.0.0.101", 64512, nil),
 		},
 		wantUpstream: []string{"tor"},
-		wantClients: bgp.Clients{ASN: 64512, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, Prefixes: []netip.Prefix{
-			pfx("10.0.0.1/32"), pfx("10.0.0.2/32"), pfx("10.0.0.50/32"), pfx("10.0.0.102/32"), pfx("fd00::1/128"),
+		wantClients: bgp.Clients{ASN: 64512, HoldTime: 9 * time.Second, KeepaliveTime: 3 * time.Second, Addrs: []netip.Addr{
+			addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.50"), addr("10.0.0.102"), addr("fd00::1"),
 		}},
 	}, {
 		name:         "no peer addressed to this reflector: no clients",
@@ -78,11 +78,9 @@ func TestSessions(t *testing.T) {
 			if diff := cmp.Diff(tc.wantUpstream, names); diff != "" {
 				t.Errorf("upstream peers (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tc.wantClients, clients, cmpopts.EquateComparable(netip.Prefix{})); diff != "" {
+			if diff := cmp.Diff(tc.wantClients, clients, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 				t.Errorf("clients (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
-
-func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
