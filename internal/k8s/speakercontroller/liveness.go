@@ -111,6 +111,23 @@ func forgetSpeaker(ctx context.Context, c client.Client, expired *coordinationv1
 	return nil
 }
 
+// cleansUp reports whether node is the speaker that cleans up after expired ones: the live
+// speaker first by name. One cleaner, not every survivor: on a loaded cluster every survivor
+// saw every late lease expire and raced to delete it, so the API server's load grew with the
+// square of the nodes. Should the cleaner itself stop, its lease expires and the next one
+// takes over.
+func cleansUp(live map[string]bool, node string) bool {
+	if !live[node] {
+		return false
+	}
+	for other := range live {
+		if other < node {
+			return false
+		}
+	}
+	return true
+}
+
 // NeedLeaderElection: every speaker beats.
 func (h *heartbeat) NeedLeaderElection() bool { return false }
 

@@ -45,3 +45,24 @@ func TestLeases(t *testing.T) {
 		})
 	}
 }
+
+func TestCleansUp(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		live map[string]bool
+		node string
+		want bool
+	}{
+		{"first live by name", map[string]bool{"lb1": true, "lb2": true, "lb3": true}, "lb1", true},
+		{"another is first", map[string]bool{"lb1": true, "lb2": true, "lb3": true}, "lb2", false},
+		{"the first one's lease expired", map[string]bool{"lb2": true, "lb3": true}, "lb2", true},
+		{"own lease expired", map[string]bool{"lb3": true}, "lb2", false},
+		{"alone", map[string]bool{"lb9": true}, "lb9", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := cleansUp(tc.live, tc.node); got != tc.want {
+				t.Errorf("cleansUp(%v, %s) = %v, want %v", tc.live, tc.node, got, tc.want)
+			}
+		})
+	}
+}

@@ -203,10 +203,9 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// input gathers the node's view from the cache, and when to look again for a lease that
-// expires (0: no live lease).
-// input reads what the decisions need. It also returns when to look again (the first live
-// lease's expiry) and the leases of other speakers that expired: crashed ones.
+// input reads what the decisions need, from the cache. It also returns when to look again
+// (the first live lease's expiry; 0: no live lease) and, when this speaker is the one that
+// cleans up (cleansUp), the leases of other speakers that expired: crashed ones.
 func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, time.Duration, []coordinationv1.Lease, error) {
 	var (
 		nodes    corev1.NodeList
@@ -241,6 +240,9 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		case node != r.NodeName:
 			expired = append(expired, *l)
 		}
+	}
+	if !cleansUp(live, r.NodeName) {
+		expired = nil
 	}
 	in := announce.Input{
 		NodeName: r.NodeName, Config: cfg, Datapath: r.Mode, Encap: r.Encap,
