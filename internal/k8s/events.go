@@ -38,7 +38,7 @@ const (
 
 // EventRecorder records core/v1 Events as client-go's recorder does (the same Events,
 // correlated the same way: repeats fold into one Event's count, an object's event spam is
-// cut), but queues without bound and writes in parallel. client-go's broadcaster hands events
+// cut), but queues far more (eventQueueLimit per writer) and writes in parallel. client-go's broadcaster hands events
 // to its writer through a channel of 1,000 and silently drops what does not fit: a burst of
 // allocations, thousands of events within a second, lost all but the first thousand. Events
 // of one object are written in order, by one writer.
@@ -118,7 +118,12 @@ func (r *EventRecorder) AnnotatedEventf(object runtime.Object, annotations map[s
 		ReportingInstance:   r.source.Host,
 	}
 	level.Debug(r.logger).Log("object", ref.Namespace+"/"+ref.Name, "kind", ref.Kind, "type", eventtype, "reason", reason, "message", message)
-	r.queues[writerOf(ref)].push(event)
+	// The first drop of a run, then every thousandth, is logged: a full queue means the API
+	// server has not taken events for long.
+	if dropped := r.queues[writerOf(ref)].push(event); dropped%1000 == 1 {
+		level.Error(r.logger).Log("msg", "event queue full: events dropped", "dropped", dropped, "limit", eventQueueLimit,
+			"object", ref.Namespace+"/"+ref.Name, "reason", reason)
+	}
 }
 
 // writerOf keeps each object's events on one writer, in order.
@@ -223,21 +228,37 @@ func retriable(err error) bool {
 	return true
 }
 
-// eventQueue is an unbounded FIFO with one reader.
+// eventQueueLimit bounds each writer's queue: far above any burst of allocations (every
+// Service of a cluster at once), low enough that an API server down for long with events
+// coming in cannot grow the process without end.
+const eventQueueLimit = 50000
+
+// eventQueue is a FIFO with one reader, of at most eventQueueLimit events.
 type eventQueue struct {
-	mu     sync.Mutex
-	events []*corev1.Event
-	ready  chan struct{} // a token when events may be waiting
+	mu      sync.Mutex
+	events  []*corev1.Event
+	dropped int
+	ready   chan struct{} // a token when events may be waiting
 }
 
-func (q *eventQueue) push(e *corev1.Event) {
+// push queues e, unless the queue is full: then e is dropped, and push returns how many were
+// dropped since the queue was last below its limit.
+func (q *eventQueue) push(e *corev1.Event) (dropped int) {
 	q.mu.Lock()
+	if len(q.events) >= eventQueueLimit {
+		q.dropped++
+		dropped = q.dropped
+		q.mu.Unlock()
+		return dropped
+	}
 	q.events = append(q.events, e)
+	q.dropped = 0
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
+	return 0
 }
 
 // pop returns the first event, waiting for one while ctx runs.
