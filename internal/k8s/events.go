@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/http"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/tools/record/util"
 	"k8s.io/client-go/tools/reference"
@@ -56,15 +58,25 @@ var _ record.EventRecorder = (*EventRecorder)(nil)
 // NewEventRecorder returns a recorder of events from component, which writes them while mgr
 // runs (on every replica: a leader's events and a webhook's alike), then what is queued.
 func NewEventRecorder(mgr manager.Manager, component string, logger log.Logger) (*EventRecorder, error) {
-	cs, err := kubernetes.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	r, err := NewUnmanagedEventRecorder(mgr.GetConfig(), mgr.GetHTTPClient(), mgr.GetScheme(), component, logger)
 	if err != nil {
-		return nil, fmt.Errorf("creating the events client: %w", err)
+		return nil, err
 	}
-	r := newEventRecorder(mgr.GetScheme(), component, &typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")}, logger)
 	if err := mgr.Add(r); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// NewUnmanagedEventRecorder returns a recorder of events from component to the cluster of
+// cfg, which writes them while its Start runs: for a cluster no manager runs, such as a
+// workload cluster.
+func NewUnmanagedEventRecorder(cfg *rest.Config, httpClient *http.Client, scheme *runtime.Scheme, component string, logger log.Logger) (*EventRecorder, error) {
+	cs, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("creating the events client: %w", err)
+	}
+	return newEventRecorder(scheme, component, &typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")}, logger), nil
 }
 
 func newEventRecorder(scheme *runtime.Scheme, component string, sink record.EventSink, logger log.Logger) *EventRecorder {

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -69,7 +68,7 @@ type runner struct {
 	r        *Reconciler
 	logger   log.Logger
 	workload cluster.Cluster
-	recorder record.EventRecorder
+	recorder *k8s.EventRecorder
 	queue    workqueue.TypedRateLimitingInterface[reconcile.Request]
 	started  time.Time
 
@@ -137,6 +136,7 @@ func (rn *runner) start(ctx context.Context) {
 			level.Error(rn.logger).Log("op", "cache", "error", err)
 		}
 	})
+	rn.goRun(func() { _ = rn.recorder.Start(ctx) })
 	rn.goRun(func() { rn.probeLoop(ctx) })
 	rn.goRun(func() { rn.run(ctx) })
 }
@@ -177,8 +177,8 @@ func (rn *runner) build() error {
 		return err
 	}
 	rn.workload = cl
-	rn.recorder = cl.GetEventRecorderFor(eventSource)
-	return nil
+	rn.recorder, err = k8s.NewUnmanagedEventRecorder(cl.GetConfig(), cl.GetHTTPClient(), cl.GetScheme(), eventSource, rn.logger)
+	return err
 }
 
 // run waits for the workload cache, which waits for the workload cluster, then projects.
