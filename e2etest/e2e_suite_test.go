@@ -90,6 +90,8 @@ type environment struct {
 	} `json:"upstream_metallb"`
 	SwapToMagLB    []string `json:"swap_to_maglb"`
 	SwapToUpstream []string `json:"swap_to_upstream"`
+	// Chaos are the commands of the chaos suite's faults.
+	Chaos chaosCommands `json:"chaos"`
 }
 
 type router struct {
