@@ -826,8 +826,11 @@ func gracefulRestartSessions(routerName string) func() ([]string, error) {
 	return func() ([]string, error) {
 		var neighbors map[string]struct {
 			State        string `json:"bgpState"`
+			// FRR names the capability gracefulRestart when both ends sent it, else
+			// gracefulRestartCapability.
 			Capabilities struct {
-				GracefulRestart string `json:"gracefulRestart"`
+				Both     string `json:"gracefulRestart"`
+				OneSided string `json:"gracefulRestartCapability"`
 			} `json:"neighborCapabilities"`
 		}
 		out, err := vtysh(routerName, "show bgp neighbors json")
@@ -839,7 +842,7 @@ func gracefulRestartSessions(routerName string) func() ([]string, error) {
 		}
 		peers := []string{}
 		for address, n := range neighbors {
-			if n.State == "Established" && strings.Contains(n.Capabilities.GracefulRestart, "eceived") &&
+			if n.State == "Established" && strings.Contains(n.Capabilities.Both+n.Capabilities.OneSided, "eceived") &&
 				netip.MustParseAddr(address).Is4() {
 				peers = append(peers, address)
 			}
