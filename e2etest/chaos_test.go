@@ -121,7 +121,9 @@ type chaosRow struct {
 	// some point, with the first differing set.
 	RouteChanges []string `json:"route_changes,omitempty"`
 	StateEqual   bool     `json:"state_equal"`
-	StateDiff    string   `json:"state_diff,omitempty"`
+	// StateDiffers names what differed after recovery; StateDiff says how (-before +after).
+	StateDiffers string `json:"state_differs,omitempty"`
+	StateDiff    string `json:"state_diff,omitempty"`
 	// Recovery names what the fault measured itself ("routes back", "takeover", ...), and
 	// RecoveryMillis how long it took (-1: not within its wait).
 	Recovery       string   `json:"recovery,omitempty"`
@@ -219,6 +221,11 @@ func chaosEntries() []TableEntry {
 // reach furthest, last.
 func chaosFaults() []fault {
 	return []fault{{
+		// What the lab loses with nothing broken: the floor of every other row.
+		name:    "no fault (10 s)",
+		goals:   onEveryDatapath("0 connections lost, 0 failed requests", keepsServing...),
+		inflict: func(context.Context, *chaosRow, chaosState) { time.Sleep(10 * time.Second) },
+	}, {
 		name: "kill -9 one speaker",
 		goals: onEveryDatapath("0 connections lost, 0 failed requests, no IP changed (graceful restart keeps "+
 			"the node's routes, its datapath keeps forwarding)", keepsServing...),
@@ -302,7 +309,7 @@ func runFault(ctx context.Context, f fault, vips []string) chaosRow {
 	var after chaosState
 	row.StateEqual, after = recovered(ctx, before)
 	if !row.StateEqual {
-		row.StateDiff = cmp.Diff(before, after)
+		row.StateDiffers, row.StateDiff = before.differences(after), cmp.Diff(before, after)
 	}
 	time.Sleep(3 * time.Second)
 	traffic.finish(&row)
@@ -320,7 +327,7 @@ func runFault(ctx context.Context, f fault, vips []string) chaosRow {
 
 func stateRestored(r chaosRow) string {
 	if !r.StateEqual {
-		return "the state after recovery differs from before: " + r.StateDiff
+		return "not as before after " + recoveryTimeout.String() + ": " + r.StateDiffers
 	}
 	return ""
 }
@@ -484,6 +491,27 @@ type chaosState struct {
 	// Configuration is each ConfigurationState's result, error summary and conditions.
 	Configuration map[string]string
 	ControllerUp  bool
+}
+
+// differences names the parts of the state that differ in other.
+func (s chaosState) differences(other chaosState) string {
+	var parts []string
+	for _, p := range []struct {
+		name  string
+		equal bool
+	}{
+		{"the Services' IPs", cmp.Equal(s.ServiceIPs, other.ServiceIPs)},
+		{"the ToR's BGP next hops", cmp.Equal(s.Routes, other.Routes)},
+		{"the ToR's kernel next hops", cmp.Equal(s.Forwarding, other.Forwarding)},
+		{"what the speakers announce and program", cmp.Equal(s.Programmed, other.Programmed)},
+		{"the ConfigurationStates", cmp.Equal(s.Configuration, other.Configuration)},
+		{fmt.Sprintf("the controller answering (%v, then %v)", s.ControllerUp, other.ControllerUp), s.ControllerUp == other.ControllerUp},
+	} {
+		if !p.equal {
+			parts = append(parts, p.name)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (s chaosState) vips() []string {
@@ -825,7 +853,7 @@ func setGracefulRestart(ctx context.Context, p *metallbv1beta2.BGPPeer, on bool)
 func gracefulRestartSessions(routerName string) func() ([]string, error) {
 	return func() ([]string, error) {
 		var neighbors map[string]struct {
-			State        string `json:"bgpState"`
+			State string `json:"bgpState"`
 			// FRR names the capability gracefulRestart when both ends sent it, else
 			// gracefulRestartCapability.
 			Capabilities struct {
