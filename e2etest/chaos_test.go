@@ -481,13 +481,15 @@ func restartRouter(_ context.Context, r *chaosRow, before chaosState) {
 // What a fault must leave as it found it
 
 // chaosState is what the environment looks like from outside: the Services' IPs, the ToR's
-// routes, what each speaker announces and programs, the ConfigurationStates, and whether the
+// routes, what each speaker announces and programs, the status objects, and whether the
 // controller answers.
 type chaosState struct {
 	ServiceIPs map[string][]string // namespace/name -> ingress IPs
 	Routes     map[string][]string // VIP -> the next hops of the ToR's valid BGP paths
 	Forwarding map[string][]string // IPv4 VIP -> the next hops of the ToR's kernel route
 	Programmed map[string][]string // LB node -> the services its speaker announces and (ebpf) programs
+	// BGPStatus are the ServiceBGPStatus objects: node, Service and peers of each.
+	BGPStatus []string
 	// Configuration is each ConfigurationState's result, error summary and conditions.
 	Configuration map[string]string
 	ControllerUp  bool
@@ -504,6 +506,7 @@ func (s chaosState) differences(other chaosState) string {
 		{"the ToR's BGP next hops", cmp.Equal(s.Routes, other.Routes)},
 		{"the ToR's kernel next hops", cmp.Equal(s.Forwarding, other.Forwarding)},
 		{"what the speakers announce and program", cmp.Equal(s.Programmed, other.Programmed)},
+		{"the ServiceBGPStatus objects", cmp.Equal(s.BGPStatus, other.BGPStatus)},
 		{"the ConfigurationStates", cmp.Equal(s.Configuration, other.Configuration)},
 		{fmt.Sprintf("the controller answering (%v, then %v)", s.ControllerUp, other.ControllerUp), s.ControllerUp == other.ControllerUp},
 	} {
@@ -542,6 +545,16 @@ func observeState(ctx context.Context) (chaosState, error) {
 			return s, err
 		}
 	}
+	var statuses metallbv1beta1.ServiceBGPStatusList
+	if err := cs.List(ctx, &statuses, client.InNamespace(env.Namespace)); err != nil {
+		return s, err
+	}
+	s.BGPStatus = []string{}
+	for _, st := range statuses.Items {
+		peers := slices.Sorted(slices.Values(st.Status.Peers))
+		s.BGPStatus = append(s.BGPStatus, fmt.Sprintf("%s %s/%s %v", st.Status.Node, st.Status.ServiceNamespace, st.Status.ServiceName, peers))
+	}
+	slices.Sort(s.BGPStatus)
 	var states metallbv1beta1.ConfigurationStateList
 	if err := cs.List(ctx, &states, client.InNamespace(env.Namespace)); err != nil {
 		return s, err
