@@ -21,8 +21,7 @@ const (
 	// End-of-RIB before announcing.
 	selectionDeferralTime = 30
 	// retryTime is the delay between connection attempts, and before reconnecting after a
-	// session went down, when the peer sets no connectTime; GoBGP's defaults (120s, 30s)
-	// keep a peer down for minutes.
+	// session went down; GoBGP's defaults (120s, 30s) keep a peer down for minutes.
 	retryTime   = 5
 	defaultPort = 179
 	// addPathSendMax is how many paths of a prefix a reflector sends with ADD-PATH: one
@@ -95,12 +94,10 @@ func newSession(logger log.Logger, p config.Peer) (session, error) {
 		},
 		Transport: &api.Transport{RemotePort: port},
 		Timers: &api.Timers{Config: &api.TimersConfig{
-			HoldTime:          uint64(p.HoldTime / time.Second),
-			KeepaliveInterval: uint64(p.KeepaliveTime / time.Second),
-			ConnectRetry:      connectRetry,
-			// A session that went down (a router restarted) comes back as soon as a new
-			// connection would be tried, not later: FRR reconnects after a second.
-			IdleHoldTimeAfterReset: connectRetry,
+			HoldTime:               uint64(p.HoldTime / time.Second),
+			KeepaliveInterval:      uint64(p.KeepaliveTime / time.Second),
+			ConnectRetry:           connectRetry,
+			IdleHoldTimeAfterReset: retryTime,
 		}},
 		AfiSafis: afiSafis,
 	}

@@ -81,27 +81,6 @@ func TestBFDOfPeers(t *testing.T) {
 	}
 }
 
-// After a reset (the router restarted) the speaker reconnects as soon as it would try a new
-// connection: after the peer's connectTime, 5 s without one.
-func TestReconnectTimers(t *testing.T) {
-	for _, tc := range []struct {
-		connectTime time.Duration
-		want        uint64
-	}{{0, 5}, {2 * time.Second, 2}, {500 * time.Millisecond, 1}, {10 * time.Second, 10}} {
-		p := config.Peer{Name: "p", MyASN: 64512, ASN: 64513, Addr: netip.MustParseAddr("192.0.2.1"), HoldTime: 90 * time.Second,
-			KeepaliveTime: 30 * time.Second, ConnectTime: tc.connectTime}
-		sess, err := newSession(log.NewNopLogger(), p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		timers := sess.peer.Timers.Config
-		if timers.ConnectRetry != tc.want || timers.IdleHoldTimeAfterReset != tc.want {
-			t.Errorf("connectTime %s: connect retry %d s, idle hold after a reset %d s; want %d s both", tc.connectTime,
-				timers.ConnectRetry, timers.IdleHoldTimeAfterReset, tc.want)
-		}
-	}
-}
-
 func TestOnlyBFDChangesKeepTheSession(t *testing.T) {
 	base := config.Peer{Name: "p", MyASN: 64512, ASN: 64513, Addr: netip.MustParseAddr("192.0.2.1"), HoldTime: 90 * time.Second}
 	withBFD, otherBFD, otherHold := base, base, base
