@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -203,52 +204,15 @@ type survivalResult struct {
 	MovedFlows float64 `json:"moved_flows,omitempty"`
 }
 
-// survival opens conns keep-alive connections through vip, each asking every 100 ms, has
-// fail take the last LB node out of ECMP (it returns once the ToR no longer sends to it),
-// keeps asking for 3 s more, and counts the connections that never failed.
+// survival opens conns keep-alive connections through vip (holdConnections), has fail take
+// the last LB node out of ECMP (it returns once the ToR no longer sends to it), keeps asking
+// for 3 s more, and counts the connections that never failed.
 func survival(vip string, conns int, fail func(node string)) survivalResult {
 	GinkgoHelper()
 	out := lbNames()[len(lbNames())-1]
 	result := survivalResult{Datapath: env.Datapath, LBNode: out}
-	open := make([]*httpConn, 0, conns)
-	defer func() {
-		for _, c := range open {
-			c.closeNow()
-		}
-	}()
-	for i := range conns {
-		c, err := dialHTTP(vip, env.HTTPPort, 0)
-		Expect(err).NotTo(HaveOccurred(), "connection %d", i)
-		open = append(open, c)
-	}
-	result.Established = len(open)
-
-	stop := make(chan struct{})
-	failed := make([]bool, conns)
-	var requests sync.WaitGroup
-	var mu sync.Mutex
-	for i, c := range open {
-		requests.Add(1)
-		go func() {
-			defer requests.Done()
-			tick := time.NewTicker(100 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				if _, _, err := c.get("/", 5*time.Second); err != nil {
-					failed[i] = true
-					return
-				}
-				mu.Lock()
-				result.Requests++
-				mu.Unlock()
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-			}
-		}()
-	}
+	held := holdConnections([]string{vip}, conns, 5*time.Second)
+	result.Established = len(held.conns)
 	time.Sleep(2 * time.Second)
 	rest := slices.DeleteFunc(lbNames(), func(n string) bool { return n == out })
 	misses := func() float64 {
@@ -262,16 +226,70 @@ func survival(vip string, conns int, fail func(node string)) survivalResult {
 	missesBefore := misses()
 	fail(out)
 	time.Sleep(3 * time.Second)
-	close(stop)
-	requests.Wait()
+	result.Survived = result.Established - held.finish()
+	result.Requests = held.requests.Load()
 	result.MovedFlows = misses() - missesBefore
-	for _, f := range failed {
-		if !f {
-			result.Survived++
-		}
-	}
 	result.Percent = 100 * float64(result.Survived) / float64(result.Established)
 	return result
+}
+
+// heldConnections are keep-alive HTTP connections through VIPs, each asking every 100 ms until
+// finish; one that fails once (an error, or no answer within its timeout) is lost.
+type heldConnections struct {
+	conns    []*httpConn
+	lost     []bool
+	requests atomic.Int64
+	stop     chan struct{}
+	stopOnce sync.Once
+	asking   sync.WaitGroup
+}
+
+// holdConnections opens n connections, over vips in turn, and starts asking on each; the
+// spec's end finishes them if the spec does not.
+func holdConnections(vips []string, n int, timeout time.Duration) *heldConnections {
+	GinkgoHelper()
+	h := &heldConnections{lost: make([]bool, n), stop: make(chan struct{})}
+	DeferCleanup(h.finish)
+	for i := range n {
+		c, err := dialHTTP(vips[i%len(vips)], env.HTTPPort, 0)
+		Expect(err).NotTo(HaveOccurred(), "connection %d through %s", i, vips[i%len(vips)])
+		h.conns = append(h.conns, c)
+	}
+	for i, c := range h.conns {
+		h.asking.Add(1)
+		go func() {
+			defer h.asking.Done()
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				if _, _, err := c.get("/", timeout); err != nil {
+					h.lost[i] = true
+					return
+				}
+				h.requests.Add(1)
+				select {
+				case <-h.stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	return h
+}
+
+// finish stops asking (a request under way gets its answer or its timeout), closes the
+// connections and returns how many were lost.
+func (h *heldConnections) finish() (lost int) {
+	h.stopOnce.Do(func() { close(h.stop) })
+	h.asking.Wait()
+	for i, c := range h.conns {
+		c.closeNow()
+		if h.lost[i] {
+			lost++
+		}
+	}
+	return lost
 }
 
 // writeReport writes v as name.json under --report-dir, when set.

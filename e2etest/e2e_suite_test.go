@@ -98,6 +98,8 @@ type environment struct {
 	Reflectors     map[string]reflectorNode `json:"reflectors"`
 	ReflectorStop  []string                 `json:"reflector_stop"`
 	ReflectorStart []string                 `json:"reflector_start"`
+	// Chaos are the commands of the chaos suite's faults.
+	Chaos chaosCommands `json:"chaos"`
 }
 
 // reflectorNode is a route reflector (speaker --role=reflector) between the LB nodes and the ToR.

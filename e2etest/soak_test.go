@@ -11,9 +11,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
-	"regexp"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -301,20 +299,6 @@ func (s *soak) ips(ctx context.Context) map[string][]string {
 	return ips
 }
 
-// demoVIPs are the IPs of the lab's demo Services.
-func demoVIPs(ctx context.Context) []string {
-	GinkgoHelper()
-	var list corev1.ServiceList
-	Expect(cs.List(ctx, &list, client.InNamespace("demo"))).To(Succeed())
-	var vips []string
-	for _, svc := range list.Items {
-		for _, ingress := range svc.Status.LoadBalancer.Ingress {
-			vips = append(vips, ingress.IP)
-		}
-	}
-	return vips
-}
-
 // requests is a steady stream of HTTP requests, each on a new connection, through vips in turn.
 type requests struct {
 	ok, failed atomic.Int64
@@ -433,16 +417,14 @@ func (m *memorySampler) figures() []memoryFigures {
 	return figures
 }
 
-// datapathState is what each LB node's speaker programs: its services (VIP, protocol, port)
-// and what its kernel maps hold, from its metrics.
+// datapathState is what each LB node's speaker programs: its services (the labels of their
+// maglb_datapath_service_* series) and what its kernel maps hold, from its metrics.
 type datapathState map[string]nodeDatapath
 
 type nodeDatapath struct {
 	services   []string
 	mapEntries map[string]float64
 }
-
-var programmedService = regexp.MustCompile(`(?m)^maglb_datapath_service_packets_total\{port="(\d+)",protocol="(\w+)",vip="([^"]+)"\}`)
 
 func observeDatapaths() (datapathState, error) {
 	state := datapathState{}
@@ -452,10 +434,11 @@ func observeDatapaths() (datapathState, error) {
 			return nil, err
 		}
 		node := nodeDatapath{mapEntries: map[string]float64{}}
-		for _, m := range programmedService.FindAllStringSubmatch(text, -1) {
-			node.services = append(node.services, m[3]+" "+m[2]+" "+m[1])
+		services, err := promtext.Samples(text, "maglb_datapath_service_packets_total")
+		if err != nil {
+			return nil, err
 		}
-		sort.Strings(node.services)
+		node.services = slices.Sorted(maps.Keys(services))
 		for _, mapName := range []string{"vips", "vip_addresses", "backends", "rings"} {
 			if node.mapEntries[mapName], err = promtext.Value(text, "maglb_datapath_map_entries", "map="+mapName); err != nil {
 				return nil, err
@@ -473,9 +456,9 @@ func (d datapathState) withServices(vips []string) datapathState {
 	for name, node := range d {
 		services := slices.Clone(node.services)
 		for _, vip := range vips {
-			services = append(services, fmt.Sprintf("%s TCP %d", vip, env.HTTPPort))
+			services = append(services, fmt.Sprintf(`port="%d",protocol="TCP",vip="%s"`, env.HTTPPort, vip))
 		}
-		sort.Strings(services)
+		slices.Sort(services)
 		want[name] = nodeDatapath{services: services}
 	}
 	return want

@@ -161,12 +161,9 @@ func observeUpgrade(ctx context.Context) upgradeState {
 	GinkgoHelper()
 	s := upgradeState{ips: map[string][]string{}, ports: map[string][]corev1.ServicePort{}, versions: map[string]string{},
 		generations: map[string]int64{}, poolStatus: map[string]metallbv1beta1.IPAddressPoolStatus{}}
-	var services corev1.ServiceList
-	Expect(cs.List(ctx, &services)).To(Succeed())
-	for _, svc := range services.Items {
-		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Status.LoadBalancer.Ingress) == 0 {
-			continue
-		}
+	services, err := loadBalancerServices(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	for _, svc := range services {
 		key := svc.Namespace + "/" + svc.Name
 		for _, in := range svc.Status.LoadBalancer.Ingress {
 			s.ips[key] = append(s.ips[key], in.IP)

@@ -18,7 +18,7 @@ from tooling import REPO, step
 DEFAULT_PASS_OPTIONS = {"datapath": "ebpf", "protocol": "bgp", "workload_clusters": 2}
 E2E_PASSES = {
     "layer2": ({"datapath": "ebpf", "protocol": "layer2", "workload_clusters": 0}, "layer2 || metrics"),
-    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || bfd || metrics || mtu || projection"),
+    "kubeproxy": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 2}, "bgp || survival || bfd || metrics || mtu || projection || chaos"),
     "gue": ({"datapath": "ebpf", "protocol": "bgp", "encap": "gue", "workload_clusters": 2}, "mtu || (datapath && smoke)"),
     "upgrade": ({"datapath": "kubeproxy", "protocol": "bgp", "workload_clusters": 0, "metallb": "upstream"}, "upgrade"),
     "reflector": ({"datapath": "ebpf", "protocol": "bgp", "bgp_mode": "reflector", "workload_clusters": 0}, "reflector"),
@@ -133,6 +133,13 @@ def print_figures(reports):
         for m in soak["memory"]:
             over_time = " ".join(str(s["bytes"] >> 20) for s in m["samples"])
             print(f"    {m['component']:<18} {m['warm_bytes'] >> 20:>6} {m['end_bytes'] >> 20:>6}  {over_time}", flush=True)
+    chaos = {dp: r for dp in ("ebpf", "kubeproxy") if (r := load(f"chaos-{dp}"))}
+    if chaos:
+        connections = next(iter(chaos.values()))["connections"]
+        step(f"chaos: one fault at a time under {connections} long-lived TCP connections and new HTTP requests "
+             "and UDP echoes through every demo VIP")
+        for line in chaos_table(chaos):
+            print(f"    {line}", flush=True)
     shards = load("shards-ebpf")
     if shards:
         step(f"shard isolation: shard {shards['measured_shard']}'s HTTP requests/s while shard "
@@ -151,3 +158,39 @@ def print_figures(reports):
               f"held the other reflector's paths alone {reflector['paths_gone_ms']} ms after the kill command returned "
               f"(it took {reflector['stop_command_ms']} ms), both reflectors' "
               f"again {reflector['paths_back_ms']} ms after the restart", flush=True)
+
+
+CHAOS_COLUMNS = ("fault", "datapath", "connections lost", "failed requests", "longest gap", "IPs changed",
+                 "state equal after", "recovery", "goal")
+
+
+def chaos_table(reports):
+    """The chaos reports (datapath -> chaos-<datapath>.json) as a Markdown table, fault by
+    fault, then a note for each row that missed a goal or says more."""
+    faults = list(dict.fromkeys(row["fault"] for r in reports.values() for row in r["rows"]))
+    lines = ["| " + " | ".join(CHAOS_COLUMNS) + " |", "|" + "---|" * len(CHAOS_COLUMNS)]
+    notes = []
+    for fault in faults:
+        for dp, r in reports.items():
+            row = next((row for row in r["rows"] if row["fault"] == fault), None)
+            if row is None:
+                continue
+            if row["verdict"] == "n/a":
+                cells = [fault, dp, "", "", "", "", "", "", f"n/a: {row['goal']}"]
+            else:
+                failed = row["failed_http"] + row["failed_udp"]
+                recovery = f"{row['recovery']} {_seconds(row['recovery_ms'])}" if row.get("recovery") else ""
+                cells = [fault, dp, f"{row['connections_lost']} of {row['connections']}",
+                         f"{failed} of {row['requests']}", _seconds(row["longest_gap_ms"]),
+                         "yes" if row.get("ip_changes") else "no", "yes" if row["state_equal"] else "no",
+                         recovery, row["verdict"]]
+            lines.append("| " + " | ".join(cells) + " |")
+            for missed in row.get("missed") or []:
+                notes.append(f"{fault} ({dp}) MISSED: {missed}")
+            for note_ in row.get("notes") or []:
+                notes.append(f"{fault} ({dp}): {note_}")
+    return lines + ([""] + notes if notes else [])
+
+
+def _seconds(ms):
+    return "never" if ms < 0 else f"{ms / 1000:.1f} s"

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import labchaos
 import labnet
 import labreflector
 import labupstream
@@ -46,6 +47,9 @@ APISERVER_PORT = 26443
 METRICS_PORT = 27472
 HEALTH_PORT = 27473
 WEBHOOK_PORT = 29443
+# The controller's replicas, each with its (metrics, health probe, webhook) ports: the lab runs
+# the first; the second joins for the chaos suite's leader fault (hack/labchaos.py).
+CONTROLLER_REPLICAS = {"controller": (METRICS_PORT, HEALTH_PORT, WEBHOOK_PORT), "controller-2": (27482, 27483, 29444)}
 
 # ---------------------------------------------------------------------------------------------
 # The lab
@@ -194,42 +198,52 @@ metadata:
         out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", capture=True)
         note(f"{len(out.splitlines())} CRDs established")
 
-    def controller_argv(self):
+    def controller_argv(self, replica="controller"):
         """(argv, environment) of the controller that runs now. In the upgrade lab both run with
         the arguments and environment of upstream's chart, and the lab adds after them (so they
         win) what running outside a pod needs: the kubeconfig, the namespace, the lab's ports,
         and where the API server reaches MagLB's webhooks. Upstream's webhooks stay off: its
         controller registers them behind the Service metallb-webhook-service, which the API
         server cannot reach here."""
-        outside = ["--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE, "--port", METRICS_PORT]
+        metrics, health, webhook = CONTROLLER_REPLICAS[replica]
+        outside = ["--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE, "--port", metrics]
         if self.running_metallb() == "upstream":
             args, env = self.chart("controller", {})
             return [self.upstream.binary("controller"), *args, *outside, "--webhook-mode=disabled"], env
         # The lab and the e2e suites scrape plain HTTP (MagLB's default is HTTPS with token review).
-        outside += ["--webhook-host", "127.0.0.1", "--webhook-port", WEBHOOK_PORT, "--health-probe-port", HEALTH_PORT,
+        outside += ["--webhook-host", "127.0.0.1", "--webhook-port", webhook, "--health-probe-port", health,
                     "--cert-dir", self.state / "webhook-certs", "--metrics-secure=false"]
+        if replica != "controller":
+            # The first replica keeps the webhooks' certificate and registration, as the one
+            # behind the webhook Service would; the others serve with that certificate.
+            outside.append("--disable-cert-rotation")
         if self.upgrade_lab:
             args, env = self.chart("controller", {})
             return [binary("controller"), *args, *outside], env
         return [binary("controller"), *outside, "--log-level", "debug"], {}
 
-    def start_controller(self):
-        argv, env = self.controller_argv()
+    def start_controller(self, replica="controller"):
+        """Starts a replica of the controller and waits until it is ready. It runs with its
+        replica name as hostname, as a pod does, so that the leader-election Lease
+        (hostname_uuid) names the replica that leads."""
+        argv, env = self.controller_argv(replica)
+        metrics, health, webhook = CONTROLLER_REPLICAS[replica]
         upstream = self.running_metallb() == "upstream"
         if upstream:
-            step(f"controller: upstream MetalLB v{self.upstream.version}'s, webhooks off, metrics :{METRICS_PORT}")
-            ready = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+            step(f"{replica}: upstream MetalLB v{self.upstream.version}'s, webhooks off, metrics :{metrics}")
+            ready = f"http://127.0.0.1:{metrics}/metrics"
         else:
-            step(f"controller: bin/controller, webhooks on 127.0.0.1:{WEBHOOK_PORT}, "
-                 f"metrics :{METRICS_PORT}, probes :{HEALTH_PORT}")
+            step(f"{replica}: bin/controller, webhooks on 127.0.0.1:{webhook}, metrics :{metrics}, probes :{health}")
             self._record_binary("controller")
-            ready = f"http://127.0.0.1:{HEALTH_PORT}/readyz"
+            ready = f"http://127.0.0.1:{health}/readyz"
         note(" ".join(map(str, argv[1:])) + "".join(f" {k}={v}" for k, v in env.items()))
-        self.procs.start("controller", argv, env)
+        self.procs.start(replica, ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', replica, *argv],
+                         env)
         started = time.monotonic()
-        wait_until(f"controller {ready}", lambda: self.http_ok(ready), 90, "controller", self.procs)
-        note(f"controller ready after {time.monotonic() - started:.1f}s"
-             + ("" if upstream else " (webhooks registered and serving)"))
+        wait_until(f"{replica} {ready}", lambda: self.http_ok(ready), 90, replica, self.procs)
+        note(f"{replica} ready after {time.monotonic() - started:.1f}s"
+             + ("" if upstream else " (webhooks registered and serving)" if replica == "controller"
+                else " (webhooks serving, unregistered)"))
 
     # steps: the network ----------------------------------------------------------------------
 
@@ -290,6 +304,15 @@ metadata:
             wait_until(f"{router}'s {daemon} answering vtysh", lambda: self.vtysh(ready, router=directory, daemon=daemon),
                        30, name, self.procs)
 
+    def restart_router(self, router):
+        """Stops a router's FRR daemons (SIGTERM, bgpd first) and starts them again with the
+        configuration files they ran with, as `systemctl restart frr` does."""
+        directory, bgpd_options = {"tor": (self.frr_dir, ()), "rr": (self.rr_dir, ("-n",))}[router]
+        for daemon in ("bgpd", "bfdd", "zebra"):
+            self.procs.stop(router_process(router, daemon))
+        self.start_frr(router, directory, (directory / "bgpd.conf").read_text(), (directory / "bfdd.conf").read_text(),
+                       *bgpd_options)
+
     def start_relay(self):
         lbs = self.topology.lbs
         step(f"management relay: the API server on 127.0.0.1:{APISERVER_PORT} inside every node; "
@@ -339,11 +362,14 @@ metadata:
         for node in t.rack_nodes:
             self.procs.start(f"{node}-agent", self.backend_agent_argv(node))
         for node in t.rack_nodes:
-            ns = t.netns(node)
-            wait_until(f"{node}'s backend agent serving /healthz",
-                       lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
-                                         f"http://127.0.0.1:{BACKEND_AGENT_METRICS_PORT}/healthz"), 15,
-                       f"{node}-agent", self.procs)
+            self.wait_for_backend_agent(node)
+
+    def wait_for_backend_agent(self, node):
+        ns = self.topology.netns(node)
+        wait_until(f"{node}'s backend agent serving /healthz",
+                   lambda: labnet.sh("ip", "netns", "exec", ns, "curl", "-sSf", "--max-time", "2",
+                                     f"http://127.0.0.1:{BACKEND_AGENT_METRICS_PORT}/healthz"), 15,
+                   f"{node}-agent", self.procs)
 
     def start_pods(self):
         t = self.topology
@@ -505,6 +531,7 @@ metadata:
             "node_up": [*LAB_SCRIPT, "speaker", "start"],
             "node_uplink_down": [*LAB_SCRIPT, "uplink", "down"],
             "node_uplink_up": [*LAB_SCRIPT, "uplink", "up"],
+            "chaos": labchaos.description(LAB_SCRIPT, CONTROLLER_REPLICAS),
             "kubeconfig_secret_namespace": NAMESPACE,
             **self.reflectors.description(LAB_SCRIPT),
             "workload_clusters": self.workloads.description(LAB_SCRIPT),
@@ -825,6 +852,17 @@ def cleanup(state=STATE, keep_logs=False):
     shutil.rmtree(state)
 
 
+def running_lab():
+    """(lab.json, Lab) of the running dev-env; (None, None), said, when none runs."""
+    try:
+        d = json.loads((STATE / "lab.json").read_text())
+    except OSError:
+        print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
+        return None, None
+    return d, Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"],
+                  upstream=labupstream.Upstream.from_description(d.get("upstream_metallb")))
+
+
 def main(argv):
     """hack/lab.py speaker stop|start lbN: stops (SIGTERM, as a kubelet would) or restarts the
     speaker of one LB node of the running lab; hack/lab.py uplink down|up lbN takes the node's
@@ -832,24 +870,25 @@ def main(argv):
     workload-apiserver stop|start wcK does the same with a workload cluster's kube-apiserver
     (its etcd and data stay); hack/lab.py reflector stop|start reflN kills a route reflector
     (SIGKILL, a crash) or restarts it; hack/lab.py swap maglb|upstream replaces the MetalLB of a lab
-    brought up with --metallb upstream (Lab.swap)."""
+    brought up with --metallb upstream (Lab.swap); hack/lab.py chaos ... inflicts the faults of
+    the chaos suite (hack/labchaos.py)."""
     commands = {"speaker": ("lb_nodes", ("stop", "start")), "uplink": ("lb_nodes", ("down", "up")),
                 "workload-apiserver": ("workload_clusters", ("stop", "start")),
                 "reflector": ("reflectors", ("stop", "start"))}
+    if argv[:1] == ["chaos"]:
+        described, lab = running_lab()
+        return labchaos.main(argv[1:], lab, described) if lab else 1
     swap = len(argv) == 2 and argv[0] == "swap" and argv[1] in METALLBS
     if not swap and (len(argv) != 3 or argv[0] not in commands or argv[1] not in commands[argv[0]][1]):
         print("usage: hack/lab.py speaker stop|start lbN\n       hack/lab.py uplink down|up lbN\n"
               "       hack/lab.py workload-apiserver stop|start wcK\n"
-              "       hack/lab.py reflector stop|start reflN   (stop: kill -9)\n       hack/lab.py swap maglb|upstream",
+              "       hack/lab.py reflector stop|start reflN   (stop: kill -9)\n       hack/lab.py swap maglb|upstream\n"
+              "       hack/lab.py chaos ...   (hack/labchaos.py)",
               file=sys.stderr)
         return 2
-    try:
-        d = json.loads((STATE / "lab.json").read_text())
-    except OSError:
-        print("no running dev-env (.dev-env/lab.json missing)", file=sys.stderr)
+    d, lab = running_lab()
+    if lab is None:
         return 1
-    lab = Lab(d["k8s_bin_dir"], d["k8s_version"], **d["options"],
-              upstream=labupstream.Upstream.from_description(d.get("upstream_metallb")))
     if swap:
         try:
             lab.swap(argv[1])

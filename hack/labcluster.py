@@ -110,18 +110,31 @@ class Processes:
         if pid is not None:
             note(f"stopping {name} (pid {pid})")
             self._signal(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self._alive(pid):
+            if not self._gone(pid):
                 note(f"{name} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s: SIGKILL")
-                self._signal(pid, signal.SIGKILL)
-                deadline = time.monotonic() + STOP_TIMEOUT
-                while self._alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if self._alive(pid):
-                    raise TaskError(f"{name} (pid {pid}) survived SIGKILL")
+                self._kill(name, pid)
         self._pidfile(name).unlink(missing_ok=True)
+
+    def kill(self, name):
+        """SIGKILL, as a crash or the OOM killer ends a process: none of its shutdown runs;
+        only the pid recorded for name."""
+        pid = self.pid(name)
+        if pid is not None:
+            note(f"killing {name} (pid {pid}): SIGKILL")
+            self._kill(name, pid)
+        self._pidfile(name).unlink(missing_ok=True)
+
+    def _kill(self, name, pid):
+        self._signal(pid, signal.SIGKILL)
+        if not self._gone(pid):
+            raise TaskError(f"{name} (pid {pid}) survived SIGKILL")
+
+    def _gone(self, pid):
+        """Waits up to STOP_TIMEOUT for pid to exit; whether it did."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._alive(pid)
 
     def stop_all(self):
         for name in reversed(self.names()):

@@ -11,13 +11,9 @@ the API server into their namespaces and their metrics out to 127.0.0.1:27520+N.
 `start` brings it back.
 """
 
-import os
-import signal
-import time
-
 import labnet
 from labcluster import binary, wait_until
-from tooling import note, step
+from tooling import step
 
 METRICS_PORT = 7477  # the reflector's default (--port), inside its namespace
 
@@ -75,15 +71,7 @@ class Reflectors:
 
     def kill(self, refl):
         """SIGKILL, as a crash: no NOTIFICATION to the ToR or the LB nodes."""
-        procs, name = self.lab.procs, process(refl)
-        pid = procs.pid(name)
-        if pid is not None:
-            note(f"killing {name} (pid {pid}) with SIGKILL")
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while procs._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        procs.stop(name)  # forgets its pid file (SIGTERM, SIGKILL if it somehow lives on)
+        self.lab.procs.kill(process(refl))
 
     def description(self, lab_script):
         """lab.json's fields of the reflectors."""

@@ -13,6 +13,23 @@ import (
 // Sum returns the sum of the samples of the metric name whose labels include every one of
 // labels ("key=value" each), and how many samples matched.
 func Sum(exposition, name string, labels ...string) (sum float64, matched int, err error) {
+	samples, err := Samples(exposition, name)
+	if err != nil {
+		return 0, 0, err
+	}
+	for labelText, v := range samples {
+		if hasLabels(labelText, labels) {
+			sum += v
+			matched++
+		}
+	}
+	return sum, matched, nil
+}
+
+// Samples returns the samples of the metric name by their labels as the exposition writes
+// them between the braces (`port="80",protocol="TCP"`; "" for none).
+func Samples(exposition, name string) (map[string]float64, error) {
+	samples := map[string]float64{}
 	for line := range strings.Lines(exposition) {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -23,17 +40,16 @@ func Sum(exposition, name string, labels ...string) (sum float64, matched int, e
 			continue
 		}
 		metric, labelText, _ := strings.Cut(series, "{")
-		if metric != name || !hasLabels(labelText, labels) {
+		if metric != name {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.Fields(value)[0], 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", line, err)
+			return nil, fmt.Errorf("%s: %w", line, err)
 		}
-		sum += v
-		matched++
+		samples[strings.TrimSuffix(labelText, "}")] = v
 	}
-	return sum, matched, nil
+	return samples, nil
 }
 
 // Value returns the one sample of name with labels; no sample is an error.

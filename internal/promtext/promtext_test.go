@@ -2,7 +2,10 @@
 
 package promtext
 
-import "testing"
+import (
+	"maps"
+	"testing"
+)
 
 const exposition = `# HELP metallb_bgp_session_up BGP session state (1 is up, 0 is down)
 # TYPE metallb_bgp_session_up gauge
@@ -38,5 +41,22 @@ func TestSum(t *testing.T) {
 	}
 	if _, _, err := Sum("bad_metric{} notanumber\n", "bad_metric"); err == nil {
 		t.Error("an unparsable value: no error")
+	}
+}
+
+func TestSamples(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want map[string]float64
+	}{
+		{"metallb_bgp_session_up", map[string]float64{`peer="172.31.0.1:179",vrf="default"`: 1, `peer="172.31.0.2:179",vrf="default"`: 0}},
+		{"maglb_datapath_packets_total", map[string]float64{"": 1000}},
+		{"metallb_odd", map[string]float64{`msg="a b"`: 7}},
+		{"metallb_bgp", map[string]float64{}},
+	} {
+		got, err := Samples(exposition, tc.name)
+		if err != nil || !maps.Equal(got, tc.want) {
+			t.Errorf("Samples(%s) = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
 	}
 }
