@@ -198,14 +198,11 @@ func (d *Decap) pinnedMaps() map[string]*ebpf.Map {
 
 // pinned is every pinned object by its pin file.
 func (d *Decap) pinned() map[string]pinnable {
-	objects := map[string]pinnable{}
-	for name, m := range d.pinnedMaps() {
-		objects[filepath.Join(d.opts.PinPath, name)] = m
-	}
+	links := map[string]link.Link{}
 	for i, l := range d.links {
-		objects[linkPinFile(d.opts.PinPath, decapLinkPrefix, d.opts.Interfaces[i])] = l
+		links[linkPinFile(d.opts.PinPath, decapLinkPrefix, d.opts.Interfaces[i])] = l
 	}
-	return objects
+	return pinnedObjects(d.opts.PinPath, d.pinnedMaps(), links)
 }
 
 // RestorePins pins again the maps and links whose pin files were removed under the running

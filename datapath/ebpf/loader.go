@@ -133,14 +133,11 @@ func (d *Datapath) pinnedMaps() map[string]*ebpf.Map {
 
 // pinned is every pinned object by its pin file.
 func (d *Datapath) pinned() map[string]pinnable {
-	objects := map[string]pinnable{}
-	for name, m := range d.pinnedMaps() {
-		objects[filepath.Join(d.opts.PinPath, name)] = m
-	}
+	links := map[string]link.Link{}
 	if d.link != nil {
-		objects[linkPinFile(d.opts.PinPath, "xdp", d.opts.Interface)] = d.link
+		links[linkPinFile(d.opts.PinPath, "xdp", d.opts.Interface)] = d.link
 	}
-	return objects
+	return pinnedObjects(d.opts.PinPath, d.pinnedMaps(), links)
 }
 
 // RestorePins pins again the maps and link whose pin files were removed under the running

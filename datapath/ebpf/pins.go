@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +38,19 @@ type pin struct {
 	path   string
 	object pinnable
 	inode  uint64
+}
+
+// pinnedObjects is every pinned object of a loader by its pin file: its maps, pinned by name
+// in pinPath, and its links, by their files.
+func pinnedObjects(pinPath string, maps map[string]*ebpf.Map, links map[string]link.Link) map[string]pinnable {
+	objects := map[string]pinnable{}
+	for name, m := range maps {
+		objects[filepath.Join(pinPath, name)] = m
+	}
+	for file, l := range links {
+		objects[file] = l
+	}
+	return objects
 }
 
 // newPinSet records the pins of objects, by path, as they are now.
