@@ -169,6 +169,10 @@ func (c *convergence) run() error {
 		return errConverge
 	}
 
+	// Addresses the service holds while its status shows none come from a pass whose status
+	// write the service read here does not show yet: handed out again, they are no new
+	// allocation and get no second IPAllocated event.
+	held := c.a.IPs(key)
 	if len(lbIPs) == 0 {
 		c.clear()
 	} else {
@@ -233,7 +237,9 @@ func (c *convergence) run() error {
 			return errConverge
 		}
 		lbIPs = ips
-		c.info(ReasonIPAllocated, "Assigned IP %s%s", quoted(lbIPs), c.shardSuffix())
+		if !sameAddrs(held, ips) {
+			c.info(ReasonIPAllocated, "Assigned IP %s%s", quoted(lbIPs), c.shardSuffix())
+		}
 	}
 
 	if len(lbIPs) == 0 {

@@ -21,6 +21,7 @@ type step struct {
 	noPools bool                         // SetPools with no pool at all
 	restart bool                         // a new allocator, given the current pools
 	release string                       // the service with this key was deleted
+	stale   bool                         // the service as read before the previous step's status write reached the cache
 
 	svc      *corev1.Service // converge this service (its status carries over from the previous step unless it sets one)
 	nsLabels map[string]string
@@ -72,7 +73,7 @@ func runScenarios(t *testing.T, scenarios []scenario) {
 					continue
 				}
 				in := st.svc.DeepCopy()
-				if prev := stored[lbservice.Key(in)]; prev != nil {
+				if prev := stored[lbservice.Key(in)]; prev != nil && !st.stale {
 					if len(in.Status.LoadBalancer.Ingress) == 0 {
 						in.Status = prev.Status
 					}
@@ -131,6 +132,15 @@ func TestConvergeBasics(t *testing.T) {
 				{svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{assigned(`["192.168.10.0"]`)}},
 				{desc: "resync", svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1", unchanged: true},
 				{svc: service("b"), ips: []string{"192.168.10.1"}, pool: "p1", events: []Event{assigned(`["192.168.10.1"]`)}},
+			},
+		},
+		{
+			name:  "a pass reading the service before the last status write: the same IP, no second event",
+			pools: []maglbv1beta1.IPAddressPool{v4Pool},
+			steps: []step{
+				{svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1", events: []Event{assigned(`["192.168.10.0"]`)}},
+				{desc: "stale read", stale: true, svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1"},
+				{desc: "resync", svc: service("a"), ips: []string{"192.168.10.0"}, pool: "p1", unchanged: true},
 			},
 		},
 		{
