@@ -104,7 +104,7 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		Eventually(func() ([]string, error) { return torRoutesIn(soakRange) }, 2*time.Minute).Should(BeEmpty(), "the ToR's routes into the soak range")
 
 		report := soakReport{
-			Services: *soakServices, Created: s.created, Rounds: s.rounds, ChurnSeconds: churned.Seconds(),
+			Services: *soakServices, Batch: *soakBatch, Created: s.created, Rounds: s.rounds, ChurnSeconds: churned.Seconds(),
 			Requests: traffic.ok.Load() + traffic.failed.Load(), FailedRequests: traffic.failed.Load(),
 			Memory: memory.figures(),
 		}
@@ -119,6 +119,7 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 
 type soakReport struct {
 	Services       int             `json:"services"`
+	Batch          int             `json:"batch"`
 	Created        int             `json:"created"`
 	Rounds         int             `json:"rounds"`
 	ChurnSeconds   float64         `json:"churn_seconds"`

@@ -126,8 +126,8 @@ def print_figures(reports):
                   f"{r['survived']:>9} {r['established']:>4} {r['swap_ms'] / 1000:>6.1f}s", flush=True)
     soak = load("soak-ebpf")
     if soak:
-        step(f"churn soak: {soak['services']} Services kept, {soak['rounds']} rounds of 500 moved to other pods and 500 "
-             f"replaced in {soak['churn_seconds'] / 60:.1f} min ({soak['created']} created in all); requests through "
+        step(f"churn soak: {soak['services']} Services kept, {soak['rounds']} rounds of {soak['batch']} moved to other pods and "
+             f"{soak['batch']} replaced in {soak['churn_seconds'] / 60:.1f} min ({soak['created']} created in all); requests through "
              f"the untouched demo VIPs: {soak['requests']}, failed {soak['failed_requests']}")
         print(f"    {'RSS (MiB)':<18} {'warm':>6} {'end':>6}  over time (every 15 s)", flush=True)
         for m in soak["memory"]:
