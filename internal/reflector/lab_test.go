@@ -441,15 +441,14 @@ func TestTwoReflectorsAggregatePerShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
+		// Until BFD takes it out, the dark node's path may show at the ToR as invalid (its
+		// next hop no longer resolves): an error here is a state on the way, not a failure.
 		got, err := l.paths(aggregate4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if slices.Equal(got, want(aggregate4, []string{"rr-b"}, "lb1")) {
+		if err == nil && slices.Equal(got, want(aggregate4, []string{"rr-b"}, "lb1")) {
 			break
 		}
 		if time.Since(dark) > 5*time.Second {
-			t.Fatalf("the dark node's path still at the ToR after %v: %v", time.Since(dark), got)
+			t.Fatalf("the dark node's path still at the ToR after %v: %v (%v)", time.Since(dark), got, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
