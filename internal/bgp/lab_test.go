@@ -152,3 +152,15 @@ func (l *lab) sessionState(addr string) (string, error) {
 	}
 	return out[addr].State, nil
 }
+
+// connectionsEstablished returns how many times the router's session with the neighbor addr
+// was established.
+func (l *lab) connectionsEstablished(addr string) (int, error) {
+	var out map[string]struct {
+		Established int `json:"connectionsEstablished"`
+	}
+	if err := l.router.VtyshJSON("show bgp neighbors "+addr+" json", &out); err != nil {
+		return 0, err
+	}
+	return out[addr].Established, nil
+}

@@ -75,6 +75,8 @@ type Speaker struct {
 	// configuration each session runs with.
 	established map[netip.Addr]bool
 	bfdOn       map[string]*api.BfdPeerConfig
+	// redialed holds when each session was last re-created after it went down (redial).
+	redialed map[string]time.Time
 	paths       []Path
 	// announced holds the tags of each path in GoBGP's RIB.
 	announced map[pathKey][]tag
@@ -94,6 +96,7 @@ func New(logger log.Logger, opts Options) (*Speaker, error) {
 		sessions:    map[string]session{},
 		established: map[netip.Addr]bool{},
 		bfdOn:       map[string]*api.BfdPeerConfig{},
+		redialed:    map[string]time.Time{},
 		announced:   map[pathKey][]tag{},
 		tags:        newExportTags(),
 		received:    newReceivedRoutes(),
@@ -158,6 +161,7 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []config.Peer, routerID ne
 				errs = append(errs, fmt.Errorf("removing peer %s: %w", name, err))
 			}
 			delete(s.bfdOn, name)
+			delete(s.redialed, name)
 		}
 	}
 	withBFD := map[string]bool{}
@@ -210,7 +214,8 @@ func (s *Speaker) syncBFD(ctx context.Context, name string) error {
 	return nil
 }
 
-// peerEvent follows the state of the BGP sessions, to run BFD on the established ones.
+// peerEvent follows the state of the BGP sessions, to run BFD on the established ones and
+// to redial a session that went down.
 func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	if ev.Type != apiutil.PEER_EVENT_STATE {
 		return
@@ -221,7 +226,8 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time
 		return
 	}
 	addr := ev.Peer.State.NeighborAddress.Unmap()
-	s.established[addr] = ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED
+	wasUp, up := s.established[addr], ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED
+	s.established[addr] = up
 	for name, sess := range s.sessions {
 		if sess.export.addr != addr {
 			continue
@@ -229,7 +235,37 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time
 		if err := s.syncBFD(context.Background(), name); err != nil {
 			level.Error(s.logger).Log("op", "bfd", "peer", name, "error", err)
 		}
+		if wasUp && !up {
+			s.redial(context.Background(), name, time.Now())
+		}
 	}
+}
+
+// redialInterval is the least time between two redials of a session: a session that keeps
+// going down waits out GoBGP's idle hold time in between.
+const redialInterval = retryTime * time.Second
+
+// redial re-creates the GoBGP neighbor of the session name, which just went down, so that
+// it connects and accepts connections at once. GoBGP keeps a neighbor whose session went down
+// idle for a fixed 5 s, refusing the peer's connections meanwhile; a router that restarted
+// (FRR starts in about a second) would get its routes back only after that. Its BFD session
+// is already gone (syncBFD), so the removal waits on no BFD session.
+func (s *Speaker) redial(ctx context.Context, name string, now time.Time) {
+	if now.Sub(s.redialed[name]) < redialInterval || s.bfdOn[name] != nil {
+		return
+	}
+	s.redialed[name] = now
+	sess := s.sessions[name]
+	if err := s.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: sess.export.addr.String()}); err != nil {
+		level.Error(s.logger).Log("op", "redial", "peer", name, "error", err)
+		return
+	}
+	if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: sess.peer}); err != nil {
+		level.Error(s.logger).Log("op", "redial", "peer", name, "error", err, "msg", "the peer has no session until its configuration changes")
+		delete(s.sessions, name)
+		return
+	}
+	level.Info(s.logger).Log("op", "redial", "peer", name, "msg", "session down: connecting again")
 }
 
 // newSessions converts peers, skipping (and reporting) those it cannot honour, and picks
@@ -287,7 +323,7 @@ func (s *Speaker) start(ctx context.Context, routerID netip.Addr, sessions map[s
 		}
 		s.started = false
 		s.sessions = map[string]session{}
-		s.established, s.bfdOn = map[netip.Addr]bool{}, map[string]*api.BfdPeerConfig{}
+		s.established, s.bfdOn, s.redialed = map[netip.Addr]bool{}, map[string]*api.BfdPeerConfig{}, map[string]time.Time{}
 		s.announced = map[pathKey][]tag{}
 		s.policy = nil
 	}

@@ -302,3 +302,49 @@ func watchRoute(t *testing.T, l *lab, prefix string) func() error {
 	t.Cleanup(func() { _ = finish() })
 	return finish
 }
+
+// TestDroppedSessionRedials: a session the router drops is dialled again at once, rather than
+// after GoBGP's idle hold time (a fixed 5 s, during which it refuses the router's
+// connections); a session that drops again within the redial interval waits that time out.
+func TestDroppedSessionRedials(t *testing.T) {
+	t.Parallel()
+	const idleHold = 5 * time.Second // GoBGP's, after a session went down
+	l := newLab(t, frrNeighbor{addr: "10.0.0.2", asn: speakerASN, families: []string{"ipv4"}})
+	speaker := startSpeaker(t, l.speakerNS)
+	speaker.setPeers(routerID, peer("router", "10.0.0.1", "10.0.0.2"))
+	vip := "192.0.2.50/32"
+	speaker.setRoutes(announce.Route{Prefix: netip.MustParsePrefix(vip)})
+	waitForPeers(t, l, vip, "10.0.0.2")
+
+	// clear drops the session at the router and returns how long until it was established
+	// again with the route.
+	clear := func() time.Duration {
+		t.Helper()
+		before, err := l.connectionsEstablished("10.0.0.2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped := time.Now()
+		if _, err := l.router.Vtysh("clear bgp 10.0.0.2"); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			n, err := l.connectionsEstablished("10.0.0.2")
+			if err == nil && n > before {
+				if paths, err := l.paths(vip); err == nil && paths["10.0.0.2"].Valid {
+					return time.Since(dropped)
+				}
+			}
+			if time.Since(dropped) > 30*time.Second {
+				t.Fatalf("the session with %s not back 30 s after it dropped (%v)", vip, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if back := clear(); back >= idleHold-time.Second {
+		t.Errorf("the route came back %v after the drop: the speaker waited for GoBGP's idle hold (%v)", back, idleHold)
+	}
+	if back := clear(); back < idleHold-time.Second {
+		t.Errorf("the route came back %v after a second drop within the redial interval: want GoBGP's idle hold (%v)", back, idleHold)
+	}
+}
