@@ -77,7 +77,7 @@ type Speaker struct {
 	bfdOn       map[string]*api.BfdPeerConfig
 	// redialed holds when each session was last re-created after it went down (redial).
 	redialed map[string]time.Time
-	paths       []Path
+	paths    []Path
 	// announced holds the tags of each path in GoBGP's RIB.
 	announced map[pathKey][]tag
 	tags      *exportTags
