@@ -37,7 +37,7 @@ var controllerSettings = []badsettings.Row{
 	{Flag: "metrics-cert-dir", Bad: "/nonexistent/certs"},
 	{Flag: "ml-secret-name", Env: "METALLB_ML_SECRET_NAME", Accepted: "ignored: no memberlist"},
 	{Flag: "deployment", Env: "METALLB_DEPLOYMENT", Accepted: "ignored: no memberlist"},
-	{Flag: "pod-name", Env: "METALLB_POD_NAME", Accepted: "ignored: a replica is known by its leader-election identity"},
+	{Flag: "pod-name", Env: "METALLB_POD_NAME", Bad: "Not_A_Pod"},
 	{Env: "METALLB_BGP_TYPE", Accepted: "ignored by the controller: each speaker checks its own"},
 }
 

@@ -39,7 +39,7 @@ var upstreamSettings = []upstreamsrc.Setting{
 	{Flag: "lb-class", Versions: both, Handling: upstreamsrc.Honoured, Value: "example-class"},
 	{Flag: "webhook-mode", Versions: both, Handling: upstreamsrc.Honoured, Value: "onlywebhook"},
 	{Flag: "webhook-secret", Versions: both, Handling: upstreamsrc.Honoured, Value: "metallb-webhook-cert"},
-	{Flag: "pod-name", Env: "METALLB_POD_NAME", Versions: []string{v016}, Handling: upstreamsrc.Ignored, Value: "controller-5d8f7"},
+	{Flag: "pod-name", Env: "METALLB_POD_NAME", Versions: []string{v016}, Handling: upstreamsrc.Honoured, Value: "controller-5d8f7"},
 	{Flag: "webhook-http2", Versions: both, Handling: upstreamsrc.Honoured},
 	{Flag: "tls-min-version", Versions: both, Handling: upstreamsrc.Honoured, Value: "VersionTLS12"},
 	{Flag: "tls-cipher-suites", Versions: both, Handling: upstreamsrc.Honoured, Value: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305"},

@@ -15,15 +15,20 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -56,7 +61,20 @@ type options struct {
 	disableCertRotation   bool
 	loadBalancerClass     string
 	disableLeaderElection bool
+	podName               string
 }
+
+// Leader election: the Lease and its timings (controller-runtime's defaults).
+const (
+	leaderElectionID = "maglb-controller"
+	leaseDuration    = 15 * time.Second
+	renewDeadline    = 10 * time.Second
+	retryPeriod      = 2 * time.Second
+)
+
+// errLeadershipLost is controller-runtime's error when the leader could not renew its Lease
+// within the renew deadline (it offers no sentinel to match).
+const errLeadershipLost = "leader election lost"
 
 func main() {
 	o := bindFlags(flag.CommandLine)
@@ -71,8 +89,28 @@ func main() {
 		if err := o.validate(); err != nil {
 			return err
 		}
-		return run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), *o, logger)
+		ctx := ctrl.SetupSignalHandler()
+		err := run(ctx, ctrl.GetConfigOrDie(), *o, logger)
+		if err != nil && err.Error() == errLeadershipLost && ctx.Err() == nil {
+			level.Warn(logger).Log("op", "leaderElection", "error", err,
+				"msg", "the Lease could not be renewed (API server unreachable?): starting over as a candidate")
+			return startOver()
+		}
+		return err
 	})
+}
+
+// startOver replaces the process with a new run of the same binary, arguments and
+// environment: after the Lease was lost, controller-runtime's allocators may still be
+// running, and only a new process is sure to have none. The process (its PID, its pod's
+// container) stays: no restart count, no crash-loop back-off after an API server outage, and
+// with --pod-name the new run takes the Lease back as soon as the API server answers.
+func startOver() error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("starting over: %w", err)
+	}
+	return syscall.Exec(self, os.Args, os.Environ())
 }
 
 // validate refuses bad flag values before anything starts.
@@ -100,6 +138,9 @@ func (o *options) validate() error {
 	if problems := validation.IsDNS1123Subdomain(o.webhookSecret); len(problems) > 0 {
 		return fmt.Errorf("--webhook-secret %q is not a Secret name: %s", o.webhookSecret, strings.Join(problems, "; "))
 	}
+	if problems := validation.IsDNS1123Subdomain(o.podName); o.podName != "" && len(problems) > 0 {
+		return fmt.Errorf("--pod-name (METALLB_POD_NAME) %q is not a pod name: %s", o.podName, strings.Join(problems, "; "))
+	}
 	return k8s.CheckLBClass(o.loadBalancerClass)
 }
 
@@ -117,6 +158,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.BoolVar(&o.disableCertRotation, "disable-cert-rotation", false, "use the certificate found in --cert-dir and leave the webhook configuration alone")
 	fs.StringVar(&o.loadBalancerClass, "lb-class", "", "load balancer class: when set, only Services of this spec.loadBalancerClass are handled")
 	fs.BoolVar(&o.disableLeaderElection, "disable-leader-election", false, "allocate without electing a leader (run a single replica then)")
+	fs.StringVar(&o.podName, "pod-name", os.Getenv("METALLB_POD_NAME"), "name of this replica's pod: its leader-election identity, so that its container restarted takes the Lease back at once (default: the host name and a random suffix)")
 	return &o
 }
 
@@ -131,9 +173,25 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	// Replicas share the work by leader election: only the leader allocates. Every replica
 	// serves the webhooks.
 	mgrOptions.LeaderElection = !o.disableLeaderElection
-	mgrOptions.LeaderElectionID = "maglb-controller"
-	mgrOptions.LeaderElectionNamespace = o.Namespace
 	mgrOptions.LeaderElectionReleaseOnCancel = true
+	mgrOptions.LeaseDuration, mgrOptions.RenewDeadline, mgrOptions.RetryPeriod = ptr.To(leaseDuration), ptr.To(renewDeadline), ptr.To(retryPeriod)
+	if mgrOptions.LeaderElection {
+		identity := o.podName
+		if identity == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return err
+			}
+			identity = host + "_" + string(uuid.NewUUID())
+		}
+		lock, err := resourcelock.NewFromKubeconfig(resourcelock.LeasesResourceLock, o.Namespace, leaderElectionID,
+			resourcelock.ResourceLockConfig{Identity: identity}, rest.AddUserAgent(restConfig, "leader-election"), renewDeadline)
+		if err != nil {
+			return err
+		}
+		mgrOptions.LeaderElectionResourceLockInterface = lock
+		level.Info(logger).Log("op", "leaderElection", "lease", o.Namespace+"/"+leaderElectionID, "identity", identity)
+	}
 	mgr, err := k8s.NewManager(restConfig, mgrOptions)
 	if err != nil {
 		return err

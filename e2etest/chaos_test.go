@@ -387,7 +387,7 @@ func crashLeader(ctx context.Context, r *chaosRow, _ chaosState) {
 }
 
 // leaderReplica returns, for Eventually, the replica the controller's Lease names: its holder
-// is the replica's hostname, "_", a UUID.
+// is the replica's pod name.
 func leaderReplica(ctx context.Context) func() (string, error) {
 	return func() (string, error) {
 		var lease coordinationv1.Lease
@@ -397,8 +397,7 @@ func leaderReplica(ctx context.Context) func() (string, error) {
 		if lease.Spec.HolderIdentity == nil {
 			return "", nil
 		}
-		replica, _, _ := strings.Cut(*lease.Spec.HolderIdentity, "_")
-		return replica, nil
+		return *lease.Spec.HolderIdentity, nil
 	}
 }
 

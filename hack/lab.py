@@ -207,8 +207,9 @@ metadata:
         server cannot reach here."""
         metrics, health, webhook = CONTROLLER_REPLICAS[replica]
         outside = ["--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE, "--port", metrics]
+        pod = {"metadata.name": replica}
         if self.running_metallb() == "upstream":
-            args, env = self.chart("controller", {})
+            args, env = self.chart("controller", pod)
             return [self.upstream.binary("controller"), *args, *outside, "--webhook-mode=disabled"], env
         # The lab and the e2e suites scrape plain HTTP (MagLB's default is HTTPS with token review).
         outside += ["--webhook-host", "127.0.0.1", "--webhook-port", webhook, "--health-probe-port", health,
@@ -218,14 +219,13 @@ metadata:
             # behind the webhook Service would; the others serve with that certificate.
             outside.append("--disable-cert-rotation")
         if self.upgrade_lab:
-            args, env = self.chart("controller", {})
+            args, env = self.chart("controller", pod)
             return [binary("controller"), *args, *outside], env
-        return [binary("controller"), *outside, "--log-level", "debug"], {}
+        return [binary("controller"), *outside, "--log-level", "debug"], {"METALLB_POD_NAME": replica}
 
     def start_controller(self, replica="controller"):
-        """Starts a replica of the controller and waits until it is ready. It runs with its
-        replica name as hostname, as a pod does, so that the leader-election Lease
-        (hostname_uuid) names the replica that leads."""
+        """Starts a replica of the controller and waits until it is ready. Its pod name (the
+        leader-election identity) is the replica's name."""
         argv, env = self.controller_argv(replica)
         metrics, health, webhook = CONTROLLER_REPLICAS[replica]
         upstream = self.running_metallb() == "upstream"
@@ -237,8 +237,7 @@ metadata:
             self._record_binary("controller")
             ready = f"http://127.0.0.1:{health}/readyz"
         note(" ".join(map(str, argv[1:])) + "".join(f" {k}={v}" for k, v in env.items()))
-        self.procs.start(replica, ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', replica, *argv],
-                         env)
+        self.procs.start(replica, argv, env)
         started = time.monotonic()
         wait_until(f"{replica} {ready}", lambda: self.http_ok(ready), 90, replica, self.procs)
         note(f"{replica} ready after {time.monotonic() - started:.1f}s"

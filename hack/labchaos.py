@@ -76,12 +76,12 @@ def start_speaker(lab, target):
 
 
 def leader(lab):
-    """The replica the controller's Lease names: its holder identity is hostname_uuid."""
+    """The replica the controller's Lease names: its holder identity is the replica's pod name."""
     holder = lab.kubectl("get", "lease", "-n", lab.namespace, LEADER_LEASE, "-o", "jsonpath={.spec.holderIdentity}",
                          capture=True).strip()
     if not holder:
         raise LabError(f"Lease {lab.namespace}/{LEADER_LEASE} names no holder")
-    return holder.rsplit("_", 1)[0]
+    return holder
 
 
 def kill_controller(lab, target):

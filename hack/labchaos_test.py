@@ -70,7 +70,7 @@ class LabChaosTest(unittest.TestCase):
         self.assertEqual(lab.procs.done, [("kill", "speaker-lb1"), ("kill", "speaker-lb2"), ("start", "speaker-lb1")])
 
     def test_kills_the_replica_the_lease_names(self):
-        lab = stand_in(running=["controller", "controller-2"], holder="controller-2_5c3e9a10-7d4b-4f0e\n")
+        lab = stand_in(running=["controller", "controller-2"], holder="controller-2\n")
         code, out, _ = run(lab, "kill-controller", "leader")
         self.assertEqual((code, out), (0, "controller-2\n"))
         self.assertEqual(lab.procs.done, [("kill", "controller-2")])

@@ -76,7 +76,7 @@ const (
 var ignoredSettings = []setting{
 	{flag: "ml-secret-name", env: "METALLB_ML_SECRET_NAME", in: []Component{Controller}, why: whyMemberlist},
 	{flag: "deployment", env: "METALLB_DEPLOYMENT", in: []Component{Controller}, why: whyMemberlist + "; upstream names the memberlist Secret's owner with it"},
-	{flag: "pod-name", env: "METALLB_POD_NAME", in: []Component{Controller, Speaker}, why: "MagLB identifies a controller replica by its leader-election identity and a speaker by its node name"},
+	{flag: "pod-name", env: "METALLB_POD_NAME", in: []Component{Speaker}, why: "MagLB identifies a speaker by its node name"},
 	{env: "METALLB_BGP_TYPE", in: []Component{Controller}, why: "the controller admits what any BGP implementation supports; each speaker reports what its own cannot do"},
 	{flag: "ml-bindaddr", env: "METALLB_ML_BIND_ADDR", in: []Component{Speaker}, why: whyMemberlist},
 	{flag: "ml-bindport", env: "METALLB_ML_BIND_PORT", in: []Component{Speaker}, why: whyMemberlist},
