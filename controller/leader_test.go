@@ -5,9 +5,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,7 +20,7 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,17 +28,18 @@ import (
 	"github.com/maglb/maglb/internal/testenv"
 )
 
-// TestLeaseLostStartsOver: a leader that cannot renew its Lease (here another holder took it,
-// as happens when the API server was unreachable for the renew deadline and another replica
-// won) does not exit: its process starts over as a candidate, takes the Lease back when it
-// is free, and allocates again. A replica killed and started again with the same pod name
-// takes its Lease back at once, before it expired.
+// TestLeaseLostStartsOver: a leader that cannot reach the API server for longer than its
+// renew deadline loses its Lease; it does not exit but, once the API server answers again,
+// starts over in the same process, takes its Lease back at once (its identity is its pod name)
+// and allocates again. A replica killed and started again with the same pod name also takes
+// its Lease back at once, before it expired.
 func TestLeaseLostStartsOver(t *testing.T) {
 	const namespace, pod = "leader-test", "controller-7c9f4"
 	env := testenv.Get(t)
 	ctx := context.Background()
 	ensureNamespace(t, namespace, nil)
 	bin := controllerBinary(t)
+	api := startAPIProxy(t, env.Config.Host)
 	lease := &coordinationv1.Lease{}
 	leaseKey := client.ObjectKey{Namespace: namespace, Name: leaderElectionID}
 	readLease := func() error { return env.Client.Get(ctx, leaseKey, lease) }
@@ -49,34 +55,37 @@ func TestLeaseLostStartsOver(t *testing.T) {
 		}
 	}
 
-	controller := startControllerProcess(t, bin, env.Kubeconfig, namespace, pod)
+	controller := startControllerProcess(t, bin, api.kubeconfig(t, env.Kubeconfig), namespace, pod)
 	testenv.Eventually(t, "the Lease held by the pod's name", heldBy(pod))
 	pool := newPool("leader-pool", []string{"10.17.0.0/29"}, nil)
 	pool.Namespace = namespace
 	create(t, pool)
 	waitForIPs(t, createService(t, namespace, "before", nil), "10.17.0.0")
 
-	// Another holder takes the Lease for 20 s.
-	intruder := "intruder"
-	testenv.Eventually(t, "the Lease taken", func() error {
-		if err := readLease(); err != nil {
-			return err
-		}
-		lease.Spec.HolderIdentity, lease.Spec.LeaseDurationSeconds = &intruder, ptr.To[int32](20)
-		lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-		return env.Client.Update(ctx, lease)
-	})
-	testenv.Eventually(t, "the controller starting over", func() error {
+	// The API server out of reach for longer than the renew deadline.
+	api.down()
+	testenv.Eventually(t, "the controller losing its Lease", func() error {
 		if !strings.Contains(controller.output(), "starting over as a candidate") {
-			return fmt.Errorf("not yet; output:\n%s", controller.output())
+			return errors.New("not yet")
 		}
 		return nil
 	})
+	time.Sleep(3 * time.Second)
 	if err := controller.alive(); err != nil {
-		t.Fatalf("after losing the Lease: %v\n%s", err, controller.output())
+		t.Fatalf("while the API server is away: %v\n%s", err, controller.output())
 	}
-	testenv.Eventually(t, "the Lease back with the pod once the intruder's expired", heldBy(pod))
-	waitForIPs(t, createService(t, namespace, "after-start-over", nil), "10.17.0.1")
+	api.up()
+	testenv.Eventually(t, "the controller started over", func() error {
+		if n := strings.Count(controller.output(), "MagLB controller starting"); n != 2 {
+			return fmt.Errorf("started %d times", n)
+		}
+		return controller.alive()
+	})
+	testenv.Eventually(t, "the Lease held by the pod's name again", heldBy(pod))
+	waitForIPs(t, createService(t, namespace, "after-outage", nil), "10.17.0.1")
+	if err := controller.alive(); err != nil {
+		t.Fatal(err)
+	}
 
 	// kill -9 and the same pod's container started again: the Lease is its own.
 	if err := readLease(); err != nil {
@@ -85,7 +94,7 @@ func TestLeaseLostStartsOver(t *testing.T) {
 	held := lease.Spec.RenewTime.Time
 	expiry := held.Add(time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second)
 	controller.kill()
-	startControllerProcess(t, bin, env.Kubeconfig, namespace, pod)
+	startControllerProcess(t, bin, api.kubeconfig(t, env.Kubeconfig), namespace, pod)
 	testenv.Eventually(t, "the Lease renewed by the restarted replica", func() error {
 		if err := heldBy(pod)(); err != nil {
 			return err
@@ -99,6 +108,87 @@ func TestLeaseLostStartsOver(t *testing.T) {
 		t.Errorf("the restarted replica took the Lease at %v, after it expired (%v): it waited as a stranger would", renewed, expiry)
 	}
 	waitForIPs(t, createService(t, namespace, "after-restart", nil), "10.17.0.2")
+}
+
+// apiProxy forwards TCP connections on a loopback port to the API server, and can refuse
+// them for a while, as an API server that went away.
+type apiProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	listener     net.Listener
+	conns        []net.Conn
+}
+
+func startAPIProxy(t *testing.T, server string) *apiProxy {
+	t.Helper()
+	u, err := url.Parse(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &apiProxy{addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), target: u.Host}
+	p.up()
+	t.Cleanup(p.down)
+	return p
+}
+
+// kubeconfig writes a copy of the kubeconfig file path that reaches the API server through p.
+func (p *apiProxy) kubeconfig(t *testing.T, path string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cluster := range cfg.Clusters {
+		cluster.Server = "https://" + p.addr
+	}
+	proxied := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, proxied); err != nil {
+		t.Fatal(err)
+	}
+	return proxied
+}
+
+// up listens again and forwards what it accepts.
+func (p *apiProxy) up() {
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		panic(err)
+	}
+	p.mu.Lock()
+	p.listener = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", p.target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(out, in); out.Close() }()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+}
+
+// down closes the listener and every forwarded connection.
+func (p *apiProxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.listener != nil {
+		p.listener.Close()
+		p.listener = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }
 
 // controllerProcess is the built controller running as a process.

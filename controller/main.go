@@ -89,15 +89,37 @@ func main() {
 		if err := o.validate(); err != nil {
 			return err
 		}
-		ctx := ctrl.SetupSignalHandler()
-		err := run(ctx, ctrl.GetConfigOrDie(), *o, logger)
-		if err != nil && err.Error() == errLeadershipLost && ctx.Err() == nil {
-			level.Warn(logger).Log("op", "leaderElection", "error", err,
-				"msg", "the Lease could not be renewed (API server unreachable?): starting over as a candidate")
-			return startOver()
+		ctx, restConfig := ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie()
+		err := run(ctx, restConfig, *o, logger)
+		if err == nil || err.Error() != errLeadershipLost || ctx.Err() != nil {
+			return err
 		}
-		return err
+		level.Warn(logger).Log("op", "leaderElection", "error", err,
+			"msg", "the Lease could not be renewed (API server unreachable?): starting over as a candidate once the API server answers")
+		if !apiServerAnswers(ctx, restConfig) {
+			return nil // stopped meanwhile
+		}
+		return startOver()
 	})
+}
+
+// apiServerAnswers waits until the API server answers, and tells whether it did before ctx
+// ended: the new run fails at once if it does not.
+func apiServerAnswers(ctx context.Context, restConfig *rest.Config) bool {
+	dc, err := discovery.NewDiscoveryClientForConfig(restConfig)
+	if err != nil {
+		return true // the new run reports it
+	}
+	for {
+		if _, err := dc.ServerVersion(); err == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // startOver replaces the process with a new run of the same binary, arguments and
