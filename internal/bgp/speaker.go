@@ -260,7 +260,13 @@ func (s *Speaker) redial(ctx context.Context, name string, now time.Time) {
 		level.Error(s.logger).Log("op", "redial", "peer", name, "error", err)
 		return
 	}
-	if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: sess.peer}); err != nil {
+	// This speaker did not restart: announced as restarting, GoBGP would hold our routes
+	// back until every peer sent its End-of-RIB.
+	peer := proto.CloneOf(sess.peer)
+	if peer.GracefulRestart != nil {
+		peer.GracefulRestart.LocalRestarting = false
+	}
+	if err := s.server.AddPeer(ctx, &api.AddPeerRequest{Peer: peer}); err != nil {
 		level.Error(s.logger).Log("op", "redial", "peer", name, "error", err, "msg", "the peer has no session until its configuration changes")
 		delete(s.sessions, name)
 		return

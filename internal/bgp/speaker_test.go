@@ -305,13 +305,20 @@ func watchRoute(t *testing.T, l *lab, prefix string) func() error {
 
 // TestDroppedSessionRedials: a session the router drops is dialled again at once, rather than
 // after GoBGP's idle hold time (a fixed 5 s, during which it refuses the router's
-// connections); a session that drops again within the redial interval waits that time out.
+// connections), and sends its routes at once; a session that drops again within the redial
+// interval waits that time out.
 func TestDroppedSessionRedials(t *testing.T) {
 	t.Parallel()
 	const idleHold = 5 * time.Second // GoBGP's, after a session went down
 	l := newLab(t, frrNeighbor{addr: "10.0.0.2", asn: speakerASN, families: []string{"ipv4"}})
 	speaker := startSpeaker(t, l.speakerNS)
-	speaker.setPeers(routerID, peer("router", "10.0.0.1", "10.0.0.2"))
+	// With graceful restart, a new speaker announces itself restarting, and holds its routes
+	// back until every peer sent its End-of-RIB or the selection deferral time passed (the
+	// first announcement here: "silent" never answers). A session dialled again must not: this
+	// speaker did not restart.
+	router, silent := peer("router", "10.0.0.1", "10.0.0.2"), peer("silent", "10.0.0.12", "10.0.0.4")
+	router.EnableGracefulRestart, silent.EnableGracefulRestart = true, true
+	speaker.setPeers(routerID, router, silent)
 	vip := "192.0.2.50/32"
 	speaker.setRoutes(announce.Route{Prefix: netip.MustParsePrefix(vip)})
 	waitForPeers(t, l, vip, "10.0.0.2")
@@ -336,7 +343,7 @@ func TestDroppedSessionRedials(t *testing.T) {
 				}
 			}
 			if time.Since(dropped) > 30*time.Second {
-				t.Fatalf("the session with %s not back 30 s after it dropped (%v)", vip, err)
+				t.Fatalf("the session and %s not back 30 s after the session dropped (%v)", vip, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
