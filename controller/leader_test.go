@@ -3,13 +3,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -194,8 +192,7 @@ func (p *apiProxy) down() {
 // controllerProcess is the built controller running as a process.
 type controllerProcess struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
+	out  syncBuffer
 	done chan struct{}
 }
 
@@ -210,7 +207,7 @@ func startControllerProcess(t *testing.T, bin, kubeconfig, namespace, pod string
 		fmt.Sprintf("--health-probe-port=%d", health), "--webhook-host=127.0.0.1",
 		fmt.Sprintf("--webhook-port=%d", testenv.FreePort(t)), "--cert-dir="+t.TempDir())
 	p.cmd.Env = append(badsettings.CleanEnv(), "METALLB_POD_NAME="+pod)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -228,30 +225,12 @@ func startControllerProcess(t *testing.T, bin, kubeconfig, namespace, pod string
 		if err := p.alive(); err != nil {
 			t.Fatalf("%v\n%s", err, p.output())
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
+		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", health))
 	})
 	return p
 }
 
-func (p *controllerProcess) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *controllerProcess) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *controllerProcess) output() string { return p.out.String() }
 
 // alive tells an error when the process has exited.
 func (p *controllerProcess) alive() error {

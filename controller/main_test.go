@@ -85,17 +85,22 @@ func runController(t testing.TB, env *testenv.Env, o options, logger log.Logger)
 		probe = "healthz"
 	}
 	testenv.Eventually(t, "controller ready", func() error {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/%s", o.HealthProbePort, probe))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", probe, resp.Status)
-		}
-		return nil
+		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/%s", o.HealthProbePort, probe))
 	})
 	return stop
+}
+
+// httpOK tells an error unless a GET of url answers 200 OK.
+func httpOK(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 func TestAllocation(t *testing.T) {

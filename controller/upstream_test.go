@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,15 +163,7 @@ func startUpstreamController(tb testing.TB, bin string, env *testenv.Env, logPat
 			tb.FailNow()
 		default:
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("metrics: %s", resp.Status)
-		}
-		return nil
+		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	})
 	return running{stop: stop, pid: cmd.Process.Pid}
 }
