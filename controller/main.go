@@ -103,15 +103,15 @@ func main() {
 	})
 }
 
-// apiServerAnswers waits until the API server answers, and tells whether it did before ctx
-// ended: the new run fails at once if it does not.
+// apiServerAnswers waits until the API server reports itself ready, and tells whether it did
+// before ctx ended: the new run fails at once if a start-up call fails.
 func apiServerAnswers(ctx context.Context, restConfig *rest.Config) bool {
 	dc, err := discovery.NewDiscoveryClientForConfig(restConfig)
 	if err != nil {
 		return true // the new run reports it
 	}
 	for {
-		if _, err := dc.ServerVersion(); err == nil {
+		if _, err := dc.RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err == nil {
 			return true
 		}
 		select {
