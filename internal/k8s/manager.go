@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	metallbv1beta2 "go.universe.tf/metallb/api/v1beta2"
@@ -39,6 +40,9 @@ const (
 	apiQPS   = 1000
 	apiBurst = 2000
 )
+
+// cacheSyncTimeout bounds the wait for the first lists of the watched objects.
+const cacheSyncTimeout = 10 * time.Minute
 
 // DefaultHealthProbePort is upstream's, which its manifests' probes use.
 const DefaultHealthProbePort = 17472
@@ -162,8 +166,11 @@ func (o *Options) ManagerOptions() manager.Options {
 			&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
 		)},
 		// A binary runs one manager, but its tests run the same wiring repeatedly in one
-		// process; controller names need not be unique process-wide.
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		// process; controller names need not be unique process-wide. The first lists of many
+		// speakers starting at once (tens of nodes, 10,000 Services) take longer than
+		// controller-runtime's 2 minutes on a loaded API server: ending the process then only
+		// starts the lists over, so the caches get cacheSyncTimeout.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true), CacheSyncTimeout: cacheSyncTimeout},
 	}
 }
 
