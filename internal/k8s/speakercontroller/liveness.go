@@ -58,10 +58,16 @@ func expiry(l *coordinationv1.Lease) time.Time {
 // that survivors take over at once, and deletes the node's status objects, which would
 // otherwise claim announcements nobody makes (upstream has them deleted with the speaker pod).
 type heartbeat struct {
-	client    client.Client
+	client client.Client
+	// reader reads the lease from the API server: the cache lags behind our own writes on a
+	// loaded API server, and an update from its copy fails on the old resourceVersion.
+	reader    client.Reader
 	namespace string
 	node      string
 	logger    log.Logger
+	// written is the lease as the last write returned it, the base of the next renewal;
+	// nil after a failure, when the lease is read again.
+	written *coordinationv1.Lease
 }
 
 func (h *heartbeat) Start(ctx context.Context) error {
@@ -132,21 +138,33 @@ func cleansUp(live map[string]bool, node string) bool {
 func (h *heartbeat) NeedLeaderElection() bool { return false }
 
 func (h *heartbeat) renew(ctx context.Context, now time.Time) error {
-	lease := &coordinationv1.Lease{}
 	key := client.ObjectKey{Namespace: h.namespace, Name: leaseName(h.node)}
-	err := h.client.Get(ctx, key, lease)
 	spec := coordinationv1.LeaseSpec{
 		HolderIdentity:       ptr.To(h.node),
 		LeaseDurationSeconds: ptr.To(int32(leaseDuration / time.Second)),
 		RenewTime:            &metav1.MicroTime{Time: now},
 	}
-	if apierrors.IsNotFound(err) {
-		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: key.Name}, Spec: spec}
-		return h.client.Create(ctx, lease)
-	}
-	if err != nil {
-		return err
+	lease := h.written
+	h.written = nil
+	if lease == nil {
+		lease = &coordinationv1.Lease{}
+		err := h.reader.Get(ctx, key, lease)
+		if apierrors.IsNotFound(err) {
+			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: key.Name}, Spec: spec}
+			if err := h.client.Create(ctx, lease); err != nil {
+				return err
+			}
+			h.written = lease
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	lease.Spec = spec
-	return h.client.Update(ctx, lease)
+	if err := h.client.Update(ctx, lease); err != nil {
+		return err
+	}
+	h.written = lease
+	return nil
 }

@@ -3,12 +3,17 @@
 package speakercontroller
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 func TestLeases(t *testing.T) {
@@ -65,4 +70,69 @@ func TestCleansUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRenewalDoesNotTrustTheCache: on a loaded API server the cache shows the lease as it was
+// several renewals ago; each renewal builds on the lease its last write returned, so none
+// fails on an old resourceVersion. After another writer's change, one renewal fails and the
+// next reads the lease from the API server again.
+func TestRenewalDoesNotTrustTheCache(t *testing.T) {
+	ctx := context.Background()
+	api := fake.NewClientBuilder().Build()
+	h := &heartbeat{client: &staleCache{Client: api, seen: map[client.ObjectKey]*coordinationv1.Lease{}}, reader: api,
+		namespace: "metallb-system", node: "lb1", logger: log.NewNopLogger()}
+	key := client.ObjectKey{Namespace: "metallb-system", Name: "maglb-speaker-lb1"}
+	start := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	renewedAt := func(at time.Time) {
+		t.Helper()
+		var l coordinationv1.Lease
+		if err := api.Get(ctx, key, &l); err != nil {
+			t.Fatal(err)
+		}
+		if !l.Spec.RenewTime.Equal(&metav1.MicroTime{Time: at}) || ptr.Deref(l.Spec.HolderIdentity, "") != "lb1" {
+			t.Fatalf("the lease: renewed %v by %q, want %v by lb1", l.Spec.RenewTime, ptr.Deref(l.Spec.HolderIdentity, ""), at)
+		}
+	}
+	for i := range 5 {
+		at := start.Add(time.Duration(i) * time.Second)
+		if err := h.renew(ctx, at); err != nil {
+			t.Fatalf("renewal %d: %v", i, err)
+		}
+		renewedAt(at)
+	}
+
+	var l coordinationv1.Lease
+	if err := api.Get(ctx, key, &l); err != nil {
+		t.Fatal(err)
+	}
+	l.Spec.HolderIdentity = ptr.To("someone else")
+	if err := api.Update(ctx, &l); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.renew(ctx, start.Add(10*time.Second)); !apierrors.IsConflict(err) {
+		t.Fatalf("the renewal after another writer's change: %v, want a conflict", err)
+	}
+	if err := h.renew(ctx, start.Add(11*time.Second)); err != nil {
+		t.Fatalf("the renewal after the conflict: %v", err)
+	}
+	renewedAt(start.Add(11 * time.Second))
+}
+
+// staleCache answers a Get with the first version of each object it read, as a cache whose
+// watch lags far behind the writes.
+type staleCache struct {
+	client.Client
+	seen map[client.ObjectKey]*coordinationv1.Lease
+}
+
+func (c *staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if l, ok := c.seen[key]; ok {
+		l.DeepCopyInto(obj.(*coordinationv1.Lease))
+		return nil
+	}
+	if err := c.Client.Get(ctx, key, obj, opts...); err != nil {
+		return err
+	}
+	c.seen[key] = obj.(*coordinationv1.Lease).DeepCopy()
+	return nil
 }

@@ -382,7 +382,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(r.status); err != nil {
 		return err
 	}
-	if err := mgr.Add(&heartbeat{client: mgr.GetClient(), namespace: r.Namespace, node: r.NodeName, logger: r.Logger}); err != nil {
+	if err := mgr.Add(&heartbeat{client: mgr.GetClient(), reader: mgr.GetAPIReader(), namespace: r.Namespace, node: r.NodeName, logger: r.Logger}); err != nil {
 		return err
 	}
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request {
