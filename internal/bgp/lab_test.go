@@ -142,25 +142,24 @@ func (l *lab) paths(prefix string) (map[string]netlab.Path, error) {
 	return byPeer, nil
 }
 
-// sessionState returns the router's BGP state for the neighbor addr, e.g. "Established".
-func (l *lab) sessionState(addr string) (string, error) {
-	var out map[string]struct {
-		State string `json:"bgpState"`
-	}
-	if err := l.router.VtyshJSON("show bgp neighbors "+addr+" json", &out); err != nil {
-		return "", err
-	}
-	return out[addr].State, nil
+// frrNeighborState is what the router says of its session with a neighbor.
+type frrNeighborState struct {
+	State string `json:"bgpState"` // e.g. "Established"
+	// Established counts the times the session was established.
+	Established int `json:"connectionsEstablished"`
 }
 
-// connectionsEstablished returns how many times the router's session with the neighbor addr
-// was established.
-func (l *lab) connectionsEstablished(addr string) (int, error) {
-	var out map[string]struct {
-		Established int `json:"connectionsEstablished"`
-	}
+// neighborState returns the router's state of its session with the neighbor addr.
+func (l *lab) neighborState(addr string) (frrNeighborState, error) {
+	var out map[string]frrNeighborState
 	if err := l.router.VtyshJSON("show bgp neighbors "+addr+" json", &out); err != nil {
-		return 0, err
+		return frrNeighborState{}, err
 	}
-	return out[addr].Established, nil
+	return out[addr], nil
+}
+
+// sessionState returns the router's BGP state for the neighbor addr, e.g. "Established".
+func (l *lab) sessionState(addr string) (string, error) {
+	n, err := l.neighborState(addr)
+	return n.State, err
 }

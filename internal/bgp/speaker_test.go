@@ -327,7 +327,7 @@ func TestDroppedSessionRedials(t *testing.T) {
 	// again with the route.
 	clear := func() time.Duration {
 		t.Helper()
-		before, err := l.connectionsEstablished("10.0.0.2")
+		before, err := l.neighborState("10.0.0.2")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,8 +336,8 @@ func TestDroppedSessionRedials(t *testing.T) {
 			t.Fatal(err)
 		}
 		for {
-			n, err := l.connectionsEstablished("10.0.0.2")
-			if err == nil && n > before {
+			now, err := l.neighborState("10.0.0.2")
+			if err == nil && now.Established > before.Established {
 				if paths, err := l.paths(vip); err == nil && paths["10.0.0.2"].Valid {
 					return time.Since(dropped)
 				}

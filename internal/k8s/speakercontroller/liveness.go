@@ -146,23 +146,20 @@ func (h *heartbeat) renew(ctx context.Context, now time.Time) error {
 	}
 	lease := h.written
 	h.written = nil
+	write := func(l *coordinationv1.Lease) error { return h.client.Update(ctx, l) }
 	if lease == nil {
 		lease = &coordinationv1.Lease{}
 		err := h.reader.Get(ctx, key, lease)
-		if apierrors.IsNotFound(err) {
-			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: key.Name}, Spec: spec}
-			if err := h.client.Create(ctx, lease); err != nil {
-				return err
-			}
-			h.written = lease
-			return nil
-		}
-		if err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
+			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: h.namespace, Name: key.Name}}
+			write = func(l *coordinationv1.Lease) error { return h.client.Create(ctx, l) }
+		case err != nil:
 			return err
 		}
 	}
 	lease.Spec = spec
-	if err := h.client.Update(ctx, lease); err != nil {
+	if err := write(lease); err != nil {
 		return err
 	}
 	h.written = lease
