@@ -358,7 +358,9 @@ def soak(c, duration="10m", services=10000, batch=500):
     _build()
     _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, ["ebpf"], label_filter="soak",
                        extra_args=[f"--soak-duration={duration}", f"--soak-services={services}", f"--soak-batch={batch}"],
-                       timeout=f"{_minutes(duration) + 30}m")
+                       # Kubernetes allocates ClusterIPs one at a time: at a few per second on a
+                       # loaded machine, creating (and deleting) the Services takes longer than the churn.
+                       timeout=f"{_minutes(duration) + 30 + int(services) // 100}m")
 
 
 def _minutes(duration):

@@ -413,7 +413,7 @@ metadata:
                     "--metrics-secure=false"], env
         argv = [*netns, binary("speaker"),
                 "--node-name", lb, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
-                "--port", SPEAKER_METRICS_PORT, "--metrics-secure=false", "--log-level", "debug",
+                "--port", SPEAKER_METRICS_PORT, "--metrics-secure=false", "--enable-pprof", "--log-level", "debug",
                 "--datapath", self.options["datapath"]]
         if self.options["datapath"] == "ebpf":
             # Generic XDP: the ToR's end of each veth runs no XDP program, which native XDP_TX needs.

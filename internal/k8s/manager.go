@@ -160,11 +160,16 @@ func (o *Options) ManagerOptions() manager.Options {
 		Metrics:                o.metricsOptions(),
 		HealthProbeBindAddress: bindAddress(o.BindHost, o.HealthProbePort),
 		PprofBindAddress:       o.Upstream.PprofBindAddress,
-		Cache: cache.Options{ByObject: inNamespace(o.Namespace,
-			&corev1.Secret{}, &metallbv1beta1.ConfigurationState{}, &maglbv1beta1.IPAddressPool{}, &metallbv1beta2.BGPPeer{},
-			&metallbv1beta1.BFDProfile{}, &metallbv1beta1.BGPAdvertisement{}, &metallbv1beta1.L2Advertisement{},
-			&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
-		)},
+		Cache: cache.Options{
+			ByObject: inNamespace(o.Namespace,
+				&corev1.Secret{}, &metallbv1beta1.ConfigurationState{}, &maglbv1beta1.IPAddressPool{}, &metallbv1beta2.BGPPeer{},
+				&metallbv1beta1.BFDProfile{}, &metallbv1beta1.BGPAdvertisement{}, &metallbv1beta1.L2Advertisement{},
+				&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
+			),
+			// No component reads managedFields, and at 10,000 Services they are a good part of
+			// every cached object (and of every copy read from the cache).
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 		// A binary runs one manager, but its tests run the same wiring repeatedly in one
 		// process; controller names need not be unique process-wide. The first lists of many
 		// speakers starting at once (tens of nodes, 10,000 Services) take longer than

@@ -181,9 +181,13 @@ func (r *Reconciler) report(plan announce.Plan, services map[string]*corev1.Serv
 		}
 		protocols := map[string]bool{"bgp": len(state.BGPPeers) > 0, "layer2": state.L2}
 		now[key] = map[string]bool{"bgp": protocols["bgp"], "layer2": state.L2, announce.ReasonDatapathFailed: state.DatapathError != nil}
+		before, known := r.announced[key]
 		for protocol, on := range protocols {
+			if known && before[protocol] == on {
+				continue // the gauge holds it already
+			}
 			announcedGauge.WithLabelValues(r.NodeName, protocol, key).Set(boolFloat(on))
-			if on && !r.announced[key][protocol] {
+			if on {
 				r.Recorder.Eventf(services[key], corev1.EventTypeNormal, "nodeAssigned", "announcing from node %q with protocol %q", r.NodeName, protocol)
 			}
 		}
@@ -213,11 +217,14 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 		services corev1.ServiceList
 		epSlices discoveryv1.EndpointSliceList
 	)
+	// A pass reads every Service and EndpointSlice: copying them out of the cache cost more
+	// than the decisions at 10,000 Services. Nothing here or downstream writes to them.
+	shared := []client.ListOption{client.UnsafeDisableDeepCopy}
 	for _, l := range []struct {
 		list client.ObjectList
 		opts []client.ListOption
 	}{
-		{&nodes, nil}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, nil}, {&epSlices, nil},
+		{&nodes, shared}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, shared}, {&epSlices, shared},
 	} {
 		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
 			return announce.Input{}, nil, 0, nil, err
