@@ -7,155 +7,317 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
+	metallbv1beta1 "go.universe.tf/metallb/api/v1beta1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/maglb/maglb/internal/k8s"
-	"github.com/maglb/maglb/internal/logging"
+	maglbv1alpha1 "github.com/maglb/maglb/api/v1alpha1"
+	"github.com/maglb/maglb/internal/badsettings"
+	"github.com/maglb/maglb/internal/lbservice"
+	"github.com/maglb/maglb/internal/projection"
 	"github.com/maglb/maglb/internal/rbactest"
 	"github.com/maglb/maglb/internal/testenv"
+	maglbv1beta1 "github.com/maglb/maglb/upstream/api/v1beta1"
 	"github.com/maglb/maglb/upstream/webhooks"
 )
 
-// controllerRBAC is what the controller's manifest grants it.
-var controllerRBAC = []string{"config/rbac/service_accounts.yaml", "config/rbac/controller.yaml"}
+var (
+	// controllerRBAC is what the controller's manifest grants it in the LB cluster.
+	controllerRBAC = []string{"config/rbac/service_accounts.yaml", "config/rbac/controller.yaml"}
+	// projectionRBAC is what a workload cluster grants the controller's projection.
+	projectionRBAC = []string{"config/workload-cluster/projection-access.yaml"}
+)
+
+const (
+	projectionNamespace = "maglb-projection" // of the ServiceAccount a workload cluster grants
+	rbacPod             = "controller-rbac"
+	rbacPool            = "rbac"
+	workloadNamespace   = "shop"
+)
+
+// rbacSetup is what every run of the controller's job shares.
+type rbacSetup struct {
+	lb, workload *testenv.Env
+	bin          string
+	kubeconfig   string // of the controller's ServiceAccount, in the LB cluster
+	projection   []byte // kubeconfig of the projection's ServiceAccount, in the workload cluster
+	reader       string // a token allowed to read metrics
+	runs         atomic.Int32
+}
 
 // The controller, run as deployed (leader election, webhooks registered with a certificate
 // of its own, metrics over HTTPS) with a token of its ServiceAccount bound to exactly the
-// manifest's RBAC, does its job: a Service gets an IP and its IPAllocated event, the webhooks
-// and the BGPPeer conversion carry its CA, its metrics answer a reader.
+// manifest's RBAC, and projecting a workload cluster through a token bound to exactly what
+// config/workload-cluster grants, does its whole job (rbacSetup.job). With
+// MAGLB_RBAC_TABLE=1, the minus-one-verb table of the LB cluster's RBAC: without any one
+// (resource, verb), the controller's log shows the API server refusing it. (In a workload
+// cluster, the projection asks for each verb it needs before it starts: its access probe,
+// TestWorkloadClusterAccess, names what is missing.)
 func TestControllerRBAC(t *testing.T) {
-	env := startAPIServer(t)
+	s := &rbacSetup{lb: startAPIServer(t), workload: startAPIServer(t), bin: controllerBinary(t)}
 	ctx := context.Background()
-	rbac, cfg, _ := rbactest.Grant(t, env, metallbNamespace, "controller", controllerRBAC...)
-	if err := env.Client.Create(ctx, newPool("rbac", []string{"10.129.0.0/16"}, nil)); err != nil {
+	rbac, _, kubeconfig := rbactest.Grant(t, s.lb, metallbNamespace, "controller", controllerRBAC...)
+	s.kubeconfig = kubeconfig
+	createNamespace(t, s.workload, projectionNamespace, nil)
+	createNamespace(t, s.workload, workloadNamespace, nil)
+	_, _, projectionKubeconfig := rbactest.Grant(t, s.workload, projectionNamespace, "maglb-projection", projectionRBAC...)
+	var err error
+	if s.projection, err = os.ReadFile(projectionKubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	reader, err := env.MetricsReaderToken(ctx, "prometheus")
+	if s.reader, err = s.lb.MetricsReaderToken(ctx, "prometheus"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.lb.Client.Create(ctx, newPool(rbacPool, []string{"10.129.0.0/16"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Node(t, s.workload.Client, "w1", "192.0.2.11")
+	testenv.Node(t, s.workload.Client, "w2", "192.0.2.12")
+
+	rbactest.Check(t, s.lb.Client, rbac, rbactest.ServiceAccountUser(metallbNamespace, "controller"), s.job)
+}
+
+// job runs the controller through its job: a Service of the LB cluster gets its IP and
+// IPAllocated; the webhooks and the BGPPeer conversion get its CA, its Secret a certificate;
+// its ConfigurationState and the pool's status are written; a reader scrapes its metrics.
+// A workload cluster registered, its Service is projected (namespace, Service, EndpointSlice),
+// gets the VIP back, and a Service asking for an IP no pool has gets the AllocationFailed
+// warning mirrored, repeated (patched) in both clusters. The workload Service's endpoints and
+// port change: the projection follows. The controller is restarted: it holds the Lease again,
+// renews a Secret that holds no certificate, puts its CA back into the webhooks and its labels
+// on its ConfigurationState. Then the workload Service is deleted (its projection goes, its
+// finalizer is taken off) and the WorkloadCluster too (its namespace goes, its finalizer
+// is taken off).
+func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
+	ctx := context.Background()
+	c, w := s.lb.Client, s.workload.Client
+	id := fmt.Sprintf("r%d", s.runs.Add(1))
+	resetControllerState(t, c)
+
+	svc := newService(metallbNamespace, "rbac-"+id, nil)
+	wsvc := workloadService(t, w, "web-"+id, nil)
+	testenv.SetEndpoints(t, w, wsvc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
+	wfail := workloadService(t, w, "nope-"+id, map[string]string{lbservice.AnnotationLoadBalancerIPs: "203.0.113.99"})
+	for _, obj := range []client.Object{svc,
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "kubeconfig-" + id}, Data: map[string][]byte{maglbv1alpha1.DefaultKubeconfigKey: s.projection}},
+		&maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}, Spec: maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: "kubeconfig-" + id}}},
+	} {
+		if err := c.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lbNamespace := maglbv1alpha1.DefaultNamespacePrefix + id
+	projected := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: lbNamespace, Name: projection.Name(id, workloadNamespace, wsvc.Name)}}
+	failed := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: lbNamespace, Name: projection.Name(id, workloadNamespace, wfail.Name)}}
+
+	logPath := filepath.Join(t.TempDir(), "controller.log")
+	metricsPort := testenv.FreePort(t)
+	stop := s.start(t, logPath, metricsPort, row.Env())
+	defer func() { stop() }()
+	steps := rbactest.Steps{LogPath: logPath, Refused: row.Refused, Timeout: 30 * time.Second}
+	done := func(err error) (string, error) {
+		stop()
+		return rbactest.ReadLog(logPath), err
+	}
+	wait := func(checks ...check) error {
+		for _, ch := range checks {
+			if err := steps.Wait(ch.what, ch.done); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	if err := wait(
+		check{"the Service's IP", func() error { return hasIngress(c, svc) }},
+		check{"IPAllocated", func() error { return eventCount(c, svc, "IPAllocated", 1) }},
+		check{"the webhooks' CA", func() error { return webhooksHaveCA(c) }},
+		check{"the ConfigurationState", func() error { return stateValid(c, "controller") }},
+		check{"the pool's status", func() error { return poolAssigned(c) }},
+		check{"metrics over HTTPS", func() error { return scrape(metricsPort, s.reader) }},
+		check{"the WorkloadCluster connected", func() error { return connected(c, id) }},
+		check{"the projected Service's IP", func() error { return hasIngress(c, projected) }},
+		check{"the projected EndpointSlice", func() error { return sliceWeights(c, projected, "192.0.2.11=1") }},
+		check{"the VIP written back", func() error { return hasIngress(w, wsvc) }},
+		check{"AllocationFailed mirrored", func() error { return eventCount(w, wfail, "AllocationFailed", 1) }},
+	); err != nil {
+		return done(err)
+	}
+
+	// Changes the projection follows, and a warning repeated in both clusters.
+	testenv.SetEndpoints(t, w, wsvc, testenv.Pod{Name: "b", Node: "w2", Addr: "10.0.2.1"})
+	mutate(t, w, wsvc, func() { wsvc.Spec.Ports[0].Port = 8080 })
+	mutate(t, w, wfail, func() { wfail.Labels = map[string]string{"tier": "front"} })
+	if err := wait(
+		check{"the projected EndpointSlice updated", func() error { return sliceWeights(c, projected, "192.0.2.12=1") }},
+		check{"the projected Service updated", func() error { return port(c, projected, 8080) }},
+		check{"AllocationFailed repeated", func() error { return eventCount(c, failed, "AllocationFailed", 2) }},
+		check{"AllocationFailed repeated in the workload cluster", func() error { return eventCount(w, wfail, "AllocationFailed", 2) }},
+	); err != nil {
+		return done(err)
+	}
+
+	// Restarted, the controller finds its state partly lost.
+	stop()
+	state := &metallbv1beta1.ConfigurationState{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "controller"}}
+	mutate(t, c, state, func() { state.Labels = nil })
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "metallb-webhook-cert"}}
+	mutate(t, c, secret, func() { secret.Data = nil })
+	clearWebhookCA(t, c)
+	stop = s.start(t, logPath, metricsPort, row.Env())
+	if err := wait(
+		check{"the Lease held again", func() error { return leaseHeld(c) }},
+		check{"the webhooks' CA put back", func() error { return webhooksHaveCA(c) }},
+		check{"the webhook certificate renewed", func() error { return secretHasCertificate(c, secret) }},
+		check{"the ConfigurationState's labels put back", func() error { return hasLabels(c, state) }},
+	); err != nil {
+		return done(err)
+	}
+
+	// Deletions: of a workload Service, then of the whole WorkloadCluster.
+	if err := w.Delete(ctx, wsvc); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(
+		check{"the projection of a deleted Service removed", func() error { return gone(c, projected) }},
+		check{"its finalizer taken off", func() error { return gone(w, wsvc) }},
+	); err != nil {
+		return done(err)
+	}
+	if err := c.Delete(ctx, &maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(
+		check{"the WorkloadCluster's namespace deleted", func() error { return deleting(c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lbNamespace}}) }},
+		check{"the WorkloadCluster's finalizer taken off", func() error { return gone(c, &maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}}) }},
+		check{"the workload Service's finalizer taken off", func() error { return noFinalizer(w, wfail) }},
+	); err != nil {
+		return done(err)
+	}
+	return done(nil)
+}
+
+type check struct {
+	what string
+	done func() error
+}
+
+// start runs the controller binary with the ServiceAccount's kubeconfig, its output into
+// logPath (appended), and returns what stops it.
+func (s *rbacSetup) start(t *testing.T, logPath string, metricsPort int, env []string) (stop func()) {
+	t.Helper()
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	if err := controllerJob(t, env, cfg, reader, "full", time.Minute); err != nil {
-		t.Fatalf("with the manifest's RBAC: %v", err)
+	cmd := exec.Command(s.bin, "--kubeconfig", s.kubeconfig, "--namespace", metallbNamespace,
+		fmt.Sprintf("--port=%d", metricsPort), fmt.Sprintf("--health-probe-port=%d", testenv.FreePort(t)),
+		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", testenv.FreePort(t)), "--cert-dir="+t.TempDir())
+	cmd.Env = append(append(badsettings.CleanEnv(), "METALLB_POD_NAME="+rbacPod), env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	if os.Getenv("MAGLB_RBAC_TABLE") != "1" {
-		t.Log("the minus-one-verb table runs with MAGLB_RBAC_TABLE=1 (about 20 minutes)")
-		return
-	}
-	// One verb of one resource removed at a time. A verb the job still does without is
-	// reported, not failed: this job starts once and ends, so the projection's verbs are not
-	// exercised; which of them can go is still open (the speaker's table, which asserts, is
-	// speaker/rbac_test.go).
-	user := rbactest.ServiceAccountUser(metallbNamespace, "controller")
-	for _, row := range rbactest.Rows(rbac) {
-		t.Run(row.String(), func(t *testing.T) {
-			if err := row.Remove(ctx, env.Client, user); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				if err := row.Restore(ctx, env.Client, user); err != nil {
-					t.Fatal(err)
-				}
-			}()
-			if err := controllerJob(t, env, cfg, reader, row.ID(), 20*time.Second); err == nil {
-				t.Logf("done without %s", row)
-			} else {
-				t.Logf("fails without %s: %v", row, err)
-			}
-		})
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(exited)
+	}()
+	var stopped atomic.Bool
+	return func() {
+		if stopped.Swap(true) {
+			return
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 	}
 }
 
-// controllerJob runs the controller with cfg until its job is done or timeout passes.
-func controllerJob(t *testing.T, env *testenv.Env, cfg *rest.Config, reader, id string, timeout time.Duration) error {
-	ctx := context.Background()
-	svc := newService(metallbNamespace, "rbac-"+id, nil)
-	if err := env.Client.Create(ctx, svc); err != nil {
+// workloadService creates a LoadBalancer Service in the workload cluster's namespace.
+func workloadService(t *testing.T, c client.Client, name string, annotations map[string]string) *corev1.Service {
+	t.Helper()
+	svc := newService(workloadNamespace, name, func(svc *corev1.Service) {
+		svc.Annotations = annotations
+		svc.Spec.Selector = map[string]string{"app": name}
+	})
+	if err := c.Create(context.Background(), svc); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if err := env.Client.Delete(ctx, svc); err != nil {
-			t.Error(err)
-		}
-	}()
-	resetControllerState(t, env.Client)
-	metricsPort := testenv.FreePort(t)
-	o := options{
-		Options:             k8s.Options{Namespace: metallbNamespace, LogLevel: "info", MetricsPort: metricsPort, MetricsSecure: true, HealthProbePort: testenv.FreePort(t)},
-		webhookMode:         webhookEnabled,
-		webhookHost:         "127.0.0.1",
-		webhookPort:         testenv.FreePort(t),
-		certDir:             t.TempDir(),
-		certServiceName:     "metallb-webhook-service",
-		webhookSecret:       "metallb-webhook-cert",
-		disableCertRotation: false,
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	logPath := filepath.Join(t.TempDir(), "controller.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	logger := log.NewLogfmtLogger(log.NewSyncWriter(logFile))
-	ctrl.SetLogger(logging.Logr(logger))
-	go func() { done <- run(runCtx, cfg, o, logger) }()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("the controller did not stop within 30 s")
-		}
-	}()
+	return svc
+}
 
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			done <- err
-			return fmt.Errorf("the controller exited: %v", err)
-		default:
-		}
-		if last = jobDone(ctx, env.Client, svc, metricsPort, reader); last == nil {
-			return nil
-		}
-		time.Sleep(250 * time.Millisecond)
+// mutate reads obj, changes it and writes it back (as an administrator).
+func mutate(t *testing.T, c client.Client, obj client.Object, change func()) {
+	t.Helper()
+	if _, err := testenv.CreateOrUpdate(c, obj, change); err != nil {
+		t.Fatal(err)
 	}
-	return fmt.Errorf("%w; the controller's log ends:\n%s", last, logTail(logPath, 8))
 }
 
 // resetControllerState removes what an earlier run left that the next must make again: the
-// webhook certificate and registration, the CA of the conversion, the leader's Lease.
+// webhook certificate and registration, the CA of the conversion, the leader's Lease, the
+// ConfigurationState. A WorkloadCluster a refused run left keeps no finalizer.
 func resetControllerState(t *testing.T, c client.Client) {
 	t.Helper()
 	ctx := context.Background()
 	for _, obj := range []client.Object{
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "metallb-webhook-cert"}},
 		&admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhooks.ConfigurationName}},
-		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "maglb-controller"}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: leaderElectionID}},
+		&metallbv1beta1.ConfigurationState{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "controller"}},
 	} {
 		if err := client.IgnoreNotFound(c.Delete(ctx, obj)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	clearWebhookCA(t, c)
+	var clusters maglbv1alpha1.WorkloadClusterList
+	if err := c.List(ctx, &clusters); err != nil {
+		t.Fatal(err)
+	}
+	for i := range clusters.Items {
+		wc := &clusters.Items[i]
+		if len(wc.Finalizers) > 0 {
+			wc.Finalizers = nil
+			if err := c.Update(ctx, wc); client.IgnoreNotFound(err) != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := client.IgnoreNotFound(c.Delete(ctx, wc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// clearWebhookCA takes the CA out of the BGPPeer conversion (and of the webhook
+// configuration, if there is one).
+func clearWebhookCA(t *testing.T, c client.Client) {
+	t.Helper()
+	ctx := context.Background()
 	var crd apiextensionsv1.CustomResourceDefinition
 	if err := c.Get(ctx, client.ObjectKey{Name: "bgppeers.metallb.io"}, &crd); err != nil {
 		t.Fatal(err)
@@ -166,24 +328,53 @@ func resetControllerState(t *testing.T, c client.Client) {
 			t.Fatal(err)
 		}
 	}
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	err := c.Get(ctx, client.ObjectKey{Name: webhooks.ConfigurationName}, &vwc)
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig.CABundle = nil
+	}
+	if err := c.Update(ctx, &vwc); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// jobDone reports what of the controller's job is not done yet.
-func jobDone(ctx context.Context, c client.Client, svc *corev1.Service, metricsPort int, reader string) error {
+func hasIngress(c client.Client, svc *corev1.Service) error {
 	var got corev1.Service
-	if err := c.Get(ctx, client.ObjectKeyFromObject(svc), &got); err != nil {
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
 		return err
 	}
 	if len(got.Status.LoadBalancer.Ingress) == 0 {
 		return errors.New("no IP")
 	}
+	return nil
+}
+
+// eventCount checks that svc has an event of reason that happened at least want times.
+func eventCount(c client.Client, svc *corev1.Service, reason string, want int32) error {
 	var events corev1.EventList
-	if err := c.List(ctx, &events, client.InNamespace(svc.Namespace), client.MatchingFields{"involvedObject.name": svc.Name}); err != nil {
+	if err := c.List(context.Background(), &events, client.InNamespace(svc.Namespace)); err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(events.Items, func(e corev1.Event) bool { return e.Reason == "IPAllocated" }) {
-		return errors.New("no IPAllocated event")
+	var got int32
+	for _, e := range events.Items {
+		if e.InvolvedObject.Kind == "Service" && e.InvolvedObject.Name == svc.Name && e.Reason == reason {
+			got = max(got, e.Count, 1)
+		}
 	}
+	if got < want {
+		return fmt.Errorf("%s %d times", reason, got)
+	}
+	return nil
+}
+
+func webhooksHaveCA(c client.Client) error {
+	ctx := context.Background()
 	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
 	if err := c.Get(ctx, client.ObjectKey{Name: webhooks.ConfigurationName}, &vwc); err != nil {
 		return fmt.Errorf("webhook configuration: %w", err)
@@ -198,7 +389,134 @@ func jobDone(ctx context.Context, c client.Client, svc *corev1.Service, metricsP
 	if conv := crd.Spec.Conversion; conv == nil || conv.Webhook == nil || conv.Webhook.ClientConfig == nil || len(conv.Webhook.ClientConfig.CABundle) == 0 {
 		return errors.New("BGPPeer conversion without a CA")
 	}
-	return scrape(metricsPort, reader)
+	return nil
+}
+
+func stateValid(c client.Client, name string) error {
+	var state metallbv1beta1.ConfigurationState
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: name}, &state); err != nil {
+		return err
+	}
+	if state.Status.Result != metallbv1beta1.ConfigurationResultValid {
+		return fmt.Errorf("result %q", state.Status.Result)
+	}
+	return nil
+}
+
+func poolAssigned(c client.Client) error {
+	var pool maglbv1beta1.IPAddressPool
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: rbacPool}, &pool); err != nil {
+		return err
+	}
+	if pool.Status.AssignedIPv4 == 0 {
+		return errors.New("no address assigned in the status")
+	}
+	return nil
+}
+
+func connected(c client.Client, cluster string) error {
+	var wc maglbv1alpha1.WorkloadCluster
+	if err := c.Get(context.Background(), client.ObjectKey{Name: cluster}, &wc); err != nil {
+		return err
+	}
+	if !meta.IsStatusConditionTrue(wc.Status.Conditions, maglbv1alpha1.ConditionConnected) {
+		return fmt.Errorf("conditions %v", wc.Status.Conditions)
+	}
+	return nil
+}
+
+// sliceWeights checks the endpoint weights of the projected Service's IPv4 EndpointSlice.
+func sliceWeights(c client.Client, projected *corev1.Service, want string) error {
+	var slice discoveryv1.EndpointSlice
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: projected.Namespace, Name: projected.Name + "-ipv4"}, &slice); err != nil {
+		return err
+	}
+	if got := slice.Annotations[maglbv1alpha1.AnnotationEndpointWeights]; got != want {
+		return fmt.Errorf("weights %q", got)
+	}
+	return nil
+}
+
+func port(c client.Client, svc *corev1.Service, want int32) error {
+	var got corev1.Service
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
+		return err
+	}
+	if len(got.Spec.Ports) == 0 || got.Spec.Ports[0].Port != want {
+		return fmt.Errorf("ports %v", got.Spec.Ports)
+	}
+	return nil
+}
+
+func leaseHeld(c client.Client) error {
+	var lease coordinationv1.Lease
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: leaderElectionID}, &lease); err != nil {
+		return err
+	}
+	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != rbacPod {
+		return fmt.Errorf("held by %q", holder)
+	}
+	if lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > 5*time.Second {
+		return errors.New("not renewed")
+	}
+	return nil
+}
+
+func secretHasCertificate(c client.Client, secret *corev1.Secret) error {
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(secret), secret); err != nil {
+		return err
+	}
+	if len(secret.Data[corev1.TLSCertKey]) == 0 {
+		return fmt.Errorf("keys %v", slices.Collect(maps.Keys(secret.Data)))
+	}
+	return nil
+}
+
+func hasLabels(c client.Client, obj client.Object) error {
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+		return err
+	}
+	if len(obj.GetLabels()) == 0 {
+		return errors.New("no labels")
+	}
+	return nil
+}
+
+func gone(c client.Client, obj client.Object) error {
+	err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("still there (finalizers %v)", obj.GetFinalizers())
+}
+
+// deleting checks that obj is being deleted (a namespace stays Terminating here: no
+// controller empties it).
+func deleting(c client.Client, obj client.Object) error {
+	err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if obj.GetDeletionTimestamp() == nil {
+		return errors.New("not deleted")
+	}
+	return nil
+}
+
+func noFinalizer(c client.Client, obj client.Object) error {
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+		return err
+	}
+	if slices.Contains(obj.GetFinalizers(), projection.Finalizer) {
+		return fmt.Errorf("finalizers %v", obj.GetFinalizers())
+	}
+	return nil
 }
 
 // scrape GETs the metrics over HTTPS with token.
@@ -219,3 +537,4 @@ func scrape(port int, token string) error {
 	}
 	return nil
 }
+

@@ -62,6 +62,9 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		ensureNamespace(ctx, soakNamespace)
 		createAdvertisedPool(ctx, soakPool, soakRange)
 		c := unthrottledClient()
+		var left corev1.ServiceList
+		Expect(c.List(ctx, &left, client.InNamespace(soakNamespace))).To(Succeed())
+		Expect(left.Items).To(BeEmpty(), "Services an earlier, interrupted soak left in namespace %s: start from a fresh lab (python3 tasks.py dev-env-cleanup)", soakNamespace)
 		before, err := observeDatapaths()
 		Expect(err).NotTo(HaveOccurred())
 		demo := demoVIPs(ctx)

@@ -124,13 +124,18 @@ def start_record(title, argv):
 
 
 def save_runs(records, fresh, directory=RUNS):
-    """Keeps the records; fresh forgets every earlier one first."""
+    """Keeps the records; fresh forgets every earlier one first. A failed run does not replace
+    a recorded run of the same command that succeeded: the figures stay those of a whole run
+    (the failure is reported, not recorded)."""
     directory.mkdir(parents=True, exist_ok=True)
     if fresh:
         for old in directory.glob("*.json"):
             old.unlink()
     for r in records:
-        (directory / f"{run_key(r['command'])}.json").write_text(json.dumps(r, indent=1))
+        path = directory / f"{run_key(r['command'])}.json"
+        if r["returncode"] != 0 and path.exists() and json.loads(path.read_text()).get("returncode") == 0:
+            continue
+        path.write_text(json.dumps(r, indent=1))
 
 
 def load_runs(directory=RUNS):

@@ -1,8 +1,11 @@
 """The benchmark output parser and the figures drawn from it, on recorded `go test -bench` output
 (`python3 -m unittest discover -s hack -p '*_test.py'`, which `tasks.py test` runs)."""
 
+import json
 import shlex
+import tempfile
 import unittest
+from pathlib import Path
 
 import benchreport
 
@@ -192,6 +195,29 @@ class FormatTest(unittest.TestCase):
         for title, vals, met, want in cases:
             with self.subTest(title):
                 self.assertEqual(benchreport.goal_verdict(vals, met), want)
+
+
+
+
+
+class SaveRunsTest(unittest.TestCase):
+    def test_failed_run_keeps_the_successful_one(self):
+        with tempfile.TemporaryDirectory() as d:
+            runs = Path(d)
+            good = {"command": ["go", "test", "-bench", "X"], "returncode": 0, "output": "good"}
+            benchreport.save_runs([good], fresh=False, directory=runs)
+            failed = dict(good, returncode=1, output="failed")
+            benchreport.save_runs([failed], fresh=False, directory=runs)
+            (path,) = runs.glob("*.json")
+            self.assertEqual(json.loads(path.read_text())["output"], "good")
+            # A failed run is recorded where nothing succeeded, and a new success replaces it.
+            other = {"command": ["go", "test", "-bench", "Y"], "returncode": 1, "output": "failed"}
+            benchreport.save_runs([other], fresh=False, directory=runs)
+            self.assertEqual(len(list(runs.glob("*.json"))), 2)
+            benchreport.save_runs([dict(other, returncode=0, output="good")], fresh=False, directory=runs)
+            outputs = sorted(json.loads(p.read_text())["output"] for p in runs.glob("*.json"))
+            self.assertEqual(outputs, ["good", "good"])
+
 
 
 if __name__ == "__main__":

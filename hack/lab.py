@@ -49,6 +49,13 @@ HEALTH_PORT = 27473
 WEBHOOK_PORT = 29443
 # The controller's replicas, each with its (metrics, health probe, webhook) ports: the lab runs
 # the first; the second joins for the chaos suite's leader fault (hack/labchaos.py).
+# What MagLB's manifests grant each component's ServiceAccount (kubectl apply arguments).
+CONFIG = REPO / "config"
+COMPONENT_RBAC = {
+    "controller": ["-f", CONFIG / "rbac" / "service_accounts.yaml", "-f", CONFIG / "rbac" / "controller.yaml"],
+    "speaker": ["-f", CONFIG / "rbac" / "service_accounts.yaml", "-f", CONFIG / "rbac" / "speaker.yaml"],
+    "reflector": ["-f", CONFIG / "reflector" / "rbac.yaml"],
+}
 CONTROLLER_REPLICAS = {"controller": (METRICS_PORT, HEALTH_PORT, WEBHOOK_PORT), "controller-2": (27482, 27483, 29444)}
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +205,16 @@ metadata:
         out = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", capture=True)
         note(f"{len(out.splitlines())} CRDs established")
 
+    def component_kubeconfig(self, account):
+        """The kubeconfig a component of MagLB runs with: a token of its ServiceAccount, bound to
+        exactly what its manifest grants (config/, applied again each time), so that every lab
+        run checks the manifests; the administrator's in the upgrade lab, whose RBAC is
+        upstream's chart's."""
+        if self.upgrade_lab:
+            return self.kubeconfig
+        return self.cluster.service_account_kubeconfig(NAMESPACE, account, COMPONENT_RBAC[account],
+                                                       self.state / f"kubeconfig-{account}")
+
     def controller_argv(self, replica="controller"):
         """(argv, environment) of the controller that runs now. In the upgrade lab both run with
         the arguments and environment of upstream's chart, and the lab adds after them (so they
@@ -206,7 +223,7 @@ metadata:
         controller registers them behind the Service metallb-webhook-service, which the API
         server cannot reach here."""
         metrics, health, webhook = CONTROLLER_REPLICAS[replica]
-        outside = ["--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE, "--port", metrics]
+        outside = ["--kubeconfig", self.component_kubeconfig("controller"), "--namespace", NAMESPACE, "--port", metrics]
         pod = {"metadata.name": replica}
         if self.running_metallb() == "upstream":
             args, env = self.chart("controller", pod)
@@ -412,7 +429,7 @@ metadata:
             return [*netns, binary("speaker"), *args, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
                     "--metrics-secure=false"], env
         argv = [*netns, binary("speaker"),
-                "--node-name", lb, "--kubeconfig", self.kubeconfig, "--namespace", NAMESPACE,
+                "--node-name", lb, "--kubeconfig", self.component_kubeconfig("speaker"), "--namespace", NAMESPACE,
                 "--port", SPEAKER_METRICS_PORT, "--metrics-secure=false", "--enable-pprof", "--log-level", "debug",
                 "--datapath", self.options["datapath"]]
         if self.options["datapath"] == "ebpf":

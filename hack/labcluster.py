@@ -248,6 +248,10 @@ def generate_pki(pki):
         key.chmod(0o600)
 
 
+# How long the tokens of the lab's ServiceAccount kubeconfigs last.
+TOKEN_DURATION = "8760h"
+
+
 def write_kubeconfig(path, server, pki, namespace, token=None):
     """A kubeconfig for server: the admin's client certificate, or a bearer token."""
     def b64(name):
@@ -387,6 +391,16 @@ class Cluster:
             return self.ready()
         except Exception:  # noqa: BLE001
             return False
+
+    def service_account_kubeconfig(self, namespace, account, manifests, path):
+        """Writes to path a kubeconfig with a token (a year long) of ServiceAccount
+        namespace/account, once manifests (kubectl apply arguments: its RBAC) are applied, and
+        returns path: what runs with it has exactly the rights the manifests grant."""
+        self.kubectl("apply", *manifests, capture=True)
+        token = self.kubectl("create", "token", account, "-n", namespace, f"--duration={TOKEN_DURATION}",
+                             capture=True).strip()
+        write_kubeconfig(path, self.server, self.pki, namespace, token=token)
+        return path
 
     def kubectl(self, *args, input=None, capture=False):
         proc = subprocess.run([str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *map(str, args)],

@@ -52,7 +52,7 @@ class Reflectors:
 
     def argv(self, refl):
         return ["ip", "netns", "exec", self.lab.topology.netns(refl), binary("speaker"), "--role=reflector",
-                "--node-name", refl, "--kubeconfig", self.lab.kubeconfig, "--namespace", self.lab.namespace,
+                "--node-name", refl, "--kubeconfig", self.lab.component_kubeconfig("reflector"), "--namespace", self.lab.namespace,
                 "--port", METRICS_PORT, "--metrics-secure=false", "--log-level", "debug"]
 
     def start(self, refl):

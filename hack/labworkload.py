@@ -20,7 +20,7 @@ import json
 import time
 
 import labnet
-from labcluster import Cluster, LabError, binary, wait_until, write_kubeconfig
+from labcluster import Cluster, LabError, binary, wait_until
 from tooling import REPO, note, step
 
 PORT_STRIDE = 100
@@ -32,7 +32,6 @@ CONTROLLERS = "endpointslice,garbagecollector,namespace"
 # What a workload cluster grants projection: a ServiceAccount with least privilege.
 PROJECTION_RBAC = REPO / "config" / "workload-cluster"
 PROJECTION_ACCOUNT = "maglb-projection"  # its name and namespace
-TOKEN_DURATION = "8760h"
 
 
 def service_cidrs(wc):
@@ -244,12 +243,8 @@ class WorkloadClusters:
         if not (PROJECTION_RBAC / "kustomization.yaml").is_file():
             note(f"{PROJECTION_RBAC.relative_to(REPO)}/ missing: {c.name}'s Secret holds the admin's kubeconfig")
             return c.kubeconfig
-        c.kubectl("apply", "-k", PROJECTION_RBAC, capture=True)
-        token = c.kubectl("create", "token", PROJECTION_ACCOUNT, "-n", PROJECTION_ACCOUNT,
-                          f"--duration={TOKEN_DURATION}", capture=True).strip()
-        path = c.kubeconfig.with_name(f"{c.kubeconfig.name}-projection")
-        write_kubeconfig(path, c.server, c.pki, "default", token=token)
-        return path
+        return c.service_account_kubeconfig(PROJECTION_ACCOUNT, PROJECTION_ACCOUNT, ["-k", PROJECTION_RBAC],
+                                            c.kubeconfig.with_name(f"{c.kubeconfig.name}-projection"))
 
     def projecting(self):
         """Whether a projection controller runs: some WorkloadCluster has status conditions."""

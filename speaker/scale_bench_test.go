@@ -167,7 +167,9 @@ func benchToR(b *testing.B, mode scaleMode, size scaleSize) scaleResult {
 	for _, name := range names {
 		lab.startSpeaker(b, name, "--log-level", "info")
 	}
-	lab.waitAtToR(b, "every session established with BFD up", 5*time.Minute, func(s torState) bool {
+	// Each speaker first lists every Service and EndpointSlice: 50 of them listing 10,000 at
+	// once take minutes on a small machine.
+	lab.waitAtToR(b, "every session established with BFD up", 15*time.Minute, func(s torState) bool {
 		return s.established == len(torPeers) && s.bfdUp == len(torPeers)
 	}, nil)
 

@@ -244,27 +244,6 @@ func waitCondition(t *testing.T, name, typ string, status metav1.ConditionStatus
 	return last
 }
 
-// workloadNode creates a node of the workload cluster with its InternalIPs.
-func workloadNode(t *testing.T, c client.Client, name string, addrs ...string) {
-	t.Helper()
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	for _, a := range addrs {
-		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
-	}
-	status := node.Status
-	err := c.Create(context.Background(), node)
-	if apierrors.IsAlreadyExists(err) {
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Status = status // in case create dropped it, as for most kinds
-	if err := c.Status().Update(context.Background(), node); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // loadBalancer creates a LoadBalancer Service in the workload cluster.
 func loadBalancer(t *testing.T, c client.Client, namespace, name string, annotations map[string]string) *corev1.Service {
 	t.Helper()
@@ -282,45 +261,6 @@ func loadBalancer(t *testing.T, c client.Client, namespace, name string, annotat
 		t.Fatal(err)
 	}
 	return svc
-}
-
-// pod is one endpoint of a workload EndpointSlice: a pod on a node.
-type pod struct{ name, node, addr string }
-
-// setEndpoints writes the workload Service's IPv4 EndpointSlice, as the endpoint controller would.
-func setEndpoints(t *testing.T, c client.Client, svc *corev1.Service, pods ...pod) {
-	t.Helper()
-	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name + "-pods"}}
-	_, err := ctrlCreateOrUpdate(c, slice, func() {
-		slice.Labels = map[string]string{discoveryv1.LabelServiceName: svc.Name}
-		slice.AddressType = discoveryv1.AddressTypeIPv4
-		slice.Ports = []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To[int32](8080)}}
-		slice.Endpoints = nil
-		for _, p := range pods {
-			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-				Addresses:  []string{p.addr},
-				NodeName:   ptr.To(p.node),
-				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: svc.Namespace, Name: p.name},
-				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			})
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func ctrlCreateOrUpdate(c client.Client, obj client.Object, mutate func()) (bool, error) {
-	ctx := context.Background()
-	err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj)
-	mutate()
-	switch {
-	case apierrors.IsNotFound(err):
-		return true, c.Create(ctx, obj)
-	case err != nil:
-		return false, err
-	}
-	return false, c.Update(ctx, obj)
 }
 
 // projected returns the projection of the workload Service namespace/name of cluster.

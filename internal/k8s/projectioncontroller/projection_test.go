@@ -46,11 +46,11 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 	registerCluster(t, "east", kubeconfigOf(t, w), nil)
 	ns := "maglb-wc-east"
 
-	workloadNode(t, wc, "w1", "192.0.2.11", "2001:db8::11")
-	workloadNode(t, wc, "w2", "192.0.2.12")
-	workloadNode(t, wc, "w3", "192.0.2.13")
+	testenv.Node(t, wc, "w1", "192.0.2.11", "2001:db8::11")
+	testenv.Node(t, wc, "w2", "192.0.2.12")
+	testenv.Node(t, wc, "w3", "192.0.2.13")
 	svc := loadBalancer(t, wc, "shop", "web", map[string]string{lbservice.AnnotationAllowSharedIP: "k"})
-	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"}, pod{"b", "w1", "10.0.1.2"}, pod{"c", "w2", "10.0.2.1"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"}, testenv.Pod{Name: "b", Node: "w1", Addr: "10.0.1.2"}, testenv.Pod{Name: "c", Node: "w2", Addr: "10.0.2.1"})
 
 	var p *corev1.Service
 	testenv.Eventually(t, "projected Service with a VIP", func() error {
@@ -144,7 +144,7 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 	})
 
 	// Endpoints move: the weights follow.
-	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"}, pod{"c", "w2", "10.0.2.1"}, pod{"d", "w3", "10.0.3.1"}, pod{"e", "w3", "10.0.3.2"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"}, testenv.Pod{Name: "c", Node: "w2", Addr: "10.0.2.1"}, testenv.Pod{Name: "d", Node: "w3", Addr: "10.0.3.1"}, testenv.Pod{Name: "e", Node: "w3", Addr: "10.0.3.2"})
 	wantWeights("ipv4", "192.0.2.11=1,192.0.2.12=1,192.0.2.13=2")
 	// A node excluded from load balancers is dropped.
 	var w3 corev1.Node
@@ -157,7 +157,7 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 	}
 	wantWeights("ipv4", "192.0.2.11=1,192.0.2.12=1")
 	// Only w1 has IPv6: with its pod gone, the IPv6 slice goes.
-	setEndpoints(t, wc, svc, pod{"c", "w2", "10.0.2.1"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "c", Node: "w2", Addr: "10.0.2.1"})
 	testenv.Eventually(t, "IPv6 slice removed", func() error {
 		for _, s := range slicesOf(t, ns, p.Name) {
 			if s.AddressType == discoveryv1.AddressTypeIPv6 {
@@ -169,7 +169,7 @@ func TestProjectionFollowsWorkloadService(t *testing.T) {
 
 	// A second Service, then the first deleted: its projection goes, then the Service.
 	other := loadBalancer(t, wc, "shop", "api", nil)
-	setEndpoints(t, wc, other, pod{"f", "w2", "10.0.2.9"})
+	testenv.SetEndpoints(t, wc, other, testenv.Pod{Name: "f", Node: "w2", Addr: "10.0.2.9"})
 	testenv.Eventually(t, "second Service's VIP", func() error {
 		if !inPool(ingressOf(t, wc, other)) {
 			return errNotYet
@@ -234,10 +234,10 @@ func TestDeletingWorkloadClusterRemovesProjections(t *testing.T) {
 		c.Spec.ServiceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "stays"}}
 	})
 	t.Cleanup(func() { deleteCluster(t, "keep") })
-	workloadNode(t, wc, "w1", "192.0.2.11", "2001:db8::11")
+	testenv.Node(t, wc, "w1", "192.0.2.11", "2001:db8::11")
 	svc := loadBalancer(t, wc, "leave", "leaving", nil)
 	ignored := loadBalancer(t, wc, "leave", "stays", nil)
-	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
 	testenv.Eventually(t, "VIPs written back", func() error {
 		if !inPool(ingressOf(t, wc, svc)) || !inPool(ingressOf(t, wc, ignored)) {
 			return errNotYet
@@ -291,9 +291,9 @@ func TestSameServiceInTwoClusters(t *testing.T) {
 	registerCluster(t, "two", kubeconfigOf(t, second), func(c *v1alpha1.WorkloadCluster) { c.Spec.Namespace = "second-cluster" })
 	var vips [2][]string
 	for i, env := range []*testenv.Env{first, second} {
-		workloadNode(t, env.Client, "w1", "192.0.2.11")
+		testenv.Node(t, env.Client, "w1", "192.0.2.11")
 		svc := loadBalancer(t, env.Client, "twin", "web", nil)
-		setEndpoints(t, env.Client, svc, pod{"a", "w1", "10.0.1.1"})
+		testenv.SetEndpoints(t, env.Client, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
 		testenv.Eventually(t, fmt.Sprintf("VIP in cluster %d", i+1), func() error {
 			if vips[i] = ingressOf(t, env.Client, svc); !inPool(vips[i]) {
 				return errNotYet
@@ -333,9 +333,9 @@ func TestRestartWithUnreachableClusterKeepsProjections(t *testing.T) {
 	w := workloadCluster(t)
 	wc := w.Client
 	registerCluster(t, "flaky", kubeconfigOf(t, w), nil)
-	workloadNode(t, wc, "w1", "192.0.2.11")
+	testenv.Node(t, wc, "w1", "192.0.2.11")
 	svc := loadBalancer(t, wc, "flaky", "web", nil)
-	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
 	var vips []string
 	t.Run("before the restart", func(t *testing.T) {
 		startController(t)
@@ -444,10 +444,10 @@ func TestAllocationFailureMirroredToWorkloadService(t *testing.T) {
 	wc := w.Client
 	startController(t)
 	registerCluster(t, "warn", kubeconfigOf(t, w), nil)
-	workloadNode(t, wc, "w1", "192.0.2.11")
+	testenv.Node(t, wc, "w1", "192.0.2.11")
 	svc := loadBalancer(t, wc, "warn", "web", map[string]string{lbservice.AnnotationLoadBalancerIPs: "203.0.113.99"})
 	t.Cleanup(func() { _ = wc.Delete(context.Background(), svc) })
-	setEndpoints(t, wc, svc, pod{"a", "w1", "10.0.1.1"})
+	testenv.SetEndpoints(t, wc, svc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
 	testenv.Eventually(t, "AllocationFailed on the workload Service", func() error {
 		if list := events(t, wc, svc); !hasEvent(list, "Warning AllocationFailed") {
 			p := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "maglb-wc-warn", Name: projection.Name("warn", "warn", "web")}}
