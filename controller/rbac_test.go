@@ -537,4 +537,3 @@ func scrape(port int, token string) error {
 	}
 	return nil
 }
-
