@@ -349,8 +349,10 @@ def e2etest(c, focus=None, skip=None, label_filter=None, passes="layer2,kubeprox
     "duration": "how long the Services are churned after they are created (Go duration, at least 10m for the figures)",
     "services": "how many Services the soak keeps",
     "batch": "how many Services get other endpoints, and how many are replaced, in each round",
+    "delete_all": "end by deleting every soak Service and checking the maps hold what they held before (on by default; "
+                  "--no-delete-all leaves them to dev-env-cleanup: the API server deletes a few a second)",
 })
-def soak(c, duration="10m", services=10000, batch=500):
+def soak(c, duration="10m", services=10000, batch=500, delete_all=True):
     """Churn soak on the default lab: SERVICES LoadBalancer Services created, their endpoints moved
     and Services replaced, BATCH of each per round, for DURATION while requests run through the demo
     VIPs; then checks IPs, programmed maps, leaks (all deleted: maps as before), failed requests
@@ -359,7 +361,8 @@ def soak(c, duration="10m", services=10000, batch=500):
     bin_dir = _k8s_bins()
     _build()
     _tool(e2e.run_e2e)(bin_dir, K8S_VERSION, ["ebpf"], label_filter="soak",
-                       extra_args=[f"--soak-duration={duration}", f"--soak-services={services}", f"--soak-batch={batch}"],
+                       extra_args=[f"--soak-duration={duration}", f"--soak-services={services}", f"--soak-batch={batch}",
+                                   f"--soak-delete-all={'true' if delete_all else 'false'}"],
                        # Kubernetes allocates ClusterIPs one at a time: at a few per second on a
                        # loaded machine, creating (and deleting) the Services takes longer than the churn.
                        timeout=f"{_minutes(duration) + 30 + int(services) // 100}m")

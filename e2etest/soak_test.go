@@ -32,6 +32,7 @@ var (
 	soakDuration = flag.Duration("soak-duration", 10*time.Minute, "how long the churn soak (label soak) churns after creating its Services")
 	soakServices = flag.Int("soak-services", 10000, "how many Services the churn soak keeps")
 	soakBatch    = flag.Int("soak-batch", 500, "how many Services get other endpoints, and how many are replaced by new ones, in each round of the churn soak")
+	soakDelete   = flag.Bool("soak-delete-all", true, "end the churn soak by deleting every soak Service and checking that each node's maps hold what they held before (the API server deletes a few Services a second)")
 )
 
 const (
@@ -73,13 +74,21 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		traffic := startRequests(demo)
 		memory := startMemorySampler(15 * time.Second)
 		s := &soak{client: c, services: map[string]*corev1.Service{}}
-		DeferCleanup(func(ctx SpecContext) { s.deleteAll(ctx) })
+		if *soakDelete {
+			DeferCleanup(func(ctx SpecContext) { s.deleteAll(ctx) })
+		}
 
 		started := time.Now()
 		soakProgress("creating %d Services in pool %s (%s), %d at a time", *soakServices, soakPool, soakRange, soakWorkers)
 		s.create(ctx, *soakServices)
 		Eventually(s.withoutIP(ctx), 10*time.Minute, 2*time.Second).Should(BeZero(), "soak Services without an IP")
 		soakProgress("every Service has its IP after %s", time.Since(started).Round(time.Second))
+		// The maps at the end of the warm-up: after the churn the same number of Services, of
+		// the same shape, must fill them exactly as much (a replaced Service leaves nothing).
+		Eventually(observeDatapaths, 10*time.Minute, 5*time.Second).Should(before.withServices(slices.Collect(maps.Keys(s.ips(ctx)))).matcher(),
+			"each LB node programs the demo and every soak Service")
+		warm, err := observeDatapaths()
+		Expect(err).NotTo(HaveOccurred())
 		memory.markWarm()
 
 		churnStarted := time.Now()
@@ -96,15 +105,18 @@ var _ = Describe("Churn soak", Label("soak"), func() {
 		for ip := range ips {
 			Expect(netip.MustParsePrefix(soakRange).Contains(netip.MustParseAddr(ip))).To(BeTrue(), "%s is in %s", ip, soakRange)
 		}
-		wanted := before.withServices(slices.Collect(maps.Keys(ips)))
-		Eventually(observeDatapaths, 5*time.Minute, 5*time.Second).Should(wanted.matcher(), "each LB node programs the demo and every soak Service, nothing else")
-		soakProgress("converged: every node programs %d services", len(wanted.anyNode().services))
+		wanted := before.withServices(slices.Collect(maps.Keys(ips))).withMapEntriesOf(warm)
+		Eventually(observeDatapaths, 5*time.Minute, 5*time.Second).Should(wanted.matcher(),
+			"each LB node programs the demo and every soak Service, nothing else, its maps filled as at the end of the warm-up")
+		soakProgress("converged: every node programs %d services, its maps as at the end of the warm-up: %v", len(wanted.anyNode().services), wanted.anyNode().mapEntries)
 
 		traffic.stop()
 		memory.stop()
-		s.deleteAll(ctx)
-		Eventually(observeDatapaths, 5*time.Minute, 5*time.Second).Should(before.matcher(), "with the soak Services deleted, each node's maps hold what they held before")
-		Eventually(func() ([]string, error) { return torRoutesIn(soakRange) }, 2*time.Minute).Should(BeEmpty(), "the ToR's routes into the soak range")
+		if *soakDelete {
+			s.deleteAll(ctx)
+			Eventually(observeDatapaths, 5*time.Minute, 5*time.Second).Should(before.matcher(), "with the soak Services deleted, each node's maps hold what they held before")
+			Eventually(func() ([]string, error) { return torRoutesIn(soakRange) }, 2*time.Minute).Should(BeEmpty(), "the ToR's routes into the soak range")
+		}
 
 		report := soakReport{
 			Services: *soakServices, Batch: *soakBatch, Created: s.created, Rounds: s.rounds, ChurnSeconds: churned.Seconds(),
@@ -464,6 +476,15 @@ func (d datapathState) withServices(vips []string) datapathState {
 		}
 		slices.Sort(services)
 		want[name] = nodeDatapath{services: services}
+	}
+	return want
+}
+
+// withMapEntriesOf is d with the map entries other holds, node by node.
+func (d datapathState) withMapEntriesOf(other datapathState) datapathState {
+	want := datapathState{}
+	for name, node := range d {
+		want[name] = nodeDatapath{services: node.services, mapEntries: other[name].mapEntries}
 	}
 	return want
 }
