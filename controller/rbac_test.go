@@ -116,9 +116,10 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 	wsvc := workloadService(t, w, "web-"+id, nil)
 	testenv.SetEndpoints(t, w, wsvc, testenv.Pod{Name: "a", Node: "w1", Addr: "10.0.1.1"})
 	wfail := workloadService(t, w, "nope-"+id, map[string]string{lbservice.AnnotationLoadBalancerIPs: "203.0.113.99"})
+	cluster := &maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}, Spec: maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: "kubeconfig-" + id}}}
 	for _, obj := range []client.Object{svc,
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "kubeconfig-" + id}, Data: map[string][]byte{maglbv1alpha1.DefaultKubeconfigKey: s.projection}},
-		&maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}, Spec: maglbv1alpha1.WorkloadClusterSpec{KubeconfigSecret: maglbv1alpha1.SecretKeyRef{Name: "kubeconfig-" + id}}},
+		cluster.DeepCopy(),
 	} {
 		if err := c.Create(ctx, obj); err != nil {
 			t.Fatal(err)
@@ -127,6 +128,10 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 	lbNamespace := maglbv1alpha1.DefaultNamespacePrefix + id
 	projected := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: lbNamespace, Name: projection.Name(id, workloadNamespace, wsvc.Name)}}
 	failed := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: lbNamespace, Name: projection.Name(id, workloadNamespace, wfail.Name)}}
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: lbNamespace, Name: projected.Name + "-ipv4"}}
+	state := &metallbv1beta1.ConfigurationState{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "controller"}}
+	pool := &maglbv1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: rbacPool}}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: leaderElectionID}}
 
 	logPath := filepath.Join(t.TempDir(), "controller.log")
 	metricsPort := testenv.FreePort(t)
@@ -150,12 +155,27 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 		check{"the Service's IP", func() error { return hasIngress(c, svc) }},
 		check{"IPAllocated", func() error { return eventCount(c, svc, "IPAllocated", 1) }},
 		check{"the webhooks' CA", func() error { return webhooksHaveCA(c) }},
-		check{"the ConfigurationState", func() error { return stateValid(c, "controller") }},
-		check{"the pool's status", func() error { return poolAssigned(c) }},
+		check{"the ConfigurationState", holds(c, state, func(state *metallbv1beta1.ConfigurationState) error {
+			if state.Status.Result != metallbv1beta1.ConfigurationResultValid {
+				return fmt.Errorf("result %q", state.Status.Result)
+			}
+			return nil
+		})},
+		check{"the pool's status", holds(c, pool, func(pool *maglbv1beta1.IPAddressPool) error {
+			if pool.Status.AssignedIPv4 == 0 {
+				return errors.New("no address assigned in the status")
+			}
+			return nil
+		})},
 		check{"metrics over HTTPS", func() error { return scrape(metricsPort, s.reader) }},
-		check{"the WorkloadCluster connected", func() error { return connected(c, id) }},
+		check{"the WorkloadCluster connected", holds(c, cluster, func(wc *maglbv1alpha1.WorkloadCluster) error {
+			if !meta.IsStatusConditionTrue(wc.Status.Conditions, maglbv1alpha1.ConditionConnected) {
+				return fmt.Errorf("conditions %v", wc.Status.Conditions)
+			}
+			return nil
+		})},
 		check{"the projected Service's IP", func() error { return hasIngress(c, projected) }},
-		check{"the projected EndpointSlice", func() error { return sliceWeights(c, projected, "192.0.2.11=1") }},
+		check{"the projected EndpointSlice", holds(c, slice, weights("192.0.2.11=1"))},
 		check{"the VIP written back", func() error { return hasIngress(w, wsvc) }},
 		check{"AllocationFailed mirrored", func() error { return eventCount(w, wfail, "AllocationFailed", 1) }},
 	); err != nil {
@@ -167,8 +187,13 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 	mutate(t, w, wsvc, func() { wsvc.Spec.Ports[0].Port = 8080 })
 	mutate(t, w, wfail, func() { wfail.Labels = map[string]string{"tier": "front"} })
 	if err := wait(
-		check{"the projected EndpointSlice updated", func() error { return sliceWeights(c, projected, "192.0.2.12=1") }},
-		check{"the projected Service updated", func() error { return port(c, projected, 8080) }},
+		check{"the projected EndpointSlice updated", holds(c, slice, weights("192.0.2.12=1"))},
+		check{"the projected Service updated", holds(c, projected, func(svc *corev1.Service) error {
+			if len(svc.Spec.Ports) == 0 || svc.Spec.Ports[0].Port != 8080 {
+				return fmt.Errorf("ports %v", svc.Spec.Ports)
+			}
+			return nil
+		})},
 		check{"AllocationFailed repeated", func() error { return eventCount(c, failed, "AllocationFailed", 2) }},
 		check{"AllocationFailed repeated in the workload cluster", func() error { return eventCount(w, wfail, "AllocationFailed", 2) }},
 	); err != nil {
@@ -177,17 +202,34 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 
 	// Restarted, the controller finds its state partly lost.
 	stop()
-	state := &metallbv1beta1.ConfigurationState{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "controller"}}
 	mutate(t, c, state, func() { state.Labels = nil })
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: metallbNamespace, Name: "metallb-webhook-cert"}}
 	mutate(t, c, secret, func() { secret.Data = nil })
 	clearWebhookCA(t, c)
 	stop = s.start(t, logPath, metricsPort, row.Env())
 	if err := wait(
-		check{"the Lease held again", func() error { return leaseHeld(c) }},
+		check{"the Lease held again", holds(c, lease, func(lease *coordinationv1.Lease) error {
+			if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != rbacPod {
+				return fmt.Errorf("held by %q", holder)
+			}
+			if lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > 5*time.Second {
+				return errors.New("not renewed")
+			}
+			return nil
+		})},
 		check{"the webhooks' CA put back", func() error { return webhooksHaveCA(c) }},
-		check{"the webhook certificate renewed", func() error { return secretHasCertificate(c, secret) }},
-		check{"the ConfigurationState's labels put back", func() error { return hasLabels(c, state) }},
+		check{"the webhook certificate renewed", holds(c, secret, func(secret *corev1.Secret) error {
+			if len(secret.Data[corev1.TLSCertKey]) == 0 {
+				return fmt.Errorf("keys %v", slices.Collect(maps.Keys(secret.Data)))
+			}
+			return nil
+		})},
+		check{"the ConfigurationState's labels put back", holds(c, state, func(state *metallbv1beta1.ConfigurationState) error {
+			if len(state.Labels) == 0 {
+				return errors.New("no labels")
+			}
+			return nil
+		})},
 	); err != nil {
 		return done(err)
 	}
@@ -202,13 +244,24 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 	); err != nil {
 		return done(err)
 	}
-	if err := c.Delete(ctx, &maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}}); err != nil {
+	if err := c.Delete(ctx, cluster); err != nil {
 		t.Fatal(err)
 	}
 	if err := wait(
-		check{"the WorkloadCluster's namespace deleted", func() error { return deleting(c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lbNamespace}}) }},
-		check{"the WorkloadCluster's finalizer taken off", func() error { return gone(c, &maglbv1alpha1.WorkloadCluster{ObjectMeta: metav1.ObjectMeta{Name: id}}) }},
-		check{"the workload Service's finalizer taken off", func() error { return noFinalizer(w, wfail) }},
+		// A namespace stays Terminating here: no controller empties it.
+		check{"the WorkloadCluster's namespace deleted", holds(c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lbNamespace}}, func(ns *corev1.Namespace) error {
+			if ns.DeletionTimestamp == nil {
+				return errors.New("not deleted")
+			}
+			return nil
+		})},
+		check{"the WorkloadCluster's finalizer taken off", func() error { return gone(c, cluster) }},
+		check{"the workload Service's finalizer taken off", holds(w, wfail, func(svc *corev1.Service) error {
+			if slices.Contains(svc.Finalizers, projection.Finalizer) {
+				return fmt.Errorf("finalizers %v", svc.Finalizers)
+			}
+			return nil
+		})},
 	); err != nil {
 		return done(err)
 	}
@@ -218,6 +271,26 @@ func (s *rbacSetup) job(t *testing.T, row rbactest.Row) (string, error) {
 type check struct {
 	what string
 	done func() error
+}
+
+// holds reads obj (its name and namespace set) and checks it with ok.
+func holds[O client.Object](c client.Client, obj O, ok func(O) error) func() error {
+	return func() error {
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		return ok(obj)
+	}
+}
+
+// weights checks the endpoint weights of a projected EndpointSlice.
+func weights(want string) func(*discoveryv1.EndpointSlice) error {
+	return func(slice *discoveryv1.EndpointSlice) error {
+		if got := slice.Annotations[maglbv1alpha1.AnnotationEndpointWeights]; got != want {
+			return fmt.Errorf("weights %q", got)
+		}
+		return nil
+	}
 }
 
 // start runs the controller binary with the ServiceAccount's kubeconfig, its output into
@@ -392,96 +465,6 @@ func webhooksHaveCA(c client.Client) error {
 	return nil
 }
 
-func stateValid(c client.Client, name string) error {
-	var state metallbv1beta1.ConfigurationState
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: name}, &state); err != nil {
-		return err
-	}
-	if state.Status.Result != metallbv1beta1.ConfigurationResultValid {
-		return fmt.Errorf("result %q", state.Status.Result)
-	}
-	return nil
-}
-
-func poolAssigned(c client.Client) error {
-	var pool maglbv1beta1.IPAddressPool
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: rbacPool}, &pool); err != nil {
-		return err
-	}
-	if pool.Status.AssignedIPv4 == 0 {
-		return errors.New("no address assigned in the status")
-	}
-	return nil
-}
-
-func connected(c client.Client, cluster string) error {
-	var wc maglbv1alpha1.WorkloadCluster
-	if err := c.Get(context.Background(), client.ObjectKey{Name: cluster}, &wc); err != nil {
-		return err
-	}
-	if !meta.IsStatusConditionTrue(wc.Status.Conditions, maglbv1alpha1.ConditionConnected) {
-		return fmt.Errorf("conditions %v", wc.Status.Conditions)
-	}
-	return nil
-}
-
-// sliceWeights checks the endpoint weights of the projected Service's IPv4 EndpointSlice.
-func sliceWeights(c client.Client, projected *corev1.Service, want string) error {
-	var slice discoveryv1.EndpointSlice
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: projected.Namespace, Name: projected.Name + "-ipv4"}, &slice); err != nil {
-		return err
-	}
-	if got := slice.Annotations[maglbv1alpha1.AnnotationEndpointWeights]; got != want {
-		return fmt.Errorf("weights %q", got)
-	}
-	return nil
-}
-
-func port(c client.Client, svc *corev1.Service, want int32) error {
-	var got corev1.Service
-	if err := c.Get(context.Background(), client.ObjectKeyFromObject(svc), &got); err != nil {
-		return err
-	}
-	if len(got.Spec.Ports) == 0 || got.Spec.Ports[0].Port != want {
-		return fmt.Errorf("ports %v", got.Spec.Ports)
-	}
-	return nil
-}
-
-func leaseHeld(c client.Client) error {
-	var lease coordinationv1.Lease
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: metallbNamespace, Name: leaderElectionID}, &lease); err != nil {
-		return err
-	}
-	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != rbacPod {
-		return fmt.Errorf("held by %q", holder)
-	}
-	if lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > 5*time.Second {
-		return errors.New("not renewed")
-	}
-	return nil
-}
-
-func secretHasCertificate(c client.Client, secret *corev1.Secret) error {
-	if err := c.Get(context.Background(), client.ObjectKeyFromObject(secret), secret); err != nil {
-		return err
-	}
-	if len(secret.Data[corev1.TLSCertKey]) == 0 {
-		return fmt.Errorf("keys %v", slices.Collect(maps.Keys(secret.Data)))
-	}
-	return nil
-}
-
-func hasLabels(c client.Client, obj client.Object) error {
-	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
-		return err
-	}
-	if len(obj.GetLabels()) == 0 {
-		return errors.New("no labels")
-	}
-	return nil
-}
-
 func gone(c client.Client, obj client.Object) error {
 	err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
 	if apierrors.IsNotFound(err) {
@@ -491,32 +474,6 @@ func gone(c client.Client, obj client.Object) error {
 		return err
 	}
 	return fmt.Errorf("still there (finalizers %v)", obj.GetFinalizers())
-}
-
-// deleting checks that obj is being deleted (a namespace stays Terminating here: no
-// controller empties it).
-func deleting(c client.Client, obj client.Object) error {
-	err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if obj.GetDeletionTimestamp() == nil {
-		return errors.New("not deleted")
-	}
-	return nil
-}
-
-func noFinalizer(c client.Client, obj client.Object) error {
-	if err := c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
-		return err
-	}
-	if slices.Contains(obj.GetFinalizers(), projection.Finalizer) {
-		return fmt.Errorf("finalizers %v", obj.GetFinalizers())
-	}
-	return nil
 }
 
 // scrape GETs the metrics over HTTPS with token.

@@ -80,7 +80,7 @@ type Reconciler struct {
 	nextPass time.Time
 }
 
-// passGap is how long a pass that took took waits before the next one: a pass reads every
+// passGap is how long the next pass waits after a pass that lasted took: a pass reads every
 // Service, so under a burst of events (thousands of Services created) back-to-back passes
 // would each cover a few events and take a core between them. Spaced, one pass covers every
 // event of its gap and a speaker spends at most a third of a core on them; a change waits at
