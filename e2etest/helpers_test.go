@@ -559,7 +559,12 @@ func everyNodeForwards(vip string) {
 // Metrics and LB nodes
 
 func scrape(url string) (string, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
+	return scrapeWithin(url, 5*time.Second)
+}
+
+// scrapeWithin is scrape with a timeout of its own.
+func scrapeWithin(url string, timeout time.Duration) (string, error) {
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err

@@ -42,7 +42,7 @@ const (
 	soakRange   = "100.64.0.0/18"
 	soakWorkers = 16
 	// soakMemoryGrowth is how much the RSS of a component may grow from the end of the
-	// warm-up (every Service created once) to the end of the churn.
+	// warm-up (every Service created once and programmed everywhere) to the end of the churn.
 	soakMemoryGrowth = 1.25
 )
 
@@ -352,9 +352,12 @@ func (r *requests) stop() {
 
 // memorySampler samples the RSS of the controller and each speaker from their metrics.
 type memorySampler struct {
+	urls    map[string]string
+	started time.Time
 	mu      sync.Mutex
 	samples map[string][]memorySample
 	warm    map[string]int64
+	end     map[string]int64
 	done    chan struct{}
 	stopped sync.WaitGroup
 }
@@ -371,29 +374,22 @@ type memoryFigures struct {
 	Samples   []memorySample `json:"samples"`
 }
 
+// memoryScrapeTimeout is long: at 10,000 Services a busy speaker may take seconds to serve
+// its metrics, and a sample lost there would leave a stale one standing for the warm-up.
+const memoryScrapeTimeout = 30 * time.Second
+
 func startMemorySampler(every time.Duration) *memorySampler {
-	m := &memorySampler{samples: map[string][]memorySample{}, done: make(chan struct{})}
-	urls := map[string]string{"controller": env.ControllerMetrics}
+	m := &memorySampler{urls: map[string]string{"controller": env.ControllerMetrics}, started: time.Now(),
+		samples: map[string][]memorySample{}, done: make(chan struct{})}
 	for name, node := range env.LBNodes {
-		urls["speaker-"+name] = node.Metrics
+		m.urls["speaker-"+name] = node.Metrics
 	}
-	started := time.Now()
 	m.stopped.Add(1)
 	go func() {
 		defer GinkgoRecover()
 		defer m.stopped.Done()
 		for {
-			for component, url := range urls {
-				text, err := scrape(url)
-				if err != nil {
-					continue
-				}
-				if rss, err := promtext.Value(text, "process_resident_memory_bytes"); err == nil {
-					m.mu.Lock()
-					m.samples[component] = append(m.samples[component], memorySample{At: time.Since(started), Bytes: int64(rss)})
-					m.mu.Unlock()
-				}
-			}
+			m.sample()
 			select {
 			case <-m.done:
 				return
@@ -404,21 +400,64 @@ func startMemorySampler(every time.Duration) *memorySampler {
 	return m
 }
 
-// markWarm takes each component's last sample as its memory at the end of the warm-up.
-func (m *memorySampler) markWarm() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.warm = map[string]int64{}
-	for component, samples := range m.samples {
-		if len(samples) > 0 {
-			m.warm[component] = samples[len(samples)-1].Bytes
+// sample records each component's RSS now and returns those it could read.
+func (m *memorySampler) sample() map[string]int64 {
+	now := map[string]int64{}
+	for component, url := range m.urls {
+		text, err := scrapeWithin(url, memoryScrapeTimeout)
+		if err != nil {
+			continue
+		}
+		if rss, err := promtext.Value(text, "process_resident_memory_bytes"); err == nil {
+			now[component] = int64(rss)
+			m.mu.Lock()
+			m.samples[component] = append(m.samples[component], memorySample{At: time.Since(m.started), Bytes: int64(rss)})
+			m.mu.Unlock()
 		}
 	}
+	return now
 }
 
+// settled is each component's median RSS over a minute of samples, every component
+// answering each time: the warm-up's and the end's figures are read the same way, then, and
+// a Go heap's swing between two collections weighs on neither.
+func (m *memorySampler) settled() map[string]int64 {
+	const passes = 12
+	seen := map[string][]int64{}
+	for range passes {
+		var now map[string]int64
+		Eventually(func() map[string]int64 { now = m.sample(); return now }, 5*time.Minute, time.Second).Should(HaveLen(len(m.urls)),
+			"the RSS of the controller and every speaker")
+		for component, bytes := range now {
+			seen[component] = append(seen[component], bytes)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	median := map[string]int64{}
+	for component, values := range seen {
+		slices.Sort(values)
+		median[component] = values[len(values)/2]
+	}
+	return median
+}
+
+// markWarm takes each component's settled memory as its memory at the end of the warm-up.
+func (m *memorySampler) markWarm() {
+	warm := m.settled()
+	m.mu.Lock()
+	m.warm = warm
+	m.mu.Unlock()
+}
+
+// stop ends the periodic sampling and takes each component's settled memory as its memory
+// at the end.
 func (m *memorySampler) stop() {
 	close(m.done)
 	m.stopped.Wait()
+	end := m.settled()
+	m.mu.Lock()
+	m.end = end
+	m.mu.Unlock()
 }
 
 func (m *memorySampler) figures() []memoryFigures {
@@ -426,9 +465,8 @@ func (m *memorySampler) figures() []memoryFigures {
 	defer m.mu.Unlock()
 	var figures []memoryFigures
 	for _, component := range slices.Sorted(maps.Keys(m.samples)) {
-		samples := m.samples[component]
 		figures = append(figures, memoryFigures{Component: component, WarmBytes: m.warm[component],
-			EndBytes: samples[len(samples)-1].Bytes, Samples: samples})
+			EndBytes: m.end[component], Samples: m.samples[component]})
 	}
 	return figures
 }
