@@ -129,8 +129,8 @@ def print_figures(reports):
         step(f"churn soak: {soak['services']} Services kept, {soak['rounds']} rounds of {soak['batch']} moved to other pods and "
              f"{soak['batch']} replaced in {soak['churn_seconds'] / 60:.1f} min ({soak['created']} created in all); requests through "
              f"the untouched demo VIPs: {soak['requests']}, failed {soak['failed_requests']}")
-        print(f"    {'RSS (MiB)':<18} {'warm':>6} {'end':>6}  over time (every 15 s; every 5 s in the minute whose median "
-              "is warm, and end)", flush=True)
+        print(f"    {'RSS (MiB)':<18} {'warm':>6} {'end':>6}  over time (every 15 s; every 5 s in the two minutes "
+              "whose medians are warm and end)", flush=True)
         for m in soak["memory"]:
             over_time = " ".join(str(s["bytes"] >> 20) for s in m["samples"])
             print(f"    {m['component']:<18} {m['warm_bytes'] >> 20:>6} {m['end_bytes'] >> 20:>6}  {over_time}", flush=True)
