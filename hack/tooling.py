@@ -441,10 +441,22 @@ def fuzz(targets, duration, env, name_regex=None, packages=("./...",)):
     failed = []
     for i, (pkg, fn) in enumerate(selected, 1):
         step(f"fuzz {i}/{len(selected)}: {fn} in {pkg} for {duration}")
+        corpus = Path(pkg) / "testdata" / "fuzz" / fn
+        before = _files(corpus)
         argv = ["go", "test", "-run", "^$", "-fuzz", f"^{fn}$", "-fuzztime", duration, pkg]
         if run(argv, env=env, check=False).returncode != 0:
-            note(f"{fn} failed: the input that fails it is in {pkg.rstrip('/')}/testdata/fuzz/{fn}/ (commit it with the fix)")
+            found = sorted(_files(corpus) - before)
+            if found:
+                note(f"{fn} failed: the input that fails it is {', '.join(str(corpus / f) for f in found)} (commit it with the fix)")
+            else:
+                note(f"{fn} failed without writing a failing input (a build error, or Go's fuzz coordinator"
+                     " failing at its own -fuzztime deadline: run it for a count of executions, --duration 20000x)")
             failed.append(fn)
     if failed:
         raise TaskError(f"fuzz targets failed: {', '.join(failed)}")
     step(f"fuzz: {', '.join(fn for _, fn in selected)} ran {duration} each without a failure")
+
+
+def _files(folder):
+    """The names of the files in folder; none when it does not exist."""
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
