@@ -122,7 +122,7 @@ BENCHMARKS = [
     ("ToR scale: 50 LB nodes (speaker processes; MAGLB_SCALE_NODES sets fewer) in 4 shards, 10,000 VIPs, full mesh vs two"
      " route reflectors: the ToR's"
      " sessions, paths, FIB routes, FRR memory, convergence and an LB node's death, against the goals",
-     ["go", "test", "-run", "^$", "-bench", "ToRScale", "-benchtime", "1x", "-timeout", "90m", "./speaker/"]),
+     ["go", "test", "-run", "^$", "-bench", "ToRScale", "-benchtime", "1x", "-timeout", "150m", "./speaker/"]),
 ]
 
 # `fuzz` runs these go test -fuzz targets (package, function) in order; CI runs each for

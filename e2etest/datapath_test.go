@@ -121,7 +121,9 @@ var _ = Describe("Datapath", Label("datapath"), Ordered, func() {
 
 	It("takes a flow to the same backend through whichever LB node ECMP picks", Label("smoke"), func() {
 		requireDatapath("ebpf")
-		const flows, firstPort = 90, 41000
+		// The flows' source ports lie above Linux's ephemeral range (32768-60999), where no
+		// other connection of the client, nor one of its sockets in TIME_WAIT, can hold them.
+		const flows, firstPort = 90, 61000
 		backendsOf := func() []string {
 			out := make([]string, flows)
 			for i := range flows {
