@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 }
 
 type request struct {
-	Op string // "speaker" or "reflector" (start as), then "routes" (speaker), "state" (reflector)
+	Op string // "speaker" or "reflector" (start as), then "routes" (speaker), "state" (reflector), "bfd" (either)
 	// speaker
 	RouterID netip.Addr
 	Peers    []config.Peer
@@ -55,7 +55,10 @@ type request struct {
 	Services  []announce.Service
 }
 
-type response struct{ Error string }
+type response struct {
+	Error string
+	BFD   []bgp.BFDStatus // of "bfd"
+}
 
 type child struct {
 	speaker   *bgp.Speaker
@@ -65,6 +68,9 @@ type child struct {
 func newChild() *child { return &child{} }
 
 func (c *child) serve(req request) (any, bool) {
+	if req.Op == "bfd" {
+		return response{BFD: c.speaker.BFD()}, false
+	}
 	err := c.do(context.Background(), req)
 	if err != nil {
 		return response{Error: err.Error()}, false
@@ -99,13 +105,39 @@ func (c *child) do(ctx context.Context, req request) (err error) {
 	return fmt.Errorf("unknown op %q", req.Op)
 }
 
-func call(t *testing.T, c *netlab.Child, req request) {
+func call(t *testing.T, c *netlab.Child, req request) response {
 	t.Helper()
 	var resp response
 	c.Call(req, &resp)
 	if resp.Error != "" {
 		t.Fatalf("%s: %s", req.Op, resp.Error)
 	}
+	return resp
+}
+
+// waitBFDUp waits until node's BFD sessions with each of peers are up: GoBGP starts a
+// node's BFD a second after its last session change, and a session not yet up detects
+// nothing.
+func (l *lab) waitBFDUp(t *testing.T, node string, peers ...string) {
+	t.Helper()
+	c := l.speakers[node]
+	if c == nil {
+		c = l.reflectors[node]
+	}
+	testenv.Eventually(t, node+"'s BFD with "+strings.Join(peers, ", ")+" up", func() error {
+		up := map[string]bool{}
+		for _, s := range call(t, c, request{Op: "bfd"}).BFD {
+			up[s.Addr] = s.Up
+		}
+		for _, p := range peers {
+			for _, a := range nodeAddrs[p] {
+				if !up[a] {
+					return fmt.Errorf("with %s (%s) not up: %v", p, a, up)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // The lab: the ToR's namespace holds the LAN's bridge; the LB nodes and the reflectors
@@ -434,6 +466,8 @@ func TestTwoReflectorsAggregatePerShard(t *testing.T) {
 
 	// An LB node goes dark (every packet dropped, its sessions never closed): BFD takes it
 	// out, long before the 9 s hold time would.
+	l.waitBFDUp(t, "lb2", "rr-b")
+	l.waitBFDUp(t, "rr-b", "lb2")
 	dark := time.Now()
 	if _, err := l.namespaces["lb2"].Run("nft", "add table inet dark; "+
 		"add chain inet dark in { type filter hook input priority 0; policy drop; }; "+
@@ -465,7 +499,10 @@ func TestClientBFDFlaps(t *testing.T) {
 	l.announce(t)
 	all := want(aggregate4, reflNodes, lbNodes...)
 	l.waitPaths(t, aggregate4, all)
-	for round := range 8 {
+	for round := range 5 {
+		for _, node := range lbNodes {
+			l.waitBFDUp(t, node, reflNodes...)
+		}
 		for _, node := range lbNodes {
 			if _, err := l.namespaces[node].Run("nft", "add table inet bfdflap; "+
 				"add chain inet bfdflap in { type filter hook input priority 0; udp dport 3784 drop; }; "+
