@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +176,7 @@ func run(ctx context.Context, restConfig *rest.Config, o options, logger log.Log
 	mgrOptions := o.ManagerOptions()
 	// Only the speakers' leases matter, and RBAC grants them in the namespace only.
 	mgrOptions.Cache.ByObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: map[string]cache.Config{o.Namespace: {}}}
+	maps.Copy(mgrOptions.Cache.ByObject, speakercontroller.StatusCache(o.Namespace, o.nodeName))
 	mgr, err := k8s.NewManager(restConfig, mgrOptions)
 	if err != nil {
 		return err

@@ -164,7 +164,7 @@ func (o *Options) ManagerOptions() manager.Options {
 			ByObject: inNamespace(o.Namespace,
 				&corev1.Secret{}, &metallbv1beta1.ConfigurationState{}, &maglbv1beta1.IPAddressPool{}, &metallbv1beta2.BGPPeer{},
 				&metallbv1beta1.BFDProfile{}, &metallbv1beta1.BGPAdvertisement{}, &metallbv1beta1.L2Advertisement{},
-				&metallbv1beta1.Community{}, &metallbv1beta1.ServiceL2Status{}, &metallbv1beta1.ServiceBGPStatus{},
+				&metallbv1beta1.Community{},
 			),
 			// No component reads managedFields, and at 10,000 Services they are a good part of
 			// every cached object (and of every copy read from the cache).
