@@ -119,8 +119,8 @@ BENCHMARKS = [
     ("projection: a workload endpoint's readiness flipped 50 times → the workload node's weight in an LB node's BPF ring"
      " (controller binary, speaker with the ebpf datapath): p50/p99 against the goal p99 < 2 s",
      ["go", "test", "-run", "^$", "-bench", "ProjectionEndpointToDatapath", "-benchtime", "1x", "-timeout", "10m", "./speaker/"]),
-    ("ToR scale: 50 LB nodes (speaker processes; MAGLB_SCALE_NODES sets fewer) in 4 shards, 10,000 VIPs, full mesh vs two"
-     " route reflectors: the ToR's"
+    ("ToR scale: LB nodes as speaker processes in shards with VIPs (by default 50, 4 and 10,000; MAGLB_SCALE_NODES,"
+     " MAGLB_SCALE_SHARDS and MAGLB_SCALE_SERVICES set others), full mesh vs two route reflectors: the ToR's"
      " sessions, paths, FIB routes, FRR memory, convergence and an LB node's death, against the goals",
      ["go", "test", "-run", "^$", "-bench", "ToRScale", "-benchtime", "1x", "-timeout", "150m", "./speaker/"]),
 ]
