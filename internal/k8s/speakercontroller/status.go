@@ -41,8 +41,7 @@ const (
 
 // StatusCache is how the speaker of node caches the status objects: its own only. Cached
 // for every node, each speaker would receive every other's writes, N² watch events: at 50
-// nodes and 10,000 Services, 125,000 objects each sent to 50 speakers, which kept a test API
-// server from writing more than two Services' IPs a second.
+// nodes and 10,000 Services, 125,000 objects each sent to 50 speakers.
 func StatusCache(namespace, node string) map[client.Object]cache.ByObject {
 	own := cache.ByObject{
 		Namespaces: map[string]cache.Config{namespace: {}},
