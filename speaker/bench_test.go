@@ -191,7 +191,8 @@ func benchIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)})
 }
 
-// parallel runs f for 0..n-1 on 32 workers and fails b on the first error.
+// parallel runs f for 0..n-1 on 32 workers and fails b on the first error. A long run prints
+// its progress every 10 s.
 func parallel(b testing.TB, n int, f func(int) error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -207,8 +208,13 @@ func parallel(b testing.TB, n int, f func(int) error) {
 			}
 		}()
 	}
+	start, lastPrint := time.Now(), time.Now()
 	for i := range n {
 		next <- i
+		if time.Since(lastPrint) > 10*time.Second {
+			fmt.Printf("  %d of %d started after %v\n", i+1, n, time.Since(start).Round(time.Second))
+			lastPrint = time.Now()
+		}
 	}
 	close(next)
 	wg.Wait()

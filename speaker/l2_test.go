@@ -30,9 +30,14 @@ import (
 	"github.com/maglb/maglb/internal/testenv"
 )
 
+// speakerLeaseDuration is the speakers' lease duration; a crashed speaker's lease expires
+// between 3 and 4 s after the crash (renewals are a second apart).
+const speakerLeaseDuration = 4 * time.Second
+
 // TestL2Failover: two speakers and a client share an L2 segment. Exactly one speaker, the
 // one upstream's election picks, answers ARP for an L2 VIP; when it is stopped (SIGTERM),
-// the other takes over: it answers and tells the segment with gratuitous ARPs.
+// the other takes over: it answers and tells the segment with gratuitous ARPs. Restarted,
+// it takes the VIP back; crashed (SIGKILL), the other takes over once its lease expires.
 func TestL2Failover(t *testing.T) {
 	nodes := map[string]string{"lb1": "172.30.0.2", "lb2": "172.30.0.3"}
 	lab := newL2Lab(t, nodes)
@@ -108,6 +113,22 @@ func TestL2Failover(t *testing.T) {
 	waitForEvent(t, svc, "nodeAssigned", fmt.Sprintf("announcing from node %q with protocol %q", survivor, "layer2"))
 	if err := answeredBy(peer, vip, macs[survivor], nodeOfMAC); err != nil {
 		t.Errorf("after the failover: %v", err)
+	}
+
+	// The owner comes back, is elected again and takes the VIP back. Then it crashes
+	// (SIGKILL): it releases nothing, and the survivor takes over when its lease expires,
+	// which no event tells: the survivor's pass at the lease's expiry sees it.
+	crash := lab.startCrashable(t, owner, owner+"-again.log")
+	testenv.Eventually(t, "ARP answered by "+owner+" alone again", func() error {
+		return answeredBy(peer, vip, macs[owner], nodeOfMAC)
+	})
+	start = time.Now()
+	crash()
+	took = watchTakeover(t, peer, vip, macs[survivor], nodeOfMAC, start, 30*time.Second)
+	t.Logf("failover %s -> %s after SIGKILL: ARP answered by %s after %v, first gratuitous ARP after %v (lease duration %v)",
+		owner, survivor, survivor, took.answer.Round(time.Millisecond), took.gratuitous.Round(time.Millisecond), speakerLeaseDuration)
+	if took.answer < speakerLeaseDuration-time.Second {
+		t.Errorf("%s answered %v after the crash: before the crashed speaker's lease could expire", survivor, took.answer)
 	}
 }
 

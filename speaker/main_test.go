@@ -152,11 +152,7 @@ func newBGPLabWith(t testing.TB, nodes map[string]string, tor torSettings) *bgpL
 // (killing it after 10 s). Stopping again does nothing.
 func (l *bgpLab) startSpeaker(t testing.TB, node string, args ...string) (stop func()) {
 	t.Helper()
-	return l.startProgram(t, node, binary(t), nil, append([]string{
-		"--node-name", node, "--kubeconfig", l.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug",
-		// The tests scrape metrics over plain HTTP.
-		"--metrics-secure=false",
-	}, args...)...)
+	return l.startProgram(t, node, binary(t), nil, l.speakerArgs(node, args...)...)
 }
 
 // startProgram runs a speaker program in node's namespace, with env added to the test's
@@ -169,6 +165,30 @@ func (l *bgpLab) startProgram(t testing.TB, node, program string, env []string, 
 // startLogged is startProgram logging to the file at logPath.
 func (l *bgpLab) startLogged(t testing.TB, node, logPath, program string, env []string, args ...string) (stop func()) {
 	t.Helper()
+	_, stop = l.startProcess(t, node, logPath, program, env, args...)
+	return stop
+}
+
+// startCrashable starts node's speaker, logging to logName in the test's directory, and
+// returns a crash: SIGKILL, so that the speaker releases nothing.
+func (l *bgpLab) startCrashable(t testing.TB, node, logName string) (crash func()) {
+	t.Helper()
+	cmd, _ := l.startProcess(t, node, filepath.Join(t.TempDir(), logName), binary(t), nil, l.speakerArgs(node)...)
+	return func() { _ = cmd.Process.Kill() }
+}
+
+// speakerArgs are the arguments of node's speaker: the lab's, then args.
+func (l *bgpLab) speakerArgs(node string, args ...string) []string {
+	return append([]string{
+		"--node-name", node, "--kubeconfig", l.env.Kubeconfig, "--namespace", metallbNamespace, "--log-level", "debug",
+		// The tests scrape metrics over plain HTTP.
+		"--metrics-secure=false",
+	}, args...)
+}
+
+// startProcess is startLogged returning the process too.
+func (l *bgpLab) startProcess(t testing.TB, node, logPath, program string, env []string, args ...string) (*exec.Cmd, func()) {
+	t.Helper()
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +200,7 @@ func (l *bgpLab) startLogged(t testing.TB, node, logPath, program string, env []
 		t.Fatal(err)
 	}
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan struct{})
@@ -201,7 +221,7 @@ func (l *bgpLab) startLogged(t testing.TB, node, logPath, program string, env []
 		}
 		logFile.Close()
 	})
-	return stop
+	return cmd, stop
 }
 
 // route returns the next hops of the router's valid paths for prefix and the communities

@@ -356,9 +356,13 @@ func (rs routeSet) merge(prefix netip.Prefix, peer string, adv *config.BGPAdvert
 
 // list returns one route per prefix and set of attributes, listing the peers that get it.
 func (rs routeSet) list() []Route {
-	var routes []Route
+	if len(rs) == 0 {
+		return nil
+	}
+	routes := make([]Route, 0, len(rs))
+	var forPrefix []Route // reused: at 10,000 VIPs a slice per prefix was a good part of a pass
 	for prefix, byPeer := range rs {
-		var forPrefix []Route
+		forPrefix = forPrefix[:0]
 		for peer, a := range byPeer {
 			slices.SortFunc(a.communities, config.CompareCommunities)
 			i := slices.IndexFunc(forPrefix, func(r Route) bool {
@@ -376,7 +380,7 @@ func (rs routeSet) list() []Route {
 		routes = append(routes, forPrefix...)
 	}
 	slices.SortFunc(routes, func(a, b Route) int {
-		return cmp.Or(comparePrefixes(a.Prefix, b.Prefix), strings.Compare(strings.Join(a.Peers, ","), strings.Join(b.Peers, ",")))
+		return cmp.Or(comparePrefixes(a.Prefix, b.Prefix), slices.Compare(a.Peers, b.Peers))
 	})
 	return routes
 }

@@ -41,7 +41,7 @@ func k8sNodes(nodes []Node) []corev1.Node {
 
 // lab's configuration: pool "default" (every node) and "gold" (shard gold, aggregated /24),
 // two peers (one from rack a only), BGP advertisements with communities, and L2 for "l2".
-func labConfig(t *testing.T, mutate func(*config.ClusterResources)) *config.Config {
+func labConfig(t testing.TB, mutate func(*config.ClusterResources)) *config.Config {
 	t.Helper()
 	gold := maglbv1beta1.IPAddressPool{ObjectMeta: meta("gold")}
 	gold.Spec.Addresses = []string{"198.51.100.0/24"}

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -72,12 +73,28 @@ type Reconciler struct {
 	config   *config.Config
 	peersSet *config.Config // the configuration whose peers BGP has
 	trigger  chan event.GenericEvent
-	// announced remembers, per service, the protocols last announced and whether the
-	// datapath refused it, for events on changes.
-	announced map[string]map[string]bool
+	// announced remembers what report said of each service, for events on changes.
+	announced map[string]reported
 	status    *statusWriter
 	// nextPass is when the next pass may start (passGap after the last one).
 	nextPass time.Time
+	// changed: a watched object other than a lease changed, or the last pass asked for a
+	// retry, since the last pass began; lastLive is the speakers' liveness that pass saw.
+	changed  atomic.Bool
+	lastLive map[string]bool
+	// services and slices read the cache's objects; the memos keep what a pass derived from
+	// each (snapshot.go).
+	services      store[*corev1.Service]
+	slices        store[*discoveryv1.EndpointSlice]
+	serviceInputs memo[serviceInput]
+	sliceInputs   memo[sliceEndpoints]
+}
+
+// serviceInput is what a pass derives from a Service: whether this speaker handles it, and
+// if so the decisions' view of it, endpoints left out.
+type serviceInput struct {
+	handled bool
+	service announce.Service
 }
 
 // passGap is how long the next pass waits after a pass that lasted took: a pass reads every
@@ -119,11 +136,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if cfg == nil {
 		return ctrl.Result{}, nil
 	}
-	started := time.Now()
-	defer func() { r.nextPass = time.Now().Add(passGap(time.Since(started))) }()
-	in, byKey, recheck, expired, err := r.input(ctx, cfg)
+	leases, err := r.leases(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	// A lease's expiry makes no event: the pass asked to look again then only runs when a
+	// speaker's liveness changed. At 10,000 Services a pass takes tens of milliseconds, and
+	// with 50 speakers renewing their leases every second each would otherwise run one every
+	// few seconds for nothing.
+	if !r.changed.Swap(false) && maps.Equal(leases.live, r.lastLive) {
+		return ctrl.Result{RequeueAfter: leases.recheck}, nil
+	}
+	r.lastLive = leases.live
+	started := time.Now()
+	defer func() { r.nextPass = time.Now().Add(passGap(time.Since(started))) }()
+	recheck, retry, err := r.pass(ctx, cfg, leases)
+	if err != nil || retry {
+		r.changed.Store(true) // a retry is a full pass
+	}
+	return ctrl.Result{RequeueAfter: recheck}, err
+}
+
+// pass decides and applies the node's plan. It returns when to look again, and whether
+// that must be a full pass (services the datapath refused).
+func (r *Reconciler) pass(ctx context.Context, cfg *config.Config, leases leaseView) (recheck time.Duration, retry bool, err error) {
+	recheck = leases.recheck
+	in, byKey, err := r.input(ctx, cfg, leases.live)
+	if err != nil {
+		return 0, false, err
 	}
 	// One way through: the datapath programs what the node would serve, its verdicts go
 	// into the decision, then routes and ARP/NDP follow it; status objects are written
@@ -132,7 +172,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	if in.DatapathFailed = r.program(ctx, plan.Datapath); len(in.DatapathFailed) > 0 {
 		plan = announce.Decide(in)
 		// An id freed by this pass's removals serves a refused service at the next one.
-		recheck = minPositive(recheck, datapathRetry)
+		recheck, retry = minPositive(recheck, datapathRetry), true
 	}
 
 	var errs []error
@@ -152,14 +192,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	}
 	r.report(plan, byKey)
 	r.status.want(plan)
-	for i := range expired {
-		if err := forgetSpeaker(ctx, r.Client, &expired[i]); err != nil {
+	for i := range leases.expired {
+		if err := forgetSpeaker(ctx, r.Client, &leases.expired[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	// Renewals are filtered out of the watch and expiry makes no event: look again when the
 	// first live lease would expire.
-	return ctrl.Result{RequeueAfter: recheck}, errors.Join(errs...)
+	return recheck, retry, errors.Join(errs...)
 }
 
 // datapathRetry is how soon a pass that left services unprogrammed is retried.
@@ -192,21 +232,24 @@ func (r *Reconciler) program(ctx context.Context, want []datapath.Service) map[n
 // DatapathFailed when the datapath starts refusing it, and updates metallb_speaker_announced.
 // The recorder sends events in the background.
 func (r *Reconciler) report(plan announce.Plan, services map[string]*corev1.Service) {
-	now := map[string]map[string]bool{}
+	now := make(map[string]reported, len(plan.Services))
 	for key, state := range plan.Services {
-		if state.DatapathError != nil && !r.announced[key][announce.ReasonDatapathFailed] {
+		before, known := r.announced[key]
+		if state.DatapathError != nil && !before.datapathFailed {
 			r.Recorder.Eventf(services[key], corev1.EventTypeWarning, "DatapathFailed", "withdrawn from node %q: the datapath cannot forward it: %v", r.NodeName, state.DatapathError)
 		}
-		protocols := map[string]bool{"bgp": len(state.BGPPeers) > 0, "layer2": state.L2}
-		now[key] = map[string]bool{"bgp": protocols["bgp"], "layer2": state.L2, announce.ReasonDatapathFailed: state.DatapathError != nil}
-		before, known := r.announced[key]
-		for protocol, on := range protocols {
-			if known && before[protocol] == on {
+		after := reported{bgp: len(state.BGPPeers) > 0, layer2: state.L2, datapathFailed: state.DatapathError != nil}
+		now[key] = after
+		for _, p := range []struct {
+			protocol string
+			was, is  bool
+		}{{"bgp", before.bgp, after.bgp}, {"layer2", before.layer2, after.layer2}} {
+			if known && p.was == p.is {
 				continue // the gauge holds it already
 			}
-			announcedGauge.WithLabelValues(r.NodeName, protocol, key).Set(boolFloat(on))
-			if on {
-				r.Recorder.Eventf(services[key], corev1.EventTypeNormal, "nodeAssigned", "announcing from node %q with protocol %q", r.NodeName, protocol)
+			announcedGauge.WithLabelValues(r.NodeName, p.protocol, key).Set(boolFloat(p.is))
+			if p.is {
+				r.Recorder.Eventf(services[key], corev1.EventTypeNormal, "nodeAssigned", "announcing from node %q with protocol %q", r.NodeName, p.protocol)
 			}
 		}
 	}
@@ -218,6 +261,10 @@ func (r *Reconciler) report(plan announce.Plan, services map[string]*corev1.Serv
 	r.announced = now
 }
 
+// reported is what report last said of a service: the protocols announcing it, and whether
+// the datapath refused it.
+type reported struct{ bgp, layer2, datapathFailed bool }
+
 func boolFloat(b bool) float64 {
 	if b {
 		return 1
@@ -225,49 +272,47 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// input reads what the decisions need, from the cache. It also returns when to look again
-// (the first live lease's expiry; 0: no live lease) and, when this speaker is the one that
-// cleans up (cleansUp), the leases of other speakers that expired: crashed ones.
-func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.Input, map[string]*corev1.Service, time.Duration, []coordinationv1.Lease, error) {
-	var (
-		nodes    corev1.NodeList
-		leases   coordinationv1.LeaseList
-		services corev1.ServiceList
-		epSlices discoveryv1.EndpointSliceList
-	)
-	// A pass reads every Service and EndpointSlice: copying them out of the cache cost more
-	// than the decisions at 10,000 Services. Nothing here or downstream writes to them.
-	shared := []client.ListOption{client.UnsafeDisableDeepCopy}
-	for _, l := range []struct {
-		list client.ObjectList
-		opts []client.ListOption
-	}{
-		{&nodes, shared}, {&leases, []client.ListOption{client.InNamespace(r.Namespace)}}, {&services, shared}, {&epSlices, shared},
-	} {
-		if err := r.Client.List(ctx, l.list, l.opts...); err != nil {
-			return announce.Input{}, nil, 0, nil, err
-		}
+// leaseView is what the speakers' leases say: which nodes' speakers live, when to look
+// again (the first live lease's expiry; 0: no live lease) and, when this speaker is the one
+// that cleans up (cleansUp), the leases of other speakers that expired: crashed ones.
+type leaseView struct {
+	live    map[string]bool
+	recheck time.Duration
+	expired []coordinationv1.Lease
+}
+
+func (r *Reconciler) leases(ctx context.Context) (leaseView, error) {
+	var leases coordinationv1.LeaseList
+	if err := r.Client.List(ctx, &leases, client.InNamespace(r.Namespace)); err != nil {
+		return leaseView{}, err
 	}
-	live := map[string]bool{}
+	v := leaseView{live: map[string]bool{}}
 	now := time.Now()
-	var recheck time.Duration
-	var expired []coordinationv1.Lease
 	for i := range leases.Items {
 		l := &leases.Items[i]
 		node := nodeOfLease(l)
 		switch {
 		case node == "":
 		case liveAt(l, now):
-			live[node] = true
-			if left := expiry(l).Sub(now) + leaseRecheck; recheck == 0 || left < recheck {
-				recheck = left
+			v.live[node] = true
+			if left := expiry(l).Sub(now) + leaseRecheck; v.recheck == 0 || left < v.recheck {
+				v.recheck = left
 			}
 		case node != r.NodeName:
-			expired = append(expired, *l)
+			v.expired = append(v.expired, *l)
 		}
 	}
-	if !cleansUp(live, r.NodeName) {
-		expired = nil
+	if !cleansUp(v.live, r.NodeName) {
+		v.expired = nil
+	}
+	return v, nil
+}
+
+// input reads what the decisions need from the cache, with the services by key.
+func (r *Reconciler) input(ctx context.Context, cfg *config.Config, live map[string]bool) (announce.Input, map[string]*corev1.Service, error) {
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return announce.Input{}, nil, err
 	}
 	in := announce.Input{
 		NodeName: r.NodeName, Config: cfg, Datapath: r.Mode, Encap: r.Encap,
@@ -279,27 +324,35 @@ func (r *Reconciler) input(ctx context.Context, cfg *config.Config) (announce.In
 			NetworkUnavailable: networkUnavailable(&n),
 		})
 	}
-	endpoints := endpointsByService(epSlices.Items)
+	endpoints := endpointsByService(r.slices.list(), &r.sliceInputs)
 	byKey := map[string]*corev1.Service{}
-	for i := range services.Items {
-		svc := &services.Items[i]
-		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, r.LBClass) {
+	for _, svc := range r.services.list() {
+		derived := r.serviceInputs.get(svc, func() serviceInput { return r.serviceInput(svc) })
+		if !derived.handled {
 			continue
 		}
-		key := lbservice.Key(svc)
-		byKey[key] = svc
-		in.Services = append(in.Services, announce.Service{
-			Key:          key,
-			Labels:       svc.Labels,
-			IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
-			Pool:         svc.Annotations[lbservice.AnnotationIPAllocatedFromPool],
-			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-			SharedIP:     lbservice.SharingKey(svc) != "",
-			Ports:        ports(svc),
-			Endpoints:    endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}],
-		})
+		service := derived.service
+		service.Endpoints = endpoints[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}]
+		byKey[service.Key] = svc
+		in.Services = append(in.Services, service)
 	}
-	return in, byKey, recheck, expired, nil
+	r.serviceInputs.forgetUnseen()
+	return in, byKey, nil
+}
+
+func (r *Reconciler) serviceInput(svc *corev1.Service) serviceInput {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, r.LBClass) {
+		return serviceInput{}
+	}
+	return serviceInput{handled: true, service: announce.Service{
+		Key:          lbservice.Key(svc),
+		Labels:       svc.Labels,
+		IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
+		Pool:         svc.Annotations[lbservice.AnnotationIPAllocatedFromPool],
+		LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		SharedIP:     lbservice.SharingKey(svc) != "",
+		Ports:        ports(svc),
+	}}
 }
 
 func ports(svc *corev1.Service) []announce.Port {
@@ -317,44 +370,65 @@ func ports(svc *corev1.Service) []announce.Port {
 	return out
 }
 
-// endpointsByService returns the endpoints of every service, as upstream reads readiness:
-// ready, or serving while terminating. The endpoints of projected EndpointSlices are workload
-// nodes, weighted as their annotation says (1 when it does not name them).
-func endpointsByService(items []discoveryv1.EndpointSlice) map[types.NamespacedName][]announce.Endpoint {
-	out := map[types.NamespacedName][]announce.Endpoint{}
+// endpointsByService returns the endpoints of every service, deriving those of a slice only
+// when it is new or changed (memo).
+func endpointsByService(items []*discoveryv1.EndpointSlice, memo *memo[sliceEndpoints]) map[types.NamespacedName][]announce.Endpoint {
+	out := make(map[types.NamespacedName][]announce.Endpoint, len(items))
 	for _, s := range items {
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
+		derived := memo.get(s, func() sliceEndpoints { return endpointsOf(s) })
+		if derived.service.Name == "" {
 			continue
 		}
-		key := types.NamespacedName{Namespace: s.Namespace, Name: name}
-		var weights map[netip.Addr]uint32
-		if s.Labels[discoveryv1.LabelManagedBy] == maglbv1alpha1.EndpointSliceManagedBy {
-			weights, _ = maglbv1alpha1.ParseEndpointWeights(s.Annotations[maglbv1alpha1.AnnotationEndpointWeights])
-			if weights == nil {
-				weights = map[netip.Addr]uint32{}
-			}
-		}
-		for _, e := range s.Endpoints {
-			c := e.Conditions
-			ready := c.Ready == nil || *c.Ready || (c.Serving != nil && *c.Serving)
-			node := ""
-			if e.NodeName != nil {
-				node = *e.NodeName
-			}
-			for _, a := range e.Addresses {
-				ip, err := netip.ParseAddr(a)
-				if err != nil {
-					continue
-				}
-				ep := announce.Endpoint{Addr: ip.Unmap(), Node: node, Ready: ready}
-				if weights != nil {
-					ep.Weight = max(weights[ep.Addr], 1)
-				}
-				out[key] = append(out[key], ep)
-			}
+		// The memo's slices are clipped: appending the next slice's copies them.
+		out[derived.service] = append(out[derived.service], derived.endpoints...)
+	}
+	memo.forgetUnseen()
+	return out
+}
+
+// sliceEndpoints are the endpoints of one EndpointSlice and the service they serve (none
+// when the slice names no service).
+type sliceEndpoints struct {
+	service   types.NamespacedName
+	endpoints []announce.Endpoint
+}
+
+// endpointsOf reads a slice's endpoints as upstream reads readiness: ready, or serving while
+// terminating. The endpoints of a projected EndpointSlice are workload nodes, weighted as its
+// annotation says (1 when it does not name them).
+func endpointsOf(s *discoveryv1.EndpointSlice) sliceEndpoints {
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return sliceEndpoints{}
+	}
+	out := sliceEndpoints{service: types.NamespacedName{Namespace: s.Namespace, Name: name}}
+	var weights map[netip.Addr]uint32
+	if s.Labels[discoveryv1.LabelManagedBy] == maglbv1alpha1.EndpointSliceManagedBy {
+		weights, _ = maglbv1alpha1.ParseEndpointWeights(s.Annotations[maglbv1alpha1.AnnotationEndpointWeights])
+		if weights == nil {
+			weights = map[netip.Addr]uint32{}
 		}
 	}
+	for _, e := range s.Endpoints {
+		c := e.Conditions
+		ready := c.Ready == nil || *c.Ready || (c.Serving != nil && *c.Serving)
+		node := ""
+		if e.NodeName != nil {
+			node = *e.NodeName
+		}
+		for _, a := range e.Addresses {
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				continue
+			}
+			ep := announce.Endpoint{Addr: ip.Unmap(), Node: node, Ready: ready}
+			if weights != nil {
+				ep.Weight = max(weights[ep.Addr], 1)
+			}
+			out.endpoints = append(out.endpoints, ep)
+		}
+	}
+	out.endpoints = slices.Clip(out.endpoints)
 	return out
 }
 
@@ -403,6 +477,13 @@ func networkUnavailable(n *corev1.Node) bool {
 // SetupWithManager watches every input; each change maps to the one request.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.trigger = make(chan event.GenericEvent, 1)
+	var err error
+	if r.services, err = newStore(context.Background(), mgr.GetCache(), &corev1.Service{}); err != nil {
+		return err
+	}
+	if r.slices, err = newStore(context.Background(), mgr.GetCache(), &discoveryv1.EndpointSlice{}); err != nil {
+		return err
+	}
 	r.status = newStatusWriter(mgr.GetClient(), r.Namespace, r.NodeName, r.Logger)
 	if err := mgr.Add(r.status); err != nil {
 		return err
@@ -411,6 +492,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request {
+		r.changed.Store(true)
+		return []ctrl.Request{{NamespacedName: syncKey}}
+	})
+	// A lease's change matters only through the liveness it gives, which Reconcile compares
+	// with the last pass's: a loaded API server delivers renewals late, each of which looked
+	// like a speaker coming back, and passes at 50 speakers fed that load.
+	look := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request {
 		return []ctrl.Request{{NamespacedName: syncKey}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
@@ -427,7 +515,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}))
 	// Every speaker renews its lease every second: a renewal of a live lease changes nothing,
 	// only speakers appearing, leaving, or coming back after their lease expired do.
-	b = b.Watches(&coordinationv1.Lease{}, one, builder.WithPredicates(
+	b = b.Watches(&coordinationv1.Lease{}, look, builder.WithPredicates(
 		predicate.NewPredicateFuncs(func(o client.Object) bool {
 			l, ok := o.(*coordinationv1.Lease)
 			return ok && l.Namespace == r.Namespace && nodeOfLease(l) != ""
