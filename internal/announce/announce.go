@@ -385,6 +385,17 @@ func (rs routeSet) list() []Route {
 	return routes
 }
 
+// ElectsL2 reports whether a pool has L2 advertisements: only then do the decisions depend on
+// which speakers live (the L2 election), which BGP announcements never do.
+func ElectsL2(cfg *config.Config) bool {
+	for _, pool := range cfg.Pools.ByName {
+		if len(pool.L2Advertisements) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // l2Owner returns "" when this node is the one that answers for svc, as upstream elects it:
 // among the live, eligible nodes of the service's L2 advertisements (with ETP=Local, those
 // with a ready endpoint), the best preference score, then the lowest sha256(node#firstIP).

@@ -420,3 +420,19 @@ func TestDatapathFailed(t *testing.T) {
 		})
 	}
 }
+
+// Only an L2 advertisement makes the decisions depend on which speakers live.
+func TestElectsL2(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*config.ClusterResources)
+		want   bool
+	}{
+		{"an L2 advertisement", nil, true},
+		{"BGP only", func(res *config.ClusterResources) { res.L2Advs = nil }, false},
+	} {
+		if got := ElectsL2(labConfig(t, tc.mutate)); got != tc.want {
+			t.Errorf("%s: ElectsL2 = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

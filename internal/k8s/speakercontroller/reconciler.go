@@ -141,10 +141,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 	// A lease's expiry makes no event: the pass asked to look again then only runs when a
-	// speaker's liveness changed. At 10,000 Services a pass takes tens of milliseconds, and
-	// with 50 speakers renewing their leases every second each would otherwise run one every
-	// few seconds for nothing.
-	if !r.changed.Swap(false) && maps.Equal(leases.live, r.lastLive) {
+	// speaker's liveness changed and an L2 election depends on it, or an expired lease is
+	// to be cleaned up. At 10,000 Services a pass takes tens of milliseconds, and with 50
+	// speakers renewing their leases every second each would otherwise run one every few
+	// seconds for nothing; on a loaded API server, renewals arriving late made the liveness
+	// flap, and with it passes in every speaker.
+	livenessChanged := announce.ElectsL2(cfg) && !maps.Equal(leases.live, r.lastLive)
+	if !r.changed.Swap(false) && !livenessChanged && len(leases.expired) == 0 {
 		return ctrl.Result{RequeueAfter: leases.recheck}, nil
 	}
 	r.lastLive = leases.live
