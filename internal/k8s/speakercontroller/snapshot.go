@@ -15,10 +15,9 @@ import (
 
 // A pass reads every Service and EndpointSlice. At 10,000 Services, listing them through the
 // cache (which copies each object into the list) and deriving the decisions' input from each
-// anew took most of a pass, and with tens of speakers sharing a machine's CPUs, passes under
-// a burst of allocations took the CPUs the API server needed. So a pass reads the informer's
-// store, whose objects it shares and never modifies, and derives its input only from objects
-// that changed since the pass before.
+// anew took more than half of a speaker's CPU while their IPs were being written. So a pass
+// reads the informer's store, whose objects it shares and never modifies, and derives its
+// input only from objects that changed since the pass before.
 
 // store lists the cached objects of one kind without copying them.
 type store[T client.Object] struct{ informer toolscache.Store }
