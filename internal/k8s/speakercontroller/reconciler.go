@@ -382,8 +382,13 @@ func endpointsByService(items []*discoveryv1.EndpointSlice, memo *memo[sliceEndp
 		if derived.service.Name == "" {
 			continue
 		}
-		// The memo's slices are clipped: appending the next slice's copies them.
-		out[derived.service] = append(out[derived.service], derived.endpoints...)
+		// A service's first slice is shared with the memo, not copied: its endpoints are
+		// clipped, so appending a second slice's copies them first.
+		if have := out[derived.service]; have == nil {
+			out[derived.service] = derived.endpoints
+		} else {
+			out[derived.service] = append(have, derived.endpoints...)
+		}
 	}
 	memo.forgetUnseen()
 	return out
