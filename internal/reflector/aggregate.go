@@ -44,6 +44,7 @@ type Input struct {
 // advertisements that go to the upstream peer.
 func Aggregate(in Input) []bgp.Path {
 	nodes := indexReceived(in.Received)
+	advAttrs := map[*config.BGPAdvertisement]*attributes{}
 	groups := map[netip.Prefix]*group{}
 	var order []netip.Prefix
 	for _, svc := range in.Services {
@@ -59,6 +60,11 @@ func Aggregate(in Input) []bgp.Path {
 			if len(to) == 0 || !announce.SelectsService(adv.ServiceSelectors, svc) {
 				continue
 			}
+			attrs := advAttrs[adv]
+			if attrs == nil {
+				attrs = attributesOf(adv)
+				advAttrs[adv] = attrs
+			}
 			for _, ip := range svc.IPs {
 				servers := nodes.serving(ip)
 				agg, ok := aggregateOf(ip, pool, adv)
@@ -73,12 +79,12 @@ func Aggregate(in Input) []bgp.Path {
 				}
 				v := g.vips[ip]
 				if v == nil {
-					v = &vip{servers: servers, attrs: map[string]*attributes{}}
+					v = &vip{servers: servers, set: key(servers), attrs: map[string]*attributes{}}
 					g.vips[ip] = v
 				}
 				v.local = v.local || svc.LocalTraffic
 				for _, peer := range to {
-					v.attrs[peer] = v.attrs[peer].merge(adv)
+					v.attrs[peer] = v.attrs[peer].merge(attrs)
 				}
 			}
 		}
@@ -90,9 +96,9 @@ func Aggregate(in Input) []bgp.Path {
 		aggAttrs := map[string]*attributes{}
 		for _, ip := range slices.SortedFunc(maps.Keys(g.vips), netip.Addr.Compare) {
 			v := g.vips[ip]
-			if key(v.servers) == set {
+			if v.set == set {
 				for peer, a := range v.attrs {
-					aggAttrs[peer] = aggAttrs[peer].mergeAttrs(a)
+					aggAttrs[peer] = aggAttrs[peer].merge(a)
 				}
 				continue
 			}
@@ -103,43 +109,48 @@ func Aggregate(in Input) []bgp.Path {
 	return paths.list()
 }
 
-// nodeIndex holds each LB node's received prefixes: host routes in a set, the rest listed.
-type nodeIndex map[netip.Addr]*received
-
-type received struct {
-	hosts      map[netip.Addr]bool
-	aggregates []netip.Prefix
+// nodeIndex holds the LB nodes' received prefixes: by host route, its nodes' next hops
+// (sorted), and by node, the other prefixes (aggregates made on the nodes).
+type nodeIndex struct {
+	hosts      map[netip.Addr][]netip.Addr
+	aggregates map[netip.Addr][]netip.Prefix
 }
 
 func indexReceived(byNode map[netip.Addr][]netip.Prefix) nodeIndex {
-	idx := nodeIndex{}
-	for nh, prefixes := range byNode {
-		r := &received{hosts: map[netip.Addr]bool{}}
-		for _, p := range prefixes {
-			if p.IsSingleIP() {
-				r.hosts[p.Addr()] = true
-			} else {
-				r.aggregates = append(r.aggregates, p)
+	idx := nodeIndex{hosts: map[netip.Addr][]netip.Addr{}, aggregates: map[netip.Addr][]netip.Prefix{}}
+	for _, nh := range slices.SortedFunc(maps.Keys(byNode), netip.Addr.Compare) {
+		for _, p := range byNode[nh] {
+			switch {
+			case nh.Is4() != p.Addr().Is4():
+				// Ignored: a node's next hop is of the family of its routes.
+			case p.IsSingleIP():
+				idx.hosts[p.Addr()] = append(idx.hosts[p.Addr()], nh)
+			default:
+				idx.aggregates[nh] = append(idx.aggregates[nh], p)
 			}
 		}
-		idx[nh] = r
 	}
 	return idx
 }
 
-// serving returns, sorted, the next hops of the nodes announcing a prefix that holds ip,
-// of ip's family (a node's next hop is of the family of its routes).
+// serving returns, sorted, the next hops of the nodes announcing a prefix that holds ip.
+// The caller must not modify it.
 func (idx nodeIndex) serving(ip netip.Addr) []netip.Addr {
-	var servers []netip.Addr
-	for nh, r := range idx {
-		if nh.Is4() != ip.Is4() {
+	servers := idx.hosts[ip]
+	grown := false
+	for nh, prefixes := range idx.aggregates {
+		if slices.Contains(servers, nh) ||
+			!slices.ContainsFunc(prefixes, func(p netip.Prefix) bool { return p.Contains(ip) }) {
 			continue
 		}
-		if r.hosts[ip] || slices.ContainsFunc(r.aggregates, func(p netip.Prefix) bool { return p.Contains(ip) }) {
-			servers = append(servers, nh)
+		if !grown {
+			servers, grown = slices.Clone(servers), true
 		}
+		servers = append(servers, nh)
 	}
-	slices.SortFunc(servers, netip.Addr.Compare)
+	if grown {
+		slices.SortFunc(servers, netip.Addr.Compare)
+	}
 	return servers
 }
 
@@ -177,6 +188,7 @@ type group struct {
 
 type vip struct {
 	servers []netip.Addr // sorted
+	set     string       // key(servers)
 	local   bool         // of an ETP=Local service
 	attrs   map[string]*attributes
 }
@@ -194,7 +206,7 @@ func (g *group) nodeSet() string {
 		if anyCluster && v.local {
 			continue
 		}
-		k := key(v.servers)
+		k := v.set
 		count[k]++
 		size[k] = len(v.servers)
 	}
@@ -210,56 +222,78 @@ func (g *group) nodeSet() string {
 // anyWith returns a VIP served by the node set of key k.
 func (g *group) anyWith(k string) netip.Addr {
 	for ip, v := range g.vips {
-		if key(v.servers) == k {
+		if v.set == k {
 			return ip
 		}
 	}
 	return netip.Addr{}
 }
 
+// key identifies a set of next hops of one family.
 func key(servers []netip.Addr) string {
-	parts := make([]string, len(servers))
-	for i, s := range servers {
-		parts[i] = s.String()
+	b := make([]byte, 0, 16*len(servers))
+	for _, s := range servers {
+		a := s.As16()
+		b = append(b, a[:]...)
 	}
-	return strings.Join(parts, ",")
+	return string(b)
 }
 
 // attributes are what one upstream peer gets with a prefix.
 type attributes struct {
-	communities []config.Community
-	localPref   uint32
+	communities    []config.Community
+	localPref      uint32
+	communitiesKey string // the communities, comparable
 }
 
-func (a *attributes) merge(adv *config.BGPAdvertisement) *attributes {
-	return a.mergeAttrs(&attributes{communities: adv.Communities, localPref: adv.LocalPref})
+func attributesOf(adv *config.BGPAdvertisement) *attributes {
+	return newAttributes(slices.Clone(adv.Communities), adv.LocalPref)
 }
 
-// mergeAttrs adds up communities; the highest local preference wins.
-func (a *attributes) mergeAttrs(b *attributes) *attributes {
-	if a == nil {
-		a = &attributes{}
-	}
-	communities := slices.Concat(a.communities, b.communities)
+func newAttributes(communities []config.Community, localPref uint32) *attributes {
 	slices.SortFunc(communities, config.CompareCommunities)
-	return &attributes{communities: slices.Compact(communities), localPref: max(a.localPref, b.localPref)}
+	communities = slices.Compact(communities)
+	return &attributes{communities: communities, localPref: localPref, communitiesKey: fmt.Sprint(communities)}
+}
+
+// merge adds up communities; the highest local preference wins. Attributes are never
+// modified: VIPs and aggregates share them.
+func (a *attributes) merge(b *attributes) *attributes {
+	switch {
+	case a == nil:
+		return b
+	case a.communitiesKey != b.communitiesKey:
+		return newAttributes(slices.Concat(a.communities, b.communities), max(a.localPref, b.localPref))
+	case a.localPref >= b.localPref:
+		return a
+	default:
+		return b
+	}
 }
 
 // pathSet collects paths: one per prefix, next hop and set of attributes, with the peers
 // that get it.
 type pathSet struct {
 	paths []bgp.Path
-	index map[string]int // by prefix, next hop and attributes
+	index map[pathKey]int
+}
+
+type pathKey struct {
+	prefix      netip.Prefix
+	nextHop     netip.Addr
+	localPref   uint32
+	communities string
 }
 
 func (ps *pathSet) add(prefix netip.Prefix, servers []netip.Addr, byPeer map[string]*attributes) {
 	if ps.index == nil {
-		ps.index = map[string]int{}
+		ps.index = map[pathKey]int{}
 	}
+	peers := slices.Sorted(maps.Keys(byPeer))
 	for _, nh := range servers {
-		for _, peer := range slices.Sorted(maps.Keys(byPeer)) {
+		for _, peer := range peers {
 			a := byPeer[peer]
-			k := fmt.Sprint(prefix, nh, a.localPref, a.communities)
+			k := pathKey{prefix, nh, a.localPref, a.communitiesKey}
 			i, ok := ps.index[k]
 			if !ok {
 				i = len(ps.paths)

@@ -33,7 +33,7 @@ var (
 // testConfig: pools gold (shard gold, v4 and v6), silver (shard silver), plain (no
 // shard), each with an advertisement to every peer; gold's carries a community and a
 // local preference; silver aggregates to /26.
-func testConfig(t *testing.T, mutate func(*config.ClusterResources)) *config.Config {
+func testConfig(t testing.TB, mutate func(*config.ClusterResources)) *config.Config {
 	t.Helper()
 	pool := func(name, shard string, addrs ...string) maglbv1beta1.IPAddressPool {
 		p := maglbv1beta1.IPAddressPool{ObjectMeta: meta(name)}

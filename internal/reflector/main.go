@@ -167,10 +167,11 @@ func (w *watcher) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, e
 	}
 	var nodes corev1.NodeList
 	var services corev1.ServiceList
-	if err := w.client.List(ctx, &nodes); err != nil {
+	// Read only: the cache's objects, not copies of 10,000 Services at every change of one.
+	if err := w.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := w.client.List(ctx, &services); err != nil {
+	if err := w.client.List(ctx, &services, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	st := State{Config: cfg}
