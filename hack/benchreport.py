@@ -537,7 +537,7 @@ def tor_scale(fig, plot):
     figs = {mode: {unit: values(res, f"ToRScale/{mode}", unit) for _, unit, _, _ in SCALE_ROWS} for mode, _ in SCALE_MODES}
     goal_lines = []
     if not any(figs[mode]["tor-paths"] for mode, _ in SCALE_MODES):
-        return "\n".join(md), {}, goal_lines
+        return "\n".join(md), {"tor_scale": "not measured in this run (`python3 tasks.py bench --only ToRScale`)"}, goal_lines
     md.append(table([""] + [label for _, label in SCALE_MODES],
                     [[label] + [span(figs[mode][unit], fmt, u) for mode, _ in SCALE_MODES] for label, unit, fmt, u in SCALE_ROWS]))
     refl, mesh = figs["reflector"], figs["full-mesh"]
@@ -555,7 +555,12 @@ def tor_scale(fig, plot):
         if death:
             goal_lines.append(f"{label}: an LB node's death out of the ToR's kernel ≤ 1 s: {span(death, unit='ms')} — "
                               f"{goal_verdict(death, lambda m: m <= 1000)}")
-    return "\n".join(md), {}, goal_lines
+    fill = {"tor_scale": f"at {nodes} LB nodes in {shards} shards and {vips:,} VIPs, the ToR holds "
+                         f"{span(refl['tor-paths'], '{:,.0f}')} paths from {span(refl['tor-sessions'], '{:,.0f}')} sessions "
+                         f"instead of {span(mesh['tor-paths'], '{:,.0f}')} from {span(mesh['tor-sessions'], '{:,.0f}')}, "
+                         f"and drops a dead LB node from its kernel in {span(refl['node-death-ms'], unit='ms')} "
+                         "([table](performance.md#tor-scale-full-mesh-against-route-reflectors))"}
+    return "\n".join(md), fill, goal_lines
 
 
 FAULTS = [("survival", "one LB node leaves ECMP (graceful)"), ("bfd", "one LB node's uplink goes down (hard, BFD)")]

@@ -174,6 +174,15 @@ class SectionTest(unittest.TestCase):
                 self.assertEqual("Not measured in this run" in md, not outputs)
 
 
+    def test_tor_scale_comparison(self):
+        _, fill, _ = benchreport.tor_scale(figures(ToRScale=TOR_SCALE), NoPlots())
+        self.assertEqual(fill["tor_scale"], "at 4 LB nodes in 2 shards and 100 VIPs, the ToR holds 8 paths from 2 sessions "
+                                            "instead of 200 from 4, and drops a dead LB node from its kernel in 1,066 ms "
+                                            "([table](performance.md#tor-scale-full-mesh-against-route-reflectors))")
+        _, fill, _ = benchreport.tor_scale(figures(), NoPlots())
+        self.assertIn("not measured", fill["tor_scale"])
+
+
 class FormatTest(unittest.TestCase):
     def test_span(self):
         cases = [
