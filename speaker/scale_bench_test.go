@@ -210,6 +210,8 @@ func benchToR(b *testing.B, mode scaleMode, size scaleSize) scaleResult {
 	if !slices.Contains(kernelNexthops(b, lab.bgpLab, probe), addresses[victim]) {
 		b.Fatalf("the ToR's route to %s has no next hop %s before the failure", probe, addresses[victim])
 	}
+	// The machine's load at the failure sets FRR's and the reflectors' pace here.
+	fmt.Printf("%s: %s's uplink goes down, load average %s (1/5/15 min)\n", mode.title, victim, loadAverage(b))
 	down := time.Now()
 	must(b)(lab.nodes[victim].Run("ip", "link", "set", "eth0", "down"))
 	for r.nodeGoneRIB == 0 || r.nodeGoneFIB == 0 {
