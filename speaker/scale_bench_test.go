@@ -269,9 +269,9 @@ func (l scaleLab) startSpeakers(b *testing.B, mode scaleMode, names []string) []
 // allocationNice is the CPU priority of the LB nodes' speakers and of the reflectors while
 // the benchmark writes the 10,000 IPs. Each would have CPUs of its own, as would the API
 // server; here they share two. At the same priority, the 50 speakers' passes (one per
-// batch of new IPs, each over every Service) took 1.7 of the 2 CPUs and left the API server so little that it took
-// 3 IPs a second. Niced, they let the API server take the writes as it would on its own
-// machines. From the last IP written on, what is measured, they run at normal priority:
+// batch of new IPs, each over every Service) took 1.7 of the 2 CPUs and left the API server
+// so little that it took 3 IPs a second. Niced, they let the API server take the writes as
+// it would on its own machines. From the last IP written on, what is measured, they run at normal priority:
 // niced, the API server's work on the status objects of 125,000 announcements starved their
 // BFD. Even so, at 50 nodes and 10,000 VIPs their BFD sessions flap towards the end of the
 // writes (load average 130), and the measured convergence includes their recovery. The two

@@ -191,13 +191,7 @@ func (w *watcher) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, e
 		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, w.lbClass) {
 			continue
 		}
-		st.Services = append(st.Services, announce.Service{
-			Key:          lbservice.Key(svc),
-			Labels:       svc.Labels,
-			IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
-			Pool:         svc.Annotations[lbservice.AnnotationIPAllocatedFromPool],
-			LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-		})
+		st.Services = append(st.Services, speakercontroller.Service(svc))
 	}
 	return ctrl.Result{}, w.reflector.SetState(ctx, st)
 }

@@ -347,7 +347,13 @@ func (r *Reconciler) serviceInput(svc *corev1.Service) serviceInput {
 	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !lbservice.Handles(svc, r.LBClass) {
 		return serviceInput{}
 	}
-	return serviceInput{handled: true, service: announce.Service{
+	return serviceInput{handled: true, service: Service(svc)}
+}
+
+// Service is the decisions' view of a LoadBalancer Service, endpoints left out: the
+// speaker's, and the reflector's.
+func Service(svc *corev1.Service) announce.Service {
+	return announce.Service{
 		Key:          lbservice.Key(svc),
 		Labels:       svc.Labels,
 		IPs:          lbservice.IngressIPs(svc.Status.LoadBalancer),
@@ -355,7 +361,7 @@ func (r *Reconciler) serviceInput(svc *corev1.Service) serviceInput {
 		LocalTraffic: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 		SharedIP:     lbservice.SharingKey(svc) != "",
 		Ports:        ports(svc),
-	}}
+	}
 }
 
 func ports(svc *corev1.Service) []announce.Port {
